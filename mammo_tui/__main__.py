@@ -1,0 +1,3 @@
+from mammo_tui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""Typed events emitted by the training engine.
+
+The engine knows nothing about its consumers (the Textual app, the console printer, the JSONL run
+log). Every event is a small dataclass with a `type` tag; `to_dict` / `from_dict` round-trip it
+through JSON so that `watch` can rebuild exactly the same stream from `events.jsonl`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, ClassVar
+
+
+@dataclass
+class Event:
+    type: ClassVar[str] = "event"
+    time: float = field(default_factory=time.time, kw_only=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["type"] = self.type
+        return data
+
+
+@dataclass
+class RunStarted(Event):
+    type: ClassVar[str] = "run_started"
+    run_dir: str
+    run_name: str
+    config: dict[str, Any]
+    class_names: list[str]
+    n_train: int
+    n_val: int
+    train_counts: list[int]
+    val_counts: list[int]
+    steps_per_epoch: int
+    start_epoch: int = 1  # > 1 when resumed
+    device: str = "cpu"
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BatchProgress(Event):
+    """Throttled by the engine to a few per second."""
+
+    type: ClassVar[str] = "batch"
+    epoch: int
+    batch: int
+    n_batches: int
+    loss: float
+    images_per_s: float
+    eta_s: float  # whole run
+
+
+@dataclass
+class EpochMetrics(Event):
+    """Validation metrics for one finished epoch (see metrics.compute_metrics for the keys)."""
+
+    type: ClassVar[str] = "epoch"
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_loss: float
+    metrics: dict[str, Any]
+    lr: float
+    trainable: str  # e.g. "head", "head+layer4"
+    epoch_time_s: float
+    images_per_s: float
+
+
+@dataclass
+class CollapseStatus(Event):
+    type: ClassVar[str] = "collapse"
+    epoch: int
+    status: str  # healthy | warning | collapsed
+    reasons: list[str]
+    suggestions: list[dict[str, Any]]  # {"key", "value", "reason"}
+
+
+@dataclass
+class CheckpointSaved(Event):
+    type: ClassVar[str] = "checkpoint"
+    epoch: int
+    kind: str  # best | last
+    path: str
+    score: list[float] = field(default_factory=list)
+
+
+@dataclass
+class ConfigChanged(Event):
+    """`--on-collapse recover` or the UI changed the config mid-run."""
+
+    type: ClassVar[str] = "config_changed"
+    epoch: int
+    changes: dict[str, Any]
+    reason: str
+
+
+@dataclass
+class LogMessage(Event):
+    type: ClassVar[str] = "log"
+    level: str  # info | warning | error
+    message: str
+    epoch: int | None = None
+
+
+@dataclass
+class RunFinished(Event):
+    type: ClassVar[str] = "finished"
+    status: str  # healthy | warning | collapsed | interrupted
+    best_epoch: int | None
+    best_metrics: dict[str, Any]
+    epochs_completed: int
+    interrupted: bool = False
+    exit_code: int = 0
+
+
+@dataclass
+class RunFailed(Event):
+    type: ClassVar[str] = "failed"
+    error: str
+    epoch: int | None = None
+    batch: int | None = None
+    exit_code: int = 1
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls
+    for cls in (RunStarted, BatchProgress, EpochMetrics, CollapseStatus, CheckpointSaved,
+                ConfigChanged, LogMessage, RunFinished, RunFailed)
+}
+
+EventSink = Callable[[Event], None]
+
+
+def from_dict(data: dict[str, Any]) -> Event:
+    """Rebuild an event from its JSON form; unknown keys (from newer versions) are ignored."""
+    cls = EVENT_TYPES.get(data.get("type", ""))
+    if cls is None:
+        raise ValueError(f"unknown event type {data.get('type')!r}")
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class Broadcast:
+    """Fan one event out to several sinks, in order."""
+
+    def __init__(self, *sinks: EventSink) -> None:
+        self.sinks = list(sinks)
+
+    def __call__(self, event: Event) -> None:
+        for sink in self.sinks:
+            sink(event)
