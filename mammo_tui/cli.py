@@ -1,0 +1,246 @@
+"""Command line: `mammo-tui` (wizard), `train`, `plan`, `demo-data`, `watch`, `runs`, `presets`.
+
+Imports stay lazy: `--help` must be instant, and `train --no-ui` must never import textual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from mammo_tui import __version__
+from mammo_tui.errors import MammoError
+
+EPILOG = """\
+examples:
+  mammo-tui                                   guided setup (wizard) in the terminal
+  mammo-tui --demo                            wizard on the built-in demo dataset
+  mammo-tui train --no-ui --demo              headless training on the demo dataset
+  mammo-tui train --no-ui --csv labels.csv --dicom-root dicom/ --preset last_block
+  mammo-tui plan labels.csv --dicom-root dicom/
+  mammo-tui watch runs/<run>                  re-attach the dashboard to a (headless) run
+exit codes: 0 healthy/warning, 3 collapsed, 2 bad input or config, 1 failed, 130 interrupted
+"""
+
+
+def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("dataset (one of)")
+    g.add_argument("--demo", action="store_true", help="the built-in synthetic DICOM demo dataset")
+    g.add_argument("--csv", help="label CSV: AccessionNumber,Classification (with --dicom-root) "
+                                 "or image_path,label[,patient_id,view]")
+    g.add_argument("--dicom-root", help="folder with one sub-folder per accession")
+    g.add_argument("--images", help="folder with one sub-folder per class (A/ B/ C/ D/ or 1/ 2/ 3/ 4/)")
+    g.add_argument("--skip-bad-rows", action="store_true",
+                   help="continue without rows the validation report lists (they are counted, not lost)")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("configuration (flags override the preset; --set overrides anything)")
+    g.add_argument("--preset", help="built-in preset name or a .toml file (see `mammo-tui presets`)")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--img-size", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--arch")
+    g.add_argument("--lr", type=float)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--on-collapse", choices=["warn", "stop", "recover"])
+    g.add_argument("--no-pretrained", action="store_true", help="random initialisation")
+    g.add_argument("--weights", help="local weights file (offline boxes)")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config key, e.g. --set sampler=none --set lr=3e-4")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mammo-tui", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Train breast-density (BI-RADS A-D) classifiers on small, imbalanced "
+                    "mammography datasets without model collapse.")
+    parser.add_argument("--version", action="version", version=f"mammo-tui {__version__}")
+    parser.add_argument("--runs-dir", default="runs", help="where runs are written (default: runs)")
+    _add_dataset_args(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model (dashboard, or --no-ui for scripts)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    p.add_argument("--no-ui", action="store_true", help="plain console output; never imports the TUI")
+    _add_dataset_args(p)
+    _add_config_args(p)
+    p.add_argument("--outdir", help="runs directory (default: --runs-dir, i.e. runs)")
+    p.add_argument("--run-name")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last completed epoch")
+    p.add_argument("--force", action="store_true", help="with --resume: accept a changed config")
+
+    p = sub.add_parser("plan", help="fingerprint a dataset and print the decision flow's preset")
+    p.add_argument("dataset", nargs="?", help="label CSV or class-folder directory")
+    p.add_argument("--dicom-root")
+    p.add_argument("--demo", action="store_true")
+
+    p = sub.add_parser("demo-data", help="write the synthetic demo dataset (reference layout)")
+    p.add_argument("dir")
+    p.add_argument("--size", type=float, default=None, help="scale of the reference counts (1.0 = 1587 images)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("watch", help="the dashboard for a run (live or finished)")
+    p.add_argument("run_dir")
+
+    sub.add_parser("runs", help="browse and compare runs under --runs-dir")
+    sub.add_parser("presets", help="list the built-in presets")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _dataset_spec(args):
+    if not (args.csv or args.images):
+        return None
+    from mammo_tui.data.sources import DatasetSpec
+
+    return DatasetSpec(csv=args.csv, dicom_root=args.dicom_root, images=args.images)
+
+
+def _config_overrides(args) -> dict:
+    from mammo_tui import config as cfg
+
+    overrides = {"epochs": args.epochs, "img_size": args.img_size, "batch_size": args.batch_size,
+                 "arch": args.arch, "lr": args.lr, "seed": args.seed, "on_collapse": args.on_collapse}
+    if args.no_pretrained:
+        overrides["pretrained"] = False
+    if args.weights:
+        overrides["weights"] = args.weights
+    overrides = {k: cfg.coerce(k, v, source=f"--{k.replace('_', '-')}") for k, v in overrides.items() if v is not None}
+    overrides.update(cfg.parse_set(args.set))
+    return overrides
+
+
+def _resolve_config(args):
+    from mammo_tui import config as cfg
+
+    overrides = _config_overrides(args)
+    if args.resume:
+        if not overrides and not args.preset:
+            return None  # the run's own config
+        import tomllib
+
+        saved_path = Path(args.resume) / "config.toml"
+        if not saved_path.is_file():
+            raise MammoError(f"--resume {args.resume}: no config.toml there; is it a run directory?")
+        saved = tomllib.loads(saved_path.read_text(encoding="utf-8"))
+        return cfg.from_mapping({**saved, **overrides}, source="--resume")
+    preset = args.preset or ("demo" if args.demo else "last_block")
+    return cfg.resolve(preset, overrides)
+
+
+def _install_signal_handlers(cancel: threading.Event) -> None:
+    def handler(signum, frame):
+        if cancel.is_set():  # second signal: the user means it
+            raise KeyboardInterrupt
+        print(f"\n{signal.Signals(signum).name}: stopping after the current batch, saving state "
+              "(send again to abort)", file=sys.stderr, flush=True)
+        cancel.set()
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), handler)
+
+
+def cmd_train(args) -> int:
+    config = _resolve_config(args)
+    spec = _dataset_spec(args)
+    if not args.no_ui:
+        from mammo_tui.tui.app import run_app
+
+        return run_app("wizard", demo=args.demo, dataset=spec, runs_root=args.outdir or args.runs_dir,
+                       config=config)
+    from mammo_tui.console import ConsolePrinter
+    from mammo_tui.engine.trainer import TrainRequest, train
+
+    if not (args.demo or spec or args.resume):
+        raise MammoError("no dataset: pass --demo, --csv FILE [--dicom-root DIR], --images DIR or --resume RUN_DIR")
+    request = TrainRequest(config=config, dataset=spec, demo=args.demo, outdir=args.outdir or args.runs_dir,
+                           run_name=args.run_name, resume=args.resume, force=args.force,
+                           skip_bad_rows=args.skip_bad_rows,
+                           preset=args.preset or ("demo" if args.demo else "last_block"))
+    cancel = threading.Event()
+    _install_signal_handlers(cancel)
+    result = train(request, ConsolePrinter(), cancel)
+    print(f"run directory: {result.run_dir}")
+    return result.exit_code
+
+
+def cmd_plan(args) -> int:
+    from mammo_tui.data.sources import DatasetSpec
+    from mammo_tui.planner import format_plan, plan
+    from mammo_tui.prepare import ensure_demo_dataset
+
+    if args.demo:
+        spec = ensure_demo_dataset()
+    elif not args.dataset:
+        raise MammoError("plan: give a label CSV, a class-folder directory, or --demo")
+    elif Path(args.dataset).is_dir():
+        spec = DatasetSpec(images=args.dataset)
+    else:
+        spec = DatasetSpec(csv=args.dataset, dicom_root=args.dicom_root)
+    from mammo_tui.data.fingerprint import fingerprint
+    from mammo_tui.data.sources import scan_dataset
+
+    report = scan_dataset(spec)
+    fp = fingerprint(report)
+    for line in report.summary_lines():
+        print(line)
+    print(format_plan(plan(fp.n_images, fp.class_counts)))
+    return 0
+
+
+def cmd_demo_data(args) -> int:
+    from mammo_tui.data.demo import make_demo_dataset
+    from mammo_tui.prepare import DEMO_SIZE
+
+    csv = make_demo_dataset(args.dir, size=args.size if args.size is not None else DEMO_SIZE, seed=args.seed)
+    print(f"demo dataset written: {csv}")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from mammo_tui import config as cfg
+
+    for name in cfg.preset_names():
+        print(f"{name:16} {cfg.preset_description(name)}")
+    print(f"(files in {cfg.PRESETS_DIR}; copy one and pass --preset path/to/file.toml)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "plan":
+            return cmd_plan(args)
+        if args.command == "demo-data":
+            return cmd_demo_data(args)
+        if args.command == "presets":
+            return cmd_presets(args)
+        from mammo_tui.tui.app import run_app
+
+        if args.command == "watch":
+            if not Path(args.run_dir).is_dir():
+                raise MammoError(f"watch: {args.run_dir} is not a directory")
+            return run_app("watch", run_dir=args.run_dir, runs_root=args.runs_dir)
+        if args.command == "runs":
+            return run_app("runs", runs_root=args.runs_dir)
+        return run_app("wizard", demo=args.demo, dataset=_dataset_spec(args), runs_root=args.runs_dir)
+    except MammoError as exc:
+        print(f"mammo-tui: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("mammo-tui: aborted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

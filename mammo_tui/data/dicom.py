@@ -1,0 +1,233 @@
+"""DICOM: header probing (no pixel decode) and decoding to a float32 image in [0, 1].
+
+Decoding follows the display pipeline a radiologist's viewer uses: Modality LUT / rescale, then the
+VOI LUT or window stored by the modality, else a robust percentile window computed on the breast
+(not the background); MONOCHROME1 is inverted so that dense tissue is always bright.
+Only technical header fields are read; PatientID leaves this module as a digest, never raw.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+
+import cv2
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
+
+from mammo_tui.data.records import MIN_IMAGE_SIDE, ImageInfo, ImageReadError, patient_digest
+
+# Percentiles of breast-tissue intensities mapped to 0 and 1 when the file has no window.
+WINDOW_PERCENTILES = (1.0, 99.0)
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+# Luminance weights (ITU-R BT.601), the same ones PIL uses for convert("L").
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# pydicom names its decoder plugins; pip knows some of them by another name.
+_PIP_NAMES = {"gdcm": "python-gdcm"}
+
+
+def _read(path: str, **kwargs) -> pydicom.Dataset:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about harmless VR quirks
+            return pydicom.dcmread(path, **kwargs)
+    except InvalidDicomError:
+        raise ImageReadError("unreadable", f"{path}: not a DICOM file (no 'DICM' marker); "
+                             "remove it or convert it to DICOM/PNG") from None
+    except Exception as error:  # pydicom raises many types for damaged files
+        raise ImageReadError("unreadable", f"{path}: cannot read the DICOM header ({error})") from None
+
+
+def _int(value: object, default: int = 0) -> int:
+    try:
+        return int(value)  # IS values may be strings such as "1A"
+    except (TypeError, ValueError):
+        return default
+
+
+def install_hint(transfer_syntax: pydicom.uid.UID) -> str:
+    """`pip install ...` options for a compressed transfer syntax, derived from what pydicom reports."""
+    try:
+        missing = get_decoder(transfer_syntax).missing_dependencies
+    except NotImplementedError:
+        return "no Python decoder exists for it; convert the files to an uncompressed or JPEG 2000 syntax"
+    options = []
+    for line in missing:  # e.g. "pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1"
+        plugin, _, requirements = line.partition(" - requires ")
+        names = [re.split(r"[<>=!~ ]", r.strip())[0] for r in requirements.split(" and ")]
+        names = [_PIP_NAMES.get(n, n) for n in names if n and n != "numpy"]
+        if plugin.strip() == "pylibjpeg":  # the pylibjpeg host ships with mammo-tui: list it first
+            options.insert(0, names)
+        elif names:
+            options.append(names)
+    if not options:
+        return "install a pydicom decoder plugin for it"
+    first, *others = ["pip install " + " ".join(names) for names in options]
+    return first + ("" if not others else " (or: " + "; ".join(others) + ")")
+
+
+def _check_pixel_length(ds: pydicom.Dataset, path: str, transfer_syntax: pydicom.uid.UID) -> None:
+    """Catch files cut short inside uncompressed pixel data without reading the pixels."""
+    raw = ds.get_item(0x7FE00010, keep_deferred=True)  # do not read the pixels
+    length = getattr(raw, "length", None)
+    if length is None or length == _UNDEFINED_LENGTH or transfer_syntax.is_compressed:
+        return  # encapsulated data: checked when decoding
+    frames = max(1, _int(ds.get("NumberOfFrames", 1), 1))
+    bits = _int(ds.get("BitsAllocated", 0))
+    pixels = _int(ds.Rows) * _int(ds.Columns) * _int(ds.get("SamplesPerPixel", 1), 1) * frames
+    expected = (pixels * bits + 7) // 8
+    if length < expected:
+        raise ImageReadError("truncated", f"{path}: pixel data has {length} bytes, the header needs "
+                             f"{expected}; the file is damaged (copy it again from the source)")
+    value_tell = getattr(raw, "value_tell", None)
+    if value_tell is not None and not transfer_syntax.is_deflated:
+        available = os.path.getsize(path) - value_tell
+        if available < expected:
+            raise ImageReadError("truncated", f"{path}: file ends after {max(available, 0)} of {expected} "
+                                 "bytes of pixel data; the file is truncated (copy it again from the source)")
+
+
+def probe_dicom(path: str) -> tuple[ImageInfo, str | None]:
+    """Header facts and the patient digest (None when the file has no PatientID).
+
+    Raises ImageReadError(kind) with kind unreadable | no_pixels | truncated |
+    unsupported_compression | tiny_image.
+    """
+    # defer_size keeps the pixel data on disk while still telling us its declared length and offset
+    ds = _read(path, defer_size=1024)
+    if "PixelData" not in ds:
+        other = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
+        detail = f"it has {other[0]}, which is not supported" if other else "it is not an image (e.g. a report)"
+        raise ImageReadError("no_pixels", f"{path}: DICOM file without pixel data; {detail}")
+    rows, columns = _int(ds.get("Rows", 0)), _int(ds.get("Columns", 0))
+    if rows <= 0 or columns <= 0:
+        raise ImageReadError("no_pixels", f"{path}: DICOM header gives no image size (Rows/Columns)")
+    transfer_syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if transfer_syntax is None:
+        raise ImageReadError("unreadable", f"{path}: DICOM file meta has no Transfer Syntax UID, so the "
+                             "pixels cannot be decoded; re-export the file from the PACS")
+    if transfer_syntax.is_compressed:
+        try:
+            available = get_decoder(transfer_syntax).is_available
+        except NotImplementedError:
+            available = False
+        if not available:
+            raise ImageReadError("unsupported_compression", f"{path}: pixel data is compressed with "
+                                 f"{transfer_syntax.name}; {install_hint(transfer_syntax)}")
+    _check_pixel_length(ds, path, transfer_syntax)
+    if min(rows, columns) < MIN_IMAGE_SIDE:
+        raise ImageReadError("tiny_image", f"{path}: image is {columns}x{rows} px, smaller than "
+                             f"{MIN_IMAGE_SIDE} px on a side")
+    info = ImageInfo(
+        width=columns,
+        height=rows,
+        format="DICOM",
+        photometric=str(ds.get("PhotometricInterpretation", "")),
+        transfer_syntax=transfer_syntax.name,
+        modality=str(ds.get("Modality", "")),
+        bits_stored=_int(ds.get("BitsStored", 0)),
+        frames=max(1, _int(ds.get("NumberOfFrames", 1), 1)),
+    )
+    patient_id = str(ds.get("PatientID", "") or "").strip()
+    return info, (patient_digest(patient_id) if patient_id else None)
+
+
+def tissue_threshold(values: np.ndarray) -> float:
+    """Otsu threshold separating breast (bright) from background, on a subsample for speed."""
+    sample = values[:: max(1, values.shape[0] // 512), :: max(1, values.shape[1] // 512)]
+    lo, hi = float(sample.min()), float(sample.max())
+    if hi <= lo:
+        return lo
+    scaled = ((sample - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    threshold, _ = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return lo + threshold * (hi - lo) / 255.0
+
+
+def percentile_window(values: np.ndarray, percentiles: tuple[float, float] = WINDOW_PERCENTILES) -> np.ndarray:
+    """Map the 1st..99th percentile of tissue intensities to 0..1; background falls to 0."""
+    values = values.astype(np.float32, copy=False)
+    tissue = values[values > tissue_threshold(values)]
+    sample = tissue if tissue.size >= 0.01 * values.size else values.ravel()
+    lo, hi = (float(v) for v in np.percentile(sample, percentiles))
+    if hi <= lo:  # flat tissue (or a binary image): fall back to the full range
+        lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return np.zeros(values.shape, np.float32)
+    return np.clip((values - lo) / (hi - lo), 0.0, 1.0, dtype=np.float32)
+
+
+def _voi_window(values: np.ndarray, ds: pydicom.Dataset) -> np.ndarray | None:
+    """Apply the file's VOI LUT / window and scale its output range to [0, 1]; None if unusable."""
+    if "VOILUTSequence" in ds:
+        # LUT indexing needs integers; rescaled values are integer-valued in practice
+        values = np.rint(values).astype(np.int64)
+        probe = np.array([np.iinfo(np.int32).min, np.iinfo(np.int32).max], dtype=np.int64)
+    else:
+        probe = np.array([-1e12, 1e12])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        windowed = apply_voi_lut(values, ds, index=0).astype(np.float64)
+        # the output range of the window or LUT: what the extremes of any input map to
+        lo, hi = sorted(float(v) for v in apply_voi_lut(probe, ds, index=0))
+    if not hi > lo or not np.isfinite([lo, hi]).all():
+        return None
+    return np.clip((windowed - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def _has_voi(ds: pydicom.Dataset) -> bool:
+    if "VOILUTSequence" in ds:
+        return True
+    widths = ds.get("WindowWidth")
+    if widths is None or "WindowCenter" not in ds:
+        return False
+    first = widths[0] if isinstance(widths, pydicom.multival.MultiValue) else widths
+    try:
+        return float(first) > 1  # a width of 0/1 is a broken window, not a display choice
+    except (TypeError, ValueError):
+        return False
+
+
+def _to_gray(rgb: np.ndarray, max_value: float) -> np.ndarray:
+    return np.clip(rgb[..., :3].astype(np.float32) @ _LUMA / max_value, 0.0, 1.0)
+
+
+def decode_dicom(path: str) -> np.ndarray:
+    """Decode the first frame of a DICOM file to float32 HxW in [0, 1], dense tissue bright."""
+    ds = _read(path)
+    transfer_syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if transfer_syntax is not None and transfer_syntax.is_compressed:
+        try:
+            available = get_decoder(transfer_syntax).is_available
+        except NotImplementedError:
+            available = False
+        if not available:
+            raise ImageReadError("unsupported_compression", f"{path}: pixel data is compressed with "
+                                 f"{transfer_syntax.name}; {install_hint(transfer_syntax)}")
+    try:
+        if max(1, _int(ds.get("NumberOfFrames", 1), 1)) > 1:
+            ds.pixel_array_options(index=0)  # decode only the first frame
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pixels = ds.pixel_array
+    except Exception as error:
+        kind = "truncated" if "less than expected" in str(error) else "unreadable"
+        raise ImageReadError(kind, f"{path}: cannot decode the pixel data ({error})") from None
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    bits = _int(ds.get("BitsStored", 8), 8)
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(pixels, ds)
+        return _to_gray(rgb, float(np.iinfo(rgb.dtype).max) if rgb.dtype.kind in "iu" else 1.0)
+    if pixels.ndim == 3:  # RGB (pydicom converts YBR to RGB by default)
+        return _to_gray(pixels, float(2**bits - 1))
+    values = apply_modality_lut(pixels, ds)
+    inverted = photometric == "MONOCHROME1"
+    if _has_voi(ds):
+        windowed = _voi_window(values, ds)
+        if windowed is not None:
+            return 1.0 - windowed if inverted else windowed
+    # MONOCHROME1: high values are dark; negate so tissue is bright before finding it
+    values = values.astype(np.float32)
+    return percentile_window(-values if inverted else values)

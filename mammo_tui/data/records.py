@@ -1,0 +1,141 @@
+"""Plain records of a scanned dataset: usable images, problems, header facts, the report.
+
+Pure: no image libraries imported here, so the UI can show a report without loading pydicom.
+Nothing in these records carries PHI: groups are digests, headers keep only technical facts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from mammo_tui.labels import CLASS_NAMES
+
+# Problem kinds, in the order the report lists them. Every kind except `empty_class` removes the
+# image (or row) it names; `empty_class` is a dataset-level fact.
+PROBLEM_KINDS: tuple[str, ...] = (
+    "missing_file",
+    "outside_root",
+    "duplicate_path",
+    "unknown_label",
+    "unreadable",
+    "truncated",
+    "no_pixels",
+    "unsupported_compression",
+    "tiny_image",
+    "empty_class",
+)
+
+# Images smaller than this on either side carry no usable texture.
+MIN_IMAGE_SIDE = 16
+
+
+# Fixed salt: the same patient gets the same digest in every run (splits stay comparable).
+_GROUP_SALT = "mammo-tui-group:"
+
+
+def patient_digest(patient_id: str) -> str:
+    """The group string for a patient: a short digest, so no raw PatientID reaches run dirs or logs."""
+    return "pt-" + hashlib.sha1((_GROUP_SALT + patient_id).encode("utf-8")).hexdigest()[:12]
+
+
+class ImageReadError(Exception):
+    """An image cannot be used; `kind` is a problem kind (see PROBLEM_KINDS), the message names the file."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    path: str  # absolute path of one image file
+    label: int  # 0..3 (A..D)
+    group: str  # patient / accession id: the unit of group splitting (PatientID only as a digest)
+    row: int  # 1-based line number in the source CSV (header is line 1); 0 for folder datasets
+    view: str = ""  # e.g. "L-CC" when the CSV gives one
+
+
+@dataclass
+class Problem:
+    kind: str  # one of PROBLEM_KINDS
+    message: str  # names the row / file and what is wrong
+    row: int | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """Facts read from an image header without decoding the pixels."""
+
+    width: int
+    height: int
+    format: str  # DICOM | PNG | JPEG
+    photometric: str = ""  # DICOM PhotometricInterpretation, or the PIL mode for PNG/JPEG
+    transfer_syntax: str = ""  # e.g. "JPEG 2000 Image Compression (Lossless Only)"; "" for PNG/JPEG
+    modality: str = ""
+    bits_stored: int = 0
+    frames: int = 1
+
+
+@dataclass
+class ValidationReport:
+    source: str  # human description of the input
+    kind: str  # reference_csv | generic_csv | folders
+    rows_read: int  # CSV data rows (reference/generic) or files found (folders)
+    records: list[ImageRecord]  # usable images, bad ones removed (each counted in problems)
+    problems: list[Problem]
+    image_infos: dict[str, ImageInfo] = field(default_factory=dict)  # path -> header facts
+    notes: list[str] = field(default_factory=list)  # informational: encoding, delimiter, fallbacks
+
+    @property
+    def rows_usable(self) -> int:
+        """Source rows (or files) that contributed at least one usable image."""
+        if self.kind == "folders":
+            return len(self.records)
+        return len({record.row for record in self.records})
+
+    def class_counts(self) -> list[int]:
+        counts = Counter(record.label for record in self.records)
+        return [counts.get(index, 0) for index in range(len(CLASS_NAMES))]
+
+    def problem_counts(self) -> dict[str, int]:
+        counts = Counter(problem.kind for problem in self.problems)
+        ordered = {kind: counts[kind] for kind in PROBLEM_KINDS if counts.get(kind)}
+        ordered.update({kind: n for kind, n in counts.items() if kind not in ordered})
+        return ordered
+
+    def summary_lines(self, max_examples: int = 3) -> list[str]:
+        """Short lines for the console and the wizard: totals, then each problem kind with examples."""
+        counts = self.class_counts()
+        lines = [
+            f"Dataset: {self.source}",
+            f"Rows read: {self.rows_read}, rows usable: {self.rows_usable}, images usable: {len(self.records)}",
+            "Images per class: " + ", ".join(f"{name} {n}" for name, n in zip(CLASS_NAMES, counts)),
+        ]
+        problem_counts = self.problem_counts()
+        if not problem_counts:
+            lines.append("Problems: none")
+        for kind, n in problem_counts.items():
+            lines.append(f"{kind}: {n}")
+            examples = [p for p in self.problems if p.kind == kind][:max_examples]
+            lines.extend(f"  - {p.message}" for p in examples)
+            if n > len(examples):
+                lines.append(f"  ... and {n - len(examples)} more")
+        lines.extend(f"Note: {note}" for note in self.notes)
+        return lines
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "kind": self.kind,
+            "rows_read": self.rows_read,
+            "rows_usable": self.rows_usable,
+            "n_images": len(self.records),
+            "class_counts": dict(zip(CLASS_NAMES, self.class_counts())),
+            "problem_counts": self.problem_counts(),
+            "problems": [asdict(p) for p in self.problems],
+            "notes": list(self.notes),
+        }

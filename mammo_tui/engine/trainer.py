@@ -1,0 +1,662 @@
+"""The training engine: one plain loop, five collapse defenses, typed events out.
+
+It knows nothing about its consumers. Everything it has to say goes through `sink(event)`;
+`events.jsonl` in the run directory receives the same stream, so `watch` can replay it.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+
+from mammo_tui import config as config_mod
+from mammo_tui.collapse import detect_collapse, suggest, apply_suggestion
+from mammo_tui.config import TrainConfig
+from mammo_tui.engine.checkpoint import load_checkpoint, save_checkpoint
+from mammo_tui.engine.losses import build_loss, inverse_frequency_weights
+from mammo_tui.engine.models import (Classifier, apply_train_mode, backbone_frozen, build_model,
+                                     cached_weights_path, default_num_workers, set_trainable)
+from mammo_tui.errors import ConfigError, MammoError, RunDirError, WeightsUnavailableError
+from mammo_tui.events import (BatchProgress, Broadcast, CheckpointSaved, CollapseStatus,
+                              ConfigChanged, EpochMetrics, Event, EventSink, LogMessage,
+                              RunFailed, RunFinished, RunStarted)
+from mammo_tui.labels import CLASS_NAMES, NUM_CLASSES
+from mammo_tui.metrics import compute_metrics, selection_score
+from mammo_tui.prepare import DEMO_SIZE, ensure_demo_dataset, prepare_dataset
+from mammo_tui.rundir import (CHECKPOINT_DIR, CONFIG_FILE, DATASET_FILE, SPLITS_FILE, SUMMARY_FILE,
+                              atomic_write_text, new_run_name, read_summary, safe_run_name,
+                              write_json)
+from mammo_tui.runlog import EVENTS_FILE, RunLogWriter
+
+BATCH_EVENT_INTERVAL_S = 0.3  # a few progress events per second is plenty for a terminal
+MAX_RECOVERIES = 2
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_COLLAPSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+@dataclass
+class TrainRequest:
+    config: TrainConfig | None = None  # None with resume: the run's own config
+    dataset: Any = None  # DatasetSpec; None with demo=True or resume
+    demo: bool = False
+    demo_size: float = DEMO_SIZE
+    outdir: str = "runs"
+    run_name: str | None = None
+    resume: str | None = None
+    force: bool = False  # resume with a changed config
+    skip_bad_rows: bool = False
+    preset: str = ""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str
+    exit_code: int
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class _NonFiniteLoss(Exception):
+    def __init__(self, epoch: int, batch: int, value: float):
+        super().__init__(f"loss became {value} at epoch {epoch}, batch {batch}")
+        self.epoch, self.batch, self.value = epoch, batch, value
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device = cuda was asked for but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# run directory set-up
+
+
+def _read_split_file(path: Path) -> dict[str, str]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return {row["path"]: row["split"] for row in csv.DictReader(handle)}
+
+
+def _dataset_spec_from_json(data: dict[str, Any]):
+    from mammo_tui.data.sources import DatasetSpec
+
+    spec = data.get("spec") or {}
+    return DatasetSpec(csv=spec.get("csv"), dicom_root=spec.get("dicom_root"), images=spec.get("images"))
+
+
+def _spec_dict(spec) -> dict[str, Any]:
+    return {"csv": spec.csv, "dicom_root": spec.dicom_root, "images": spec.images}
+
+
+class _Setup:
+    """Everything a run needs before its first batch: config, data, split, run dir."""
+
+    def __init__(self, request: TrainRequest):
+        self.request = request
+        self.notes: list[str] = []
+        if request.resume:
+            self._resume()
+        else:
+            self._fresh()
+
+    def _fresh(self) -> None:
+        req = self.request
+        if req.config is None:
+            raise ConfigError("no training config given")
+        self.config = req.config
+        spec = ensure_demo_dataset(req.demo_size) if req.demo else req.dataset
+        if spec is None:
+            raise MammoError("no dataset given: pass --demo, --csv FILE [--dicom-root DIR] or --images DIR")
+        self.prepared = prepare_dataset(spec, skip_bad_rows=req.skip_bad_rows)
+        records = self.prepared.records
+        from mammo_tui.data.split import train_val_split
+
+        labels = [r.label for r in records]
+        groups = [r.group for r in records]
+        self.split = train_val_split(labels, groups, val_fraction=self.config.val_fraction,
+                                     seed=self.config.seed)
+        self.notes += list(self.split.warnings)
+        self.train_idx = np.asarray(self.split.train)
+        self.val_idx = np.asarray(self.split.val)
+        self.preset = req.preset
+        self.is_demo = req.demo
+
+    def build_model(self) -> None:
+        """Before anything is written: a missing-weights error must not leave a stray run dir."""
+        cfg = self.config
+        pretrained = cfg.pretrained
+        if pretrained and not cfg.weights and self.is_demo and not cached_weights_path(cfg.arch).is_file():
+            pretrained = False
+            self.notes.append(f"no cached ImageNet weights for {cfg.arch} "
+                              f"({cached_weights_path(cfg.arch)}): training the demo from scratch")
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.arch, NUM_CLASSES, pretrained, cfg.weights)
+        self.pretrained_used = pretrained or bool(cfg.weights)
+
+    def materialise(self) -> None:
+        """Create the run directory; only after data, split and model are known to be good."""
+        if self.request.resume:
+            return
+        req, records = self.request, self.prepared.records
+        from mammo_tui.data.split import write_splits_csv
+
+        name = safe_run_name(req.run_name) if req.run_name else new_run_name(req.preset or "run")
+        self.run_dir = Path(req.outdir) / name
+        suffix = 2
+        while not req.run_name and self.run_dir.exists():  # two automatic names in one second
+            self.run_dir, suffix = Path(req.outdir) / f"{name}-{suffix}", suffix + 1
+        if self.run_dir.exists() and any(self.run_dir.iterdir()):
+            raise RunDirError(f"run directory {self.run_dir} already exists; pick another --run-name "
+                              f"or continue it with --resume {self.run_dir}")
+        try:
+            (self.run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / CONFIG_FILE, config_mod.to_toml(self.config))
+            write_splits_csv(self.run_dir / SPLITS_FILE, records, self.split)
+            write_json(self.run_dir / DATASET_FILE, {
+                "spec": _spec_dict(self.prepared.spec), "demo": req.demo, "preset": req.preset,
+                "skip_bad_rows": req.skip_bad_rows,
+                "fingerprint": self.prepared.fingerprint.to_dict(),
+                "report": self.prepared.report.to_dict(),
+            })
+        except OSError as exc:
+            raise RunDirError(f"cannot write the run directory {self.run_dir}: {exc.strerror or exc}. "
+                              "Pass --outdir on a writable disk.") from None
+
+    def _resume(self) -> None:
+        req = self.request
+        self.run_dir = Path(req.resume)
+        if not (self.run_dir / CONFIG_FILE).is_file() or not (self.run_dir / DATASET_FILE).is_file():
+            raise RunDirError(f"--resume {self.run_dir}: not a mammo-tui run directory "
+                              f"(no {CONFIG_FILE} / {DATASET_FILE})")
+        import tomllib
+
+        saved = config_mod.from_mapping(
+            tomllib.loads((self.run_dir / CONFIG_FILE).read_text(encoding="utf-8")),
+            source=str(self.run_dir / CONFIG_FILE))
+        last = self.run_dir / CHECKPOINT_DIR / "last.pt"
+        if last.is_file():  # a recovery may have changed the config after config.toml was written
+            saved = config_mod.from_mapping(load_checkpoint(last)["config"], source=str(last))
+        self.config = req.config or saved
+        changed = config_mod.diff(saved, self.config)
+        if changed and not req.force:
+            listing = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            raise ConfigError(f"--resume {self.run_dir}: the config differs from the run's ({listing}). "
+                              "Resume with the same settings, or add --force to continue with the new ones.")
+        if changed:
+            self.notes.append("resumed with a changed config: " +
+                              ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+            atomic_write_text(self.run_dir / CONFIG_FILE, config_mod.to_toml(self.config))
+        info = json.loads((self.run_dir / DATASET_FILE).read_text(encoding="utf-8"))
+        self.preset = info.get("preset", "")
+        self.is_demo = bool(info.get("demo"))
+        spec = _dataset_spec_from_json(info)
+        self.prepared = prepare_dataset(spec, skip_bad_rows=bool(info.get("skip_bad_rows")))
+        split_of = _read_split_file(self.run_dir / SPLITS_FILE)
+        records = self.prepared.records
+        missing = [r.path for r in records if r.path not in split_of]
+        if missing:
+            self.notes.append(f"{len(missing)} images are new since the run started; they are left out")
+        self.train_idx = np.array([i for i, r in enumerate(records) if split_of.get(r.path) == "train"])
+        self.val_idx = np.array([i for i, r in enumerate(records) if split_of.get(r.path) == "val"])
+        if len(self.train_idx) == 0 or len(self.val_idx) == 0:
+            raise RunDirError(f"--resume {self.run_dir}: the images in {SPLITS_FILE} are no longer "
+                              "in the dataset; cannot continue")
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+class Trainer:
+    def __init__(self, setup: _Setup, sink: EventSink, cancel: threading.Event):
+        self.setup = setup
+        self.cfg = setup.config
+        self.run_dir = setup.run_dir
+        self.cancel = cancel
+        self.writer = RunLogWriter(self.run_dir / EVENTS_FILE)
+        self.emit = Broadcast(self.writer, sink)
+        self.device = resolve_device(self.cfg.device)
+        self.history: list[dict[str, Any]] = []  # per epoch: epoch, status, score, metrics
+        self.best_score: tuple | None = None
+        self.best_epoch: int | None = None
+        self.best_healthy_state: dict[str, Any] | None = None
+        self.recoveries = 0
+        self.changes: list[dict[str, Any]] = []
+        self.start_epoch = 1
+        self.started = time.time()
+
+    # -- data --------------------------------------------------------------------------------
+    def load_data(self) -> None:
+        from mammo_tui.data.cache import PreprocessCache, load_images
+
+        records = self.setup.prepared.records
+        cache = PreprocessCache(self.cfg.img_size)
+        t0 = time.perf_counter()
+        images = load_images(records, cache)
+        self.emit(LogMessage("info", f"loaded {len(records)} images at {self.cfg.img_size} px in "
+                             f"{time.perf_counter() - t0:.1f} s ({cache.decodes} decoded, {cache.hits} from cache)"))
+        labels = np.array([r.label for r in records], dtype=np.int64)
+        tr, va = self.setup.train_idx, self.setup.val_idx
+        self.train_images, self.train_labels = images[tr], labels[tr]
+        self.val_images, self.val_labels = images[va], labels[va]
+        if len(self.train_labels) < 2:
+            raise MammoError("the training split has fewer than 2 images; the dataset is too small")
+        if self.cfg.batch_size > len(self.train_labels):
+            self.emit(LogMessage("warning", f"batch_size {self.cfg.batch_size} is larger than the "
+                                 f"{len(self.train_labels)} training images; using {len(self.train_labels)}"))
+        present = set(self.train_labels.tolist())
+        absent = [CLASS_NAMES[c] for c in range(NUM_CLASSES) if c not in present]
+        if absent:
+            self.emit(LogMessage("warning", f"no training images for class {', '.join(absent)}: "
+                                 "the model cannot learn it"))
+
+    def _workers(self) -> int:
+        return self.cfg.num_workers if self.cfg.num_workers >= 0 else default_num_workers(self.device.type)
+
+    def _train_loader(self, epoch: int, features: torch.Tensor | None) -> DataLoader:
+        from mammo_tui.data.dataset import ImageDataset
+
+        generator = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
+        if features is not None:
+            dataset = TensorDataset(features, torch.as_tensor(self.train_labels))
+        else:
+            dataset = ImageDataset(self.train_images, self.train_labels, augment=self.cfg.augment,
+                                   seed=self.cfg.seed * 1000 + epoch)
+        sampler = None
+        if self.cfg.sampler == "weighted":
+            weights = inverse_frequency_weights(self.train_labels, NUM_CLASSES)
+            sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double),
+                                            num_samples=len(weights), replacement=True, generator=generator)
+        workers = 0 if features is not None else self._workers()
+        return DataLoader(dataset, batch_size=min(self.cfg.batch_size, len(dataset)), sampler=sampler,
+                          shuffle=sampler is None, generator=generator, num_workers=workers,
+                          pin_memory=self.device.type == "cuda", drop_last=len(dataset) > self.cfg.batch_size,
+                          persistent_workers=False)
+
+    def _val_loader(self, features: torch.Tensor | None) -> DataLoader:
+        from mammo_tui.data.dataset import ImageDataset
+
+        if features is not None:
+            dataset = TensorDataset(features, torch.as_tensor(self.val_labels))
+        else:
+            dataset = ImageDataset(self.val_images, self.val_labels, augment=False)
+        return DataLoader(dataset, batch_size=max(self.cfg.batch_size, 64), shuffle=False,
+                          num_workers=0 if features is not None else self._workers(),
+                          pin_memory=self.device.type == "cuda")
+
+    # -- model -------------------------------------------------------------------------------
+    def build(self) -> None:
+        self.model: Classifier = self.setup.model.to(self.device)
+        self.pretrained_used = self.setup.pretrained_used
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.initial_state = copy.deepcopy(self.model.state_dict())
+        self._build_optimisation()
+
+    def _build_optimisation(self) -> None:
+        cfg = self.cfg
+        self.criterion = build_loss(cfg.loss, self.train_labels, NUM_CLASSES, cfg.class_weights,
+                                    cfg.focal_gamma, cfg.la_tau).to(self.device)
+        # Every parameter is registered; frozen ones simply get no gradient (AdamW skips them).
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.scheduler == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, cfg.epochs))
+        elif cfg.scheduler == "plateau":
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="max",
+                                                                        factor=0.5, patience=2)
+        else:
+            self.scheduler = None
+        use_amp = cfg.amp and self.device.type == "cuda"
+        self.amp_dtype = (torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16)
+        self.use_amp = use_amp
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and self.amp_dtype == torch.float16)
+
+    def stage_for(self, epoch: int) -> str:
+        """Warmup epochs train the head only; then the configured blocks unfreeze."""
+        return "head" if epoch <= self.cfg.warmup_epochs else self.cfg.freeze
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def _payload(self, epoch: int, metrics: dict[str, Any], status: str) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else {},
+            "epoch": epoch,
+            "config": self.cfg.to_dict(),
+            "arch": self.cfg.arch,
+            "class_names": list(CLASS_NAMES),
+            "img_size": self.cfg.img_size,
+            "in_channels": 1,
+            "normalization": _normalization(),
+            "metrics": metrics,
+            "status": status,
+            "best_epoch": self.best_epoch,
+            "best_score": list(self.best_score) if self.best_score else [],
+            "history": self.history,
+            "recoveries": self.recoveries,
+            "changes": self.changes,
+        }
+
+    def _save(self, kind: str, epoch: int, metrics: dict[str, Any], status: str, score: tuple) -> None:
+        path = self.run_dir / CHECKPOINT_DIR / f"{kind}.pt"
+        save_checkpoint(path, self._payload(epoch, metrics, status))
+        self.emit(CheckpointSaved(epoch=epoch, kind=kind, path=str(path), score=list(score)))
+
+    def restore(self) -> None:
+        last = self.run_dir / CHECKPOINT_DIR / "last.pt"
+        if not last.is_file():
+            return
+        state = load_checkpoint(last)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.history = list(state.get("history") or [])
+        self.best_epoch = state.get("best_epoch")
+        self.best_score = tuple(state["best_score"]) if state.get("best_score") else None
+        self.recoveries = int(state.get("recoveries", 0))
+        self.changes = list(state.get("changes") or [])
+        self.start_epoch = int(state["epoch"]) + 1
+        best = self.run_dir / CHECKPOINT_DIR / "best.pt"
+        if best.is_file():
+            best_state = load_checkpoint(best)
+            if best_state.get("status") != "collapsed":
+                self.best_healthy_state = best_state["model"]
+
+    # -- epochs ------------------------------------------------------------------------------
+    def _features(self, images: np.ndarray) -> torch.Tensor:
+        """Backbone features computed once, for epochs where only the head trains."""
+        from mammo_tui.data.dataset import ImageDataset
+
+        loader = DataLoader(ImageDataset(images, np.zeros(len(images), dtype=np.int64), augment=False),
+                            batch_size=128, num_workers=0)
+        self.model.eval()
+        chunks = []
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            for x, _ in loader:
+                chunks.append(self.model.backbone(self._to_device(x)).float().cpu())
+        return torch.cat(chunks)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.device.type == "cuda" and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def train_epoch(self, epoch: int, features: torch.Tensor | None, progress: dict) -> float | None:
+        model, cfg = self.model, self.cfg
+        apply_train_mode(model)
+        forward = model.head if features is not None else model
+        loader = self._train_loader(epoch, features)
+        n_batches = len(loader)
+        if cfg.max_batches_per_epoch:
+            n_batches = min(n_batches, cfg.max_batches_per_epoch)
+        total, count, seen = 0.0, 0, 0
+        t_start = last_event = time.perf_counter()
+        for batch, (x, y) in enumerate(loader, start=1):
+            if batch > n_batches:
+                break
+            if self.cancel.is_set():
+                return None
+            x, y = self._to_device(x), y.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                logits = forward(x)
+            loss = self.criterion(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise _NonFiniteLoss(epoch, batch, float(loss))
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            total += float(loss) * len(y)
+            count += len(y)
+            seen += len(y)
+            now = time.perf_counter()
+            progress["batches_done"] += 1
+            progress["batch_time"] = (now - t_start) / batch
+            if now - last_event >= BATCH_EVENT_INTERVAL_S or batch == n_batches:
+                last_event = now
+                remaining = progress["batches_total"] - progress["batches_done"]
+                self.emit(BatchProgress(epoch=epoch, batch=batch, n_batches=n_batches, loss=total / count,
+                                        images_per_s=seen / max(now - t_start, 1e-9),
+                                        eta_s=remaining * progress["batch_time"]))
+        progress["images"] = seen
+        return total / max(count, 1)
+
+    def evaluate(self, features: torch.Tensor | None) -> tuple[dict[str, Any], float]:
+        self.model.eval()
+        forward = self.model.head if features is not None else self.model
+        logits_all, labels_all = [], []
+        with torch.no_grad():
+            for x, y in self._val_loader(features):
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                    logits = forward(self._to_device(x))
+                logits_all.append(logits.float().cpu())
+                labels_all.append(y)
+        logits = torch.cat(logits_all)
+        labels = torch.cat(labels_all)
+        # Plain cross-entropy of the raw logits: comparable across losses and balancing choices.
+        val_loss = float(F.cross_entropy(logits, labels))
+        probs = torch.softmax(logits, dim=1).numpy()
+        metrics = compute_metrics(labels.numpy(), probs.argmax(1), probs, NUM_CLASSES)
+        return metrics, val_loss
+
+    # -- main --------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        cfg = self.cfg
+        self.load_data()
+        self.build()
+        self.restore()
+        if self.start_epoch > 1:
+            self.emit(LogMessage("info", f"resuming {self.run_dir.name} at epoch {self.start_epoch}"))
+        steps = math.ceil(len(self.train_labels) / min(cfg.batch_size, len(self.train_labels)))
+        if cfg.max_batches_per_epoch:
+            steps = min(steps, cfg.max_batches_per_epoch)
+        notes = list(self.setup.notes)
+        if not self.pretrained_used:
+            notes.append("training from scratch (no pretrained weights)")
+        self.emit(RunStarted(
+            run_dir=str(self.run_dir), run_name=self.run_dir.name, config=cfg.to_dict(),
+            class_names=list(CLASS_NAMES), n_train=len(self.train_labels), n_val=len(self.val_labels),
+            train_counts=np.bincount(self.train_labels, minlength=NUM_CLASSES).tolist(),
+            val_counts=np.bincount(self.val_labels, minlength=NUM_CLASSES).tolist(),
+            steps_per_epoch=steps, start_epoch=self.start_epoch, device=str(self.device), notes=notes))
+        for note in notes:
+            self.emit(LogMessage("warning", note))
+        progress = {"batches_done": 0, "batches_total": steps * (cfg.epochs - self.start_epoch + 1),
+                    "batch_time": 0.0}
+        status, interrupted, stale = "healthy", False, 0
+        last_metrics: dict[str, Any] = {}
+        previous = self.history[-1]["metrics"] if self.history else None
+        features_for: str | None = None
+        train_feats = val_feats = None
+        epoch = self.start_epoch - 1
+        try:
+            for epoch in range(self.start_epoch, cfg.epochs + 1):
+                stage = self.stage_for(epoch)
+                trainable = set_trainable(self.model, stage)
+                if epoch == cfg.warmup_epochs + 1 and stage != "head" and epoch > 1:
+                    self.emit(LogMessage("info", f"warmup over: unfreezing {trainable}", epoch=epoch))
+                use_cache = cfg.frozen_feature_cache and not cfg.augment and backbone_frozen(self.model)
+                if use_cache and features_for != stage:
+                    t0 = time.perf_counter()
+                    train_feats, val_feats = self._features(self.train_images), self._features(self.val_images)
+                    features_for = stage
+                    self.emit(LogMessage("info", f"backbone frozen and no augmentation: features computed once "
+                                         f"({time.perf_counter() - t0:.1f} s); epochs train the head only", epoch=epoch))
+                seed_everything(cfg.seed * 1000 + epoch)
+                t0 = time.perf_counter()
+                train_loss = self.train_epoch(epoch, train_feats if use_cache else None, progress)
+                if train_loss is None:
+                    interrupted = True
+                    break
+                train_time = time.perf_counter() - t0
+                metrics, val_loss = self.evaluate(val_feats if use_cache else None)
+                epoch_time = time.perf_counter() - t0
+                lr = self.optimizer.param_groups[0]["lr"]
+                score = selection_score(metrics)
+                if self.scheduler is not None:
+                    if cfg.scheduler == "plateau":
+                        self.scheduler.step(score[0])
+                    else:
+                        self.scheduler.step()
+                self.emit(EpochMetrics(epoch=epoch, epochs=cfg.epochs, train_loss=train_loss, val_loss=val_loss,
+                                       metrics=metrics, lr=lr, trainable=trainable, epoch_time_s=epoch_time,
+                                       images_per_s=progress["images"] / max(train_time, 1e-9)))
+                result = detect_collapse(metrics, previous, cfg)
+                suggestions = [s.to_dict() for s in suggest(cfg, result, metrics)]
+                status = result.status
+                self.emit(CollapseStatus(epoch=epoch, status=status, reasons=result.reasons, suggestions=suggestions))
+                previous, last_metrics = metrics, metrics
+                self.history.append({"epoch": epoch, "status": status, "score": list(score), "metrics": metrics,
+                                     "train_loss": train_loss, "val_loss": val_loss})
+                improved = self.best_score is None or score > self.best_score
+                if improved:
+                    self.best_score, self.best_epoch, stale = score, epoch, 0
+                    self._save("best", epoch, metrics, status, score)
+                else:
+                    stale += 1
+                if status != "collapsed" and (improved or self.best_healthy_state is None):
+                    self.best_healthy_state = copy.deepcopy(self.model.state_dict())
+                self._save("last", epoch, metrics, status, score)
+                self._write_summary("running", epoch, last_metrics, interrupted=False)
+                if status == "collapsed" and epoch < cfg.epochs:
+                    if cfg.on_collapse == "stop":
+                        self.emit(LogMessage("error", f"collapsed at epoch {epoch}; stopping (on_collapse = stop)",
+                                             epoch=epoch))
+                        break
+                    if cfg.on_collapse == "recover":
+                        self._recover(epoch, result.reasons, suggestions)
+                        features_for, previous, stale = None, None, 0
+                        continue
+                if cfg.early_stop_patience and stale >= cfg.early_stop_patience:
+                    self.emit(LogMessage("info", f"early stop: no better selection score for {stale} epochs "
+                                         f"(best epoch {self.best_epoch})", epoch=epoch))
+                    break
+        except _NonFiniteLoss as exc:
+            return self._fail(f"non-finite loss ({exc.value}) at epoch {exc.epoch}, batch {exc.batch}. "
+                              f"The last good checkpoint is kept. Lower the learning rate (lr = {cfg.lr:g}) "
+                              "or enable gradient clipping (grad_clip).", exc.epoch, exc.batch, EXIT_FAILED)
+        return self._finish(epoch, last_metrics, interrupted)
+
+    def _recover(self, epoch: int, reasons: list[str], suggestions: list[dict[str, Any]]) -> None:
+        """Roll back to the best healthy weights, apply the top suggestion, go on."""
+        if self.recoveries >= MAX_RECOVERIES or not suggestions:
+            self.emit(LogMessage("warning", "collapsed again, but no recovery left; continuing", epoch=epoch))
+            return
+        self.recoveries += 1
+        top = suggestions[0]
+        old = self.cfg
+        self.cfg = apply_suggestion(old, top)
+        rollback = "best healthy checkpoint" if self.best_healthy_state else "initial weights"
+        self.model.load_state_dict(self.best_healthy_state or self.initial_state)
+        self._build_optimisation()
+        change = {"epoch": epoch, "changes": {k: [a, b] for k, (a, b) in config_mod.diff(old, self.cfg).items()},
+                  "reason": f"collapse ({'; '.join(reasons)}): {top['reason']}; rolled back to the {rollback}"}
+        self.changes.append(change)
+        self.emit(ConfigChanged(epoch=epoch, changes=change["changes"], reason=change["reason"]))
+
+    def _fail(self, message: str, epoch: int | None, batch: int | None, code: int) -> RunResult:
+        self.emit(RunFailed(error=message, epoch=epoch, batch=batch, exit_code=code))
+        summary = self._write_summary("failed", (epoch or 1) - 1, {}, interrupted=False, error=message)
+        self.writer.close()
+        return RunResult(self.run_dir, "failed", code, summary)
+
+    def _finish(self, epoch: int, last_metrics: dict[str, Any], interrupted: bool) -> RunResult:
+        epochs_done = len(self.history)
+        if interrupted:
+            status, code = "interrupted", EXIT_INTERRUPTED
+        else:
+            best = next((h for h in self.history if h["epoch"] == self.best_epoch), None)
+            # The deliverable is the best checkpoint: the run's status is that epoch's status.
+            status = best["status"] if best else "healthy"
+            code = EXIT_COLLAPSED if status == "collapsed" else EXIT_OK
+            if self.history and self.history[-1]["status"] == "collapsed" and status != "collapsed":
+                self.emit(LogMessage("warning", f"the last epoch collapsed; best.pt (epoch {self.best_epoch}) "
+                                     "is the checkpoint to use"))
+        summary = self._write_summary(status, epochs_done, last_metrics, interrupted=interrupted)
+        self.emit(RunFinished(status=status, best_epoch=self.best_epoch, best_metrics=summary["best_metrics"],
+                              epochs_completed=summary["epochs_completed"], interrupted=interrupted, exit_code=code))
+        self.writer.close()
+        return RunResult(self.run_dir, status, code, summary)
+
+    def _write_summary(self, status: str, epoch: int, last_metrics: dict[str, Any], interrupted: bool,
+                       error: str = "") -> dict[str, Any]:
+        best = next((h for h in self.history if h["epoch"] == self.best_epoch), None)
+        last = self.history[-1] if self.history else None
+        summary = {
+            "run_name": self.run_dir.name,
+            "status": status,
+            "interrupted": interrupted,
+            "error": error,
+            "best_epoch": self.best_epoch,
+            "best_status": best["status"] if best else None,
+            "best_metrics": best["metrics"] if best else {},
+            "last_status": last["status"] if last else None,
+            "last_metrics": last["metrics"] if last else {},
+            "epochs_completed": last["epoch"] if last else 0,
+            "epochs": self.cfg.epochs,
+            "history": [{k: h[k] for k in ("epoch", "status", "score", "train_loss", "val_loss")} for h in self.history],
+            "collapse_events": [{"epoch": h["epoch"], "status": h["status"]} for h in self.history
+                                if h["status"] != "healthy"],
+            "changes": self.changes,
+            "preset": self.setup.preset,
+            "config": self.cfg.to_dict(),
+            "device": str(self.device),
+            "started": self.started,
+            "finished": time.time() if status not in ("running",) else None,
+        }
+        write_json(self.run_dir / SUMMARY_FILE, summary)
+        return summary
+
+
+def _normalization() -> dict[str, float]:
+    from mammo_tui.data.dataset import NORM_MEAN, NORM_STD
+
+    return {"mean": float(NORM_MEAN), "std": float(NORM_STD)}
+
+
+def train(request: TrainRequest, sink: EventSink = lambda event: None,
+          cancel: threading.Event | None = None) -> RunResult:
+    """Run (or resume) one training run synchronously. Set `cancel` to stop between batches.
+
+    Raises MammoError for problems found before the run starts (bad dataset, config, weights);
+    failures during the run (NaN loss, disk full) end in a `failed` event and exit code.
+    """
+    cancel = cancel or threading.Event()
+    setup = _Setup(request)
+    setup.build_model()
+    setup.materialise()
+    trainer = Trainer(setup, sink, cancel)
+    try:
+        return trainer.run()
+    except (WeightsUnavailableError, ConfigError):
+        trainer.writer.close()
+        raise
+    except MammoError as exc:
+        return trainer._fail(str(exc), None, None, exc.exit_code)
+    finally:
+        trainer.writer.close()

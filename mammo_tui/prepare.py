@@ -1,0 +1,59 @@
+"""From a dataset spec to a validated, split dataset (no torch; shared by CLI, TUI and engine)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from mammo_tui.errors import DatasetError
+
+DEMO_SIZE = 0.5
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MAMMO_TUI_CACHE", Path.home() / ".cache" / "mammo-tui"))
+
+
+def ensure_demo_dataset(size: float = DEMO_SIZE, seed: int = 0, root: str | Path | None = None):
+    """The built-in demo dataset, generated once into the cache and reused."""
+    from mammo_tui.data.demo import make_demo_dataset
+    from mammo_tui.data.sources import DatasetSpec
+
+    folder = Path(root) if root else cache_root() / f"demo-size{size:g}-seed{seed}"
+    csv = folder / "labels.csv"
+    if not csv.is_file():
+        csv = make_demo_dataset(folder, size=size, seed=seed)
+    return DatasetSpec(csv=str(csv), dicom_root=str(csv.parent / "dicom") if (csv.parent / "dicom").is_dir() else str(csv.parent))
+
+
+@dataclass
+class PreparedDataset:
+    spec: object  # DatasetSpec
+    report: object  # ValidationReport
+    fingerprint: object  # Fingerprint
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def records(self):
+        return self.report.records
+
+
+def prepare_dataset(spec, skip_bad_rows: bool = False,
+                    progress: Callable[[int, int], None] | None = None) -> PreparedDataset:
+    """Scan + validate. Problems stop here unless the user chose to continue without bad rows."""
+    from mammo_tui.data.fingerprint import fingerprint
+    from mammo_tui.data.sources import scan_dataset
+
+    report = scan_dataset(spec, check_images=True, progress=progress)
+    if report.problems and not skip_bad_rows:
+        lines = "\n  ".join(report.summary_lines())
+        raise DatasetError(
+            f"the dataset has problems:\n  {lines}\n"
+            "Fix them, or continue without the bad rows with --skip-bad-rows "
+            "(they are listed in the run's dataset.json)."
+        )
+    if not report.records:
+        raise DatasetError(f"{report.source}: no usable images")
+    return PreparedDataset(spec=spec, report=report, fingerprint=fingerprint(report))

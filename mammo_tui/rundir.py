@@ -1,0 +1,113 @@
+"""Run directory layout and the runs listing (pure: no torch, no textual)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mammo_tui.runlog import EVENTS_FILE, read_events
+
+CONFIG_FILE = "config.toml"
+SUMMARY_FILE = "summary.json"
+SPLITS_FILE = "splits.csv"
+DATASET_FILE = "dataset.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write via a temp file in the same folder + rename, so readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def new_run_name(prefix: str = "run") -> str:
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def safe_run_name(name: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    return cleaned or new_run_name()
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / SUMMARY_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class RunInfo:
+    path: Path
+    name: str
+    status: str  # healthy | warning | collapsed | interrupted | failed | running | unknown
+    preset: str
+    arch: str
+    epochs_completed: int
+    best_epoch: int | None
+    kappa_quadratic: float | None
+    bal_acc_adj: float | None
+    started: float
+
+
+def run_info(run_dir: str | Path) -> RunInfo:
+    """Summarise one run from summary.json, falling back to the event log for live runs."""
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir) or {}
+    best = summary.get("best_metrics") or {}
+    status = summary.get("status", "unknown")
+    epochs = summary.get("epochs_completed", 0)
+    started = summary.get("started", 0.0)
+    config = summary.get("config") or {}
+    if not summary and (run_dir / EVENTS_FILE).exists():
+        events = read_events(run_dir)
+        status = "running"
+        for event in events:
+            if event.type == "run_started":
+                config, started = event.config, event.time
+            elif event.type == "epoch":
+                epochs = event.epoch
+                best = best or event.metrics
+            elif event.type in ("finished", "failed"):
+                status = getattr(event, "status", "failed")
+    return RunInfo(
+        path=run_dir,
+        name=run_dir.name,
+        status=status,
+        preset=summary.get("preset", config.get("preset", "")) or "",
+        arch=config.get("arch", ""),
+        epochs_completed=int(epochs or 0),
+        best_epoch=summary.get("best_epoch"),
+        kappa_quadratic=best.get("kappa_quadratic"),
+        bal_acc_adj=best.get("balanced_accuracy_adjusted"),
+        started=float(started or 0.0),
+    )
+
+
+def list_runs(root: str | Path = "runs") -> list[RunInfo]:
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = [run_info(p) for p in root.iterdir()
+            if p.is_dir() and ((p / EVENTS_FILE).exists() or (p / SUMMARY_FILE).exists())]
+    return sorted(runs, key=lambda r: r.started, reverse=True)

@@ -1,0 +1,186 @@
+"""Rich renderables for the panels (pure functions of data: easy to test, no widget state)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from rich.table import Table
+from rich.text import Text
+
+from mammo_tui.tui.state import DashboardState, fmt, fmt_duration
+
+_PARTIAL = " ▏▎▍▌▋▊▉"
+
+# Named ANSI colours degrade cleanly to 256 / 16 colour terminals.
+STATUS_STYLE = {"healthy": "bold green", "warning": "bold yellow", "collapsed": "bold red",
+                "interrupted": "bold yellow", "failed": "bold red", "finished": "bold green"}
+CLASS_COLOURS = ("cyan", "green", "yellow", "magenta")
+
+
+def bar(fraction: float | None, width: int) -> str:
+    """A left-aligned block bar of `width` cells, 1/8-cell resolution."""
+    width = max(width, 1)
+    fraction = 0.0 if fraction is None or fraction != fraction else min(max(fraction, 0.0), 1.0)
+    eighths = int(round(fraction * width * 8))
+    full, part = divmod(eighths, 8)
+    text = "█" * full + (_PARTIAL[part] if part and full < width else "")
+    return text.ljust(width)
+
+
+def pct(value: float | None) -> str:
+    return "  – " if value is None else f"{value * 100:3.0f}%"
+
+
+def progress_text(state: DashboardState, width: int) -> Text:
+    """Two lines: epoch bar + ETA + throughput, batch bar + loss + what trains."""
+    bar_w = max(10, min(40, width - 52))
+    last, batch = state.last, state.batch
+    total = state.epochs_total or (last.epochs if last else 0)
+    done_epochs = last.epoch if last else 0
+    text = Text(no_wrap=True, overflow="ellipsis")
+    if state.done:
+        word = state.status_word
+        style = STATUS_STYLE.get(word, "bold")
+        text.append(f"{word.upper():<11}", style=style)
+        text.append(f" {done_epochs}/{total} epochs ▕")
+        text.append(bar(done_epochs / total if total else 0, bar_w), style=style)
+        text.append("▏")
+        if state.best_epoch is not None:
+            text.append(f" best epoch {state.best_epoch}")
+        if state.failed:
+            text.append(f"\n{state.failed.error}", style="red")
+        elif last:
+            text.append(f"\n{'':<11} last epoch {fmt_duration(last.epoch_time_s)}, "
+                        f"{last.images_per_s:.0f} img/s, trainable {last.trainable}")
+        return text
+    # An epoch event means that epoch is over; a batch event shows the one in progress.
+    current = batch.epoch if batch and batch.epoch > done_epochs else done_epochs
+    within = (batch.batch / batch.n_batches) if batch and batch.epoch > done_epochs and batch.n_batches else 0
+    frac = ((current - 1 + within) / total) if total and current else 0.0
+    text.append(f"Epoch {current:>3}/{total:<3} ▕")
+    text.append(bar(frac, bar_w), style="bold blue")
+    text.append(f"▏{frac * 100:3.0f}%")
+    eta = batch.eta_s if batch else None
+    rate = batch.images_per_s if batch else (last.images_per_s if last else None)
+    text.append(f"  ETA {fmt_duration(eta)}")
+    text.append(f"  {rate:.0f} img/s" if rate else "  – img/s")
+    if state.device:
+        text.append(f"  {state.device}", style="dim")
+    text.append("\n")
+    if batch and batch.epoch > done_epochs:
+        text.append(f"Batch {batch.batch:>3}/{batch.n_batches:<3} ▕")
+        text.append(bar(within, bar_w), style="blue")
+        text.append(f"▏ loss {fmt(batch.loss)}")
+    else:
+        text.append("Batch   –/–   ▕" + " " * bar_w + "▏", style="dim")
+    if last:
+        text.append(f"  lr {last.lr:.1e}  {last.trainable}", style="dim")
+    return text
+
+
+def banner_text(state: DashboardState) -> tuple[str, Text]:
+    """(status, text) for the collapse banner: status drives the CSS class (colour)."""
+    c = state.collapse
+    last = state.last
+    if c is None:
+        status = "waiting" if not last else "healthy"
+        msg = Text("● waiting for the first validation epoch" if not last else "● no collapse check yet")
+        return status, msg
+    icon = {"healthy": "●", "warning": "▲", "collapsed": "✖"}.get(c.status, "●")
+    text = Text(f" {icon} {c.status.upper()} ", style="reverse bold")
+    text.append(f" epoch {c.epoch}")
+    if last:
+        m = last.metrics
+        text.append(f" · κq {fmt(m.get('kappa_quadratic'), 2)} · bal-acc-adj "
+                    f"{fmt(m.get('balanced_accuracy_adjusted'), 2)}")
+    if c.status == "healthy":
+        text.append(" · predictions spread over the classes")
+    for reason in c.reasons:
+        text.append(f"\n  • {reason}")
+    return c.status, text
+
+
+def classes_table(state: DashboardState, width: int) -> Table | Text:
+    """Per-class recall bars, and the predicted share beside the true validation share."""
+    last = state.last
+    if last is None:
+        return Text("per-class recall and prediction share appear after the first epoch", style="dim")
+    m = last.metrics
+    recall = list(m.get("recall_per_class") or [])
+    pred = list(m.get("prediction_distribution") or [])
+    true = list(m.get("true_distribution") or [])
+    bar_w = max(4, (width - 26) // 3)
+    table = Table(box=None, padding=(0, 1), show_edge=False, expand=False, pad_edge=False)
+    table.add_column("", no_wrap=True)
+    table.add_column("recall", no_wrap=True)
+    table.add_column("predicted", no_wrap=True)
+    table.add_column("true (val)", no_wrap=True)
+    for i, name in enumerate(state.class_names):
+        colour = CLASS_COLOURS[i % len(CLASS_COLOURS)]
+        r = recall[i] if i < len(recall) else None
+        p = pred[i] if i < len(pred) else None
+        t = true[i] if i < len(true) else None
+        r_style = "bold red" if r == 0 else colour
+        table.add_row(
+            Text(name, style="bold"),
+            Text(bar(r, bar_w), style=r_style) + Text(f" {fmt(r, 2)}"),
+            Text(bar(p, bar_w), style=colour) + Text(pct(p)),
+            Text(bar(t, bar_w), style="dim " + colour) + Text(pct(t)),
+        )
+    return table
+
+
+def confusion_table(state: DashboardState) -> Table | Text:
+    last = state.last
+    matrix = last.metrics.get("confusion_matrix") if last else None
+    if not matrix:
+        return Text("confusion matrix appears after the first epoch", style="dim")
+    names = state.class_names
+    table = Table(box=None, padding=(0, 1), show_edge=False, pad_edge=False)
+    table.add_column("true\\pred", style="bold", no_wrap=True)
+    for name in names:
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("recall", justify="right", no_wrap=True)
+    recall = last.metrics.get("recall_per_class") or []
+    for i, row in enumerate(matrix):
+        total = sum(row) or 1
+        cells = []
+        for j, count in enumerate(row):
+            share = count / total
+            if i == j:
+                style = "bold green" if share >= 0.5 else "green"
+            else:
+                style = "bold red" if share >= 0.5 else ("yellow" if share >= 0.2 else "dim")
+            cells.append(Text(str(count), style=style))
+        r = recall[i] if i < len(recall) else None
+        table.add_row(names[i] if i < len(names) else str(i), *cells, fmt(r, 2))
+    return table
+
+
+def suggestion_label(s: dict[str, Any]) -> str:
+    return f"{s.get('key')} → {s.get('value')}: {s.get('reason', '')}"
+
+
+def summary_lines(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """Headline metrics as (name, value) pairs, in the order the selection rule uses them."""
+    keys = ("balanced_accuracy_adjusted", "kappa_quadratic", "auc_macro", "kappa",
+            "balanced_accuracy", "accuracy")
+    return [(k, fmt(metrics.get(k))) for k in keys]
+
+
+def count_bars(names: Sequence[str], counts: Sequence[int], width: int) -> Table:
+    """Class counts as horizontal bars (fingerprint screen)."""
+    top = max(counts) if counts else 0
+    total = sum(counts) or 1
+    table = Table(box=None, padding=(0, 1), show_header=False, pad_edge=False)
+    table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    bar_w = max(8, width - 22)
+    for i, (name, count) in enumerate(zip(names, counts)):
+        colour = CLASS_COLOURS[i % len(CLASS_COLOURS)]
+        style = "bold red" if count == 0 else colour
+        table.add_row(Text(name, style="bold"), Text(bar(count / top if top else 0, bar_w), style=style),
+                      str(count), f"{count / total * 100:.0f}%")
+    return table

@@ -1,0 +1,181 @@
+"""What the dashboard knows about a run, folded from engine events (pure: no textual, no torch).
+
+Live training, `watch` on a growing log and replay of a finished log all feed the same events into
+`DashboardState.apply`, so the panels are identical whichever way the events arrive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mammo_tui.events import (
+    BatchProgress,
+    CheckpointSaved,
+    CollapseStatus,
+    ConfigChanged,
+    EpochMetrics,
+    Event,
+    LogMessage,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+)
+from mammo_tui.labels import CLASS_NAMES
+
+# Panel names returned by `apply` so the screen refreshes only what changed.
+PROGRESS, EPOCH, COLLAPSE, LOG, STATUS = "progress", "epoch", "collapse", "log", "status"
+
+
+@dataclass
+class LogLine:
+    level: str  # info | warning | error
+    text: str
+
+
+@dataclass
+class DashboardState:
+    run_name: str = ""
+    run_dir: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    class_names: list[str] = field(default_factory=lambda: list(CLASS_NAMES))
+    n_train: int = 0
+    n_val: int = 0
+    steps_per_epoch: int = 0
+    device: str = ""
+    epochs_total: int = 0
+    batch: BatchProgress | None = None
+    epochs: list[EpochMetrics] = field(default_factory=list)
+    collapse: CollapseStatus | None = None
+    best_epoch: int | None = None
+    finished: RunFinished | None = None
+    failed: RunFailed | None = None
+    new_log: list[LogLine] = field(default_factory=list)  # drained by the log panel
+
+    # -- folding ---------------------------------------------------------------------------------
+    def apply(self, event: Event) -> set[str]:
+        """Fold one event in; return the names of the panels it changes."""
+        handler = getattr(self, f"_on_{event.type}", None)
+        return handler(event) if handler else set()
+
+    def _on_run_started(self, e: RunStarted) -> set[str]:
+        self.run_name, self.run_dir, self.config = e.run_name, e.run_dir, dict(e.config)
+        self.class_names = list(e.class_names) or list(CLASS_NAMES)
+        self.n_train, self.n_val, self.steps_per_epoch = e.n_train, e.n_val, e.steps_per_epoch
+        self.device = e.device
+        self.epochs_total = int(e.config.get("epochs", 0) or 0)
+        # A resumed run replays from start_epoch: drop the epochs it will redo.
+        self.epochs = [m for m in self.epochs if m.epoch < e.start_epoch]
+        self.batch, self.finished, self.failed = None, None, None
+        verb = "resumed at epoch %d" % e.start_epoch if e.start_epoch > 1 else "started"
+        self._log("info", f"{e.run_name} {verb}: {e.n_train} train / {e.n_val} val images "
+                          f"on {e.device}")
+        for note in e.notes:
+            self._log("info", note)
+        return {PROGRESS, EPOCH, COLLAPSE, LOG, STATUS}
+
+    def _on_batch(self, e: BatchProgress) -> set[str]:
+        self.batch = e
+        return {PROGRESS}
+
+    def _on_epoch(self, e: EpochMetrics) -> set[str]:
+        self.epochs = [m for m in self.epochs if m.epoch < e.epoch] + [e]
+        self.epochs_total = e.epochs or self.epochs_total
+        m = e.metrics
+        self._log("info", f"epoch {e.epoch}/{e.epochs}: train loss {fmt(e.train_loss)}, "
+                          f"val loss {fmt(e.val_loss)}, kappa_q {fmt(m.get('kappa_quadratic'))}, "
+                          f"bal_acc_adj {fmt(m.get('balanced_accuracy_adjusted'))} [{e.trainable}]")
+        return {PROGRESS, EPOCH, LOG}
+
+    def _on_collapse(self, e: CollapseStatus) -> set[str]:
+        self.collapse = e
+        if e.status != "healthy":
+            level = "error" if e.status == "collapsed" else "warning"
+            self._log(level, f"epoch {e.epoch}: {e.status}: " + "; ".join(e.reasons))
+        return {COLLAPSE, LOG}
+
+    def _on_checkpoint(self, e: CheckpointSaved) -> set[str]:
+        if e.kind == "best":
+            self.best_epoch = e.epoch
+            self._log("info", f"epoch {e.epoch}: new best checkpoint")
+            return {LOG, EPOCH}
+        return set()  # "last" is saved every epoch; not news
+
+    def _on_config_changed(self, e: ConfigChanged) -> set[str]:
+        self.config.update(e.changes)
+        changes = ", ".join(f"{k}={v}" for k, v in e.changes.items())
+        self._log("warning", f"epoch {e.epoch}: config changed ({changes}): {e.reason}")
+        return {LOG, STATUS}
+
+    def _on_log(self, e: LogMessage) -> set[str]:
+        prefix = f"epoch {e.epoch}: " if e.epoch is not None else ""
+        self._log(e.level, prefix + e.message)
+        return {LOG}
+
+    def _on_finished(self, e: RunFinished) -> set[str]:
+        self.finished = e
+        self.best_epoch = e.best_epoch if e.best_epoch is not None else self.best_epoch
+        what = "interrupted (resumable)" if e.interrupted else f"finished: {e.status}"
+        best = f", best epoch {e.best_epoch}" if e.best_epoch else ""
+        self._log("warning" if e.interrupted else "info",
+                  f"run {what} after {e.epochs_completed} epochs{best}")
+        return {PROGRESS, LOG, STATUS, EPOCH}
+
+    def _on_failed(self, e: RunFailed) -> set[str]:
+        self.failed = e
+        self._log("error", f"run failed: {e.error}")
+        return {PROGRESS, LOG, STATUS}
+
+    def _log(self, level: str, text: str) -> None:
+        self.new_log.append(LogLine(level, text))
+
+    # -- views -----------------------------------------------------------------------------------
+    @property
+    def last(self) -> EpochMetrics | None:
+        return self.epochs[-1] if self.epochs else None
+
+    @property
+    def done(self) -> bool:
+        return self.finished is not None or self.failed is not None
+
+    @property
+    def status_word(self) -> str:
+        if self.failed:
+            return "failed"
+        if self.finished:
+            return "interrupted" if self.finished.interrupted else "finished"
+        return "running" if self.run_name else "waiting"
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        """(epochs, values) for a curve; `train_loss`/`val_loss` or a metrics key; None skipped."""
+        xs, ys = [], []
+        for m in self.epochs:
+            value = getattr(m, key) if key in ("train_loss", "val_loss") else m.metrics.get(key)
+            if isinstance(value, (int, float)) and value == value:  # drop None / NaN
+                xs.append(m.epoch)
+                ys.append(float(value))
+        return xs, ys
+
+    def suggestions(self) -> list[dict[str, Any]]:
+        return list(self.collapse.suggestions) if self.collapse else []
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "–"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"

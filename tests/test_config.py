@@ -1,0 +1,86 @@
+import tomllib
+
+import pytest
+
+from mammo_tui import config
+from mammo_tui.config import TrainConfig
+from mammo_tui.errors import ConfigError
+
+ISSUE_KEYS = ["arch", "pretrained", "weights", "freeze", "warmup_epochs", "sampler", "class_weights",
+              "loss", "focal_gamma", "la_tau", "lr", "weight_decay", "epochs", "batch_size", "img_size",
+              "augment", "scheduler", "early_stop_patience", "seed", "on_collapse"]
+
+
+def test_public_key_names_exist():
+    # scripts depend on these names; renaming one must fail here
+    assert set(ISSUE_KEYS) <= set(config.KEYS)
+
+
+def test_every_builtin_preset_loads_and_resolves():
+    assert {"head_only", "last_block", "last_two_blocks", "full_finetune", "demo"} <= set(config.preset_names())
+    for name in config.preset_names():
+        cfg = config.resolve(name)
+        assert isinstance(cfg, TrainConfig)
+        assert config.preset_description(name)
+
+
+def test_last_block_preset_is_the_reference_setting():
+    cfg = config.resolve("last_block")
+    assert (cfg.arch, cfg.freeze, cfg.sampler, cfg.class_weights, cfg.warmup_epochs) == \
+           ("resnet50", "last_block", "weighted", "none", 2)
+    assert (cfg.lr, cfg.batch_size, cfg.epochs) == (1e-4, 16, 10)
+
+
+def test_flags_then_set_override_the_preset():
+    overrides = {"epochs": 3, **config.parse_set(["lr=3e-4", "augment=false", "arch=resnet18", "sampler=none"])}
+    cfg = config.resolve("last_block", overrides)
+    assert (cfg.epochs, cfg.lr, cfg.augment, cfg.arch, cfg.sampler) == (3, 3e-4, False, "resnet18", "none")
+
+
+@pytest.mark.parametrize("item, fragment", [
+    ("lerning_rate=1", "unknown config key 'lerning_rate'"),
+    ("epochs=ten", "epochs must be int"),
+    ("freeze=layer4", "freeze must be one of"),
+    ("augment=maybe", "augment must be bool"),
+    ("noequals", "expected key=value"),
+])
+def test_bad_set_values_are_named(item, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
+        config.parse_set([item])
+
+
+def test_double_balancing_refused_unless_forced():
+    with pytest.raises(ConfigError, match="balances the classes twice"):
+        config.resolve("last_block", {"class_weights": "balanced"})
+    cfg = config.resolve("last_block", {"class_weights": "balanced", "allow_double_balancing": True})
+    assert cfg.class_weights == "balanced"
+
+
+def test_preset_file_with_unknown_key_or_wrong_type(tmp_path):
+    bad_key = tmp_path / "bad_key.toml"
+    bad_key.write_text('arch = "resnet18"\nlearning_rate = 0.1\n')
+    with pytest.raises(ConfigError, match="bad_key.toml: unknown config key 'learning_rate'"):
+        config.resolve(str(bad_key))
+    bad_type = tmp_path / "bad_type.toml"
+    bad_type.write_text('epochs = "ten"\n')
+    with pytest.raises(ConfigError, match="epochs must be int"):
+        config.resolve(str(bad_type))
+    broken = tmp_path / "broken.toml"
+    broken.write_text("epochs = = 3\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.resolve(str(broken))
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        config.resolve("nope")
+
+
+def test_to_toml_round_trips():
+    cfg = config.resolve("demo", {"weights": 'C:\\w "x".pth'})
+    text = config.to_toml(cfg, description="copy")
+    assert config.from_mapping({k: v for k, v in tomllib.loads(text).items() if k != "description"}) == cfg
+
+
+def test_ranges_checked():
+    with pytest.raises(ConfigError, match="batch_size must be > 0"):
+        config.from_mapping({"batch_size": 0})
+    with pytest.raises(ConfigError, match="img_size must be at least 16"):
+        config.from_mapping({"img_size": 8})

@@ -1,0 +1,90 @@
+import io
+import json
+import threading
+import time
+
+from mammo_tui import events as ev
+from mammo_tui.console import ConsolePrinter
+from mammo_tui.runlog import RunLogWriter, follow_events, read_events
+
+
+def _metrics():
+    return {"accuracy": 0.5, "balanced_accuracy": 0.4, "balanced_accuracy_adjusted": 0.2, "kappa": 0.1,
+            "kappa_quadratic": 0.3, "auc_macro": None, "recall_per_class": [0.0, 0.5, 0.9, 0.2],
+            "precision_per_class": [0, 0.5, 0.5, 0.5], "f1_per_class": [0, 0.5, 0.6, 0.3],
+            "prediction_distribution": [0.0, 0.2, 0.7, 0.1], "true_distribution": [0.1, 0.2, 0.5, 0.2],
+            "confusion_matrix": [[0, 1, 1, 0]] * 4, "n": 10}
+
+
+def sample_events():
+    return [
+        ev.RunStarted(run_dir="runs/x", run_name="x", config={"arch": "resnet18", "freeze": "none",
+                      "warmup_epochs": 1, "sampler": "weighted", "class_weights": "none", "loss": "ce",
+                      "lr": 1e-3, "batch_size": 8, "img_size": 32, "epochs": 2},
+                      class_names=["A", "B", "C", "D"], n_train=8, n_val=4, train_counts=[1, 2, 3, 2],
+                      val_counts=[1, 1, 1, 1], steps_per_epoch=1),
+        ev.BatchProgress(epoch=1, batch=1, n_batches=1, loss=float("nan"), images_per_s=10, eta_s=3),
+        ev.EpochMetrics(epoch=1, epochs=2, train_loss=1.2, val_loss=1.1, metrics=_metrics(), lr=1e-3,
+                        trainable="head", epoch_time_s=1.0, images_per_s=10.0),
+        ev.CollapseStatus(epoch=1, status="warning", reasons=["recall 0 for A"],
+                          suggestions=[{"key": "sampler", "value": "weighted", "reason": "balance batches"}]),
+        ev.CheckpointSaved(epoch=1, kind="best", path="runs/x/checkpoints/best.pt", score=[0.2, 0.3, -1.0]),
+        ev.ConfigChanged(epoch=1, changes={"lr": [0.1, 0.01]}, reason="collapse"),
+        ev.LogMessage("info", "hello"),
+        ev.RunFinished(status="warning", best_epoch=1, best_metrics=_metrics(), epochs_completed=1),
+    ]
+
+
+def test_every_event_type_round_trips_through_the_jsonl_log(tmp_path):
+    writer = RunLogWriter(tmp_path / "events.jsonl")
+    originals = sample_events()
+    for event in originals:
+        writer(event)
+    writer.close()
+    replayed = read_events(tmp_path)
+    assert [e.type for e in replayed] == [e.type for e in originals]
+    assert replayed[2] == originals[2]
+    assert replayed[1].loss is None  # NaN is written as null: the log stays valid JSON
+    for line in (tmp_path / "events.jsonl").read_text().splitlines():
+        assert "type" in json.loads(line)
+    assert set(ev.EVENT_TYPES) == {e.type for e in originals} | {"failed"}
+
+
+def test_torn_last_line_is_ignored(tmp_path):
+    writer = RunLogWriter(tmp_path / "events.jsonl")
+    writer(ev.LogMessage("info", "complete"))
+    writer.close()
+    with open(tmp_path / "events.jsonl", "a") as handle:
+        handle.write('{"type": "log", "level": "in')  # kill -9 mid-write
+    assert [e.message for e in read_events(tmp_path)] == ["complete"]
+
+
+def test_follow_sees_events_appended_later_and_stops_at_finish(tmp_path):
+    path = tmp_path / "events.jsonl"
+    writer = RunLogWriter(path)
+    seen = []
+
+    def follow():
+        seen.extend(follow_events(path, poll_s=0.02))
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    for event in sample_events():
+        writer(event)
+        time.sleep(0.01)
+    thread.join(timeout=5)
+    writer.close()
+    assert not thread.is_alive()
+    assert [e.type for e in seen] == [e.type for e in sample_events()]
+
+
+def test_console_printer_writes_plain_lines_without_cursor_codes_off_a_tty():
+    out = io.StringIO()
+    printer = ConsolePrinter(out, tty=False)
+    for event in sample_events():
+        printer(event)
+    text = out.getvalue()
+    assert "\x1b" not in text and "\r" not in text
+    assert "epoch 1/2 [head]" in text and "kappa_q 0.300" in text
+    assert "WARNING: recall 0 for A" in text and "--set sampler=weighted" in text
+    assert "finished: warning; best epoch 1" in text
