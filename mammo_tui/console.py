@@ -10,14 +10,11 @@ import sys
 import time
 from typing import TextIO
 
+from mammo_tui.collapse import format_distribution
 from mammo_tui.events import Event
 from mammo_tui.labels import CLASS_NAMES
 
 NON_TTY_PROGRESS_EVERY_S = 30.0
-
-
-def format_distribution(fractions: list[float], names=CLASS_NAMES) -> str:
-    return "[" + ", ".join(f"{n} {f * 100:.0f} %" for n, f in zip(names, fractions)) + "]"
 
 
 def _fmt(value, digits: int = 3) -> str:

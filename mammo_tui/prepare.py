@@ -18,14 +18,14 @@ def cache_root() -> Path:
 
 def ensure_demo_dataset(size: float = DEMO_SIZE, seed: int = 0, root: str | Path | None = None):
     """The built-in demo dataset, generated once into the cache and reused."""
-    from mammo_tui.data.demo import make_demo_dataset
+    from mammo_tui.data.demo import demo_paths, make_demo_dataset
     from mammo_tui.data.sources import DatasetSpec
 
     folder = Path(root) if root else cache_root() / f"demo-size{size:g}-seed{seed}"
-    csv = folder / "labels.csv"
+    csv, dicom_root = demo_paths(folder / "labels.csv")
     if not csv.is_file():
-        csv = make_demo_dataset(folder, size=size, seed=seed)
-    return DatasetSpec(csv=str(csv), dicom_root=str(csv.parent / "dicom") if (csv.parent / "dicom").is_dir() else str(csv.parent))
+        csv, dicom_root = demo_paths(make_demo_dataset(folder, size=size, seed=seed))
+    return DatasetSpec(csv=str(csv), dicom_root=str(dicom_root))
 
 
 @dataclass

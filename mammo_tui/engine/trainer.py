@@ -7,7 +7,6 @@ It knows nothing about its consumers. Everything it has to say goes through `sin
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import math
 import random
@@ -92,11 +91,6 @@ def resolve_device(name: str) -> torch.device:
 # run directory set-up
 
 
-def _read_split_file(path: Path) -> dict[str, str]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return {row["path"]: row["split"] for row in csv.DictReader(handle)}
-
-
 def _dataset_spec_from_json(data: dict[str, Any]):
     from mammo_tui.data.sources import DatasetSpec
 
@@ -147,8 +141,12 @@ class _Setup:
         pretrained = cfg.pretrained
         if pretrained and not cfg.weights and self.is_demo and not cached_weights_path(cfg.arch).is_file():
             pretrained = False
+            # recorded in the config, so suggestions never propose freezing a random backbone
+            self.config = cfg = cfg.replace(pretrained=False)
             self.notes.append(f"no cached ImageNet weights for {cfg.arch} "
                               f"({cached_weights_path(cfg.arch)}): training the demo from scratch")
+        elif not pretrained and not cfg.weights:
+            self.notes.append("training from scratch (pretrained = false)")
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.arch, NUM_CLASSES, pretrained, cfg.weights)
         self.pretrained_used = pretrained or bool(cfg.weights)
@@ -211,7 +209,9 @@ class _Setup:
         self.is_demo = bool(info.get("demo"))
         spec = _dataset_spec_from_json(info)
         self.prepared = prepare_dataset(spec, skip_bad_rows=bool(info.get("skip_bad_rows")))
-        split_of = _read_split_file(self.run_dir / SPLITS_FILE)
+        from mammo_tui.data.split import read_splits_csv
+
+        split_of = read_splits_csv(self.run_dir / SPLITS_FILE)
         records = self.prepared.records
         missing = [r.path for r in records if r.path not in split_of]
         if missing:
@@ -476,8 +476,6 @@ class Trainer:
         if cfg.max_batches_per_epoch:
             steps = min(steps, cfg.max_batches_per_epoch)
         notes = list(self.setup.notes)
-        if not self.pretrained_used:
-            notes.append("training from scratch (no pretrained weights)")
         self.emit(RunStarted(
             run_dir=str(self.run_dir), run_name=self.run_dir.name, config=cfg.to_dict(),
             class_names=list(CLASS_NAMES), n_train=len(self.train_labels), n_val=len(self.val_labels),
