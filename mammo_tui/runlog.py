@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from mammo_tui.errors import RunDirError
 from mammo_tui.events import Event, from_dict
 
 EVENTS_FILE = "events.jsonl"
@@ -39,10 +40,14 @@ class RunLogWriter:
 
     def __call__(self, event: Event) -> None:
         line = json.dumps(_json_safe(event.to_dict()), separators=(",", ":"))
-        self._file.write(line + "\n")
-        self._file.flush()
-        if event.type in ("finished", "failed", "checkpoint"):
-            os.fsync(self._file.fileno())
+        try:
+            self._file.write(line + "\n")
+            self._file.flush()
+            if event.type in ("finished", "failed", "checkpoint"):
+                os.fsync(self._file.fileno())
+        except OSError as exc:
+            raise RunDirError(f"cannot append to the run log {self.path}: {exc.strerror or exc}. "
+                              "The checkpoints already written are intact; free space and --resume.") from None
 
     def close(self) -> None:
         if not self._file.closed:

@@ -244,6 +244,7 @@ class Trainer:
         self.changes: list[dict[str, Any]] = []
         self.start_epoch = 1
         self.started = time.time()
+        self.pending: list[Event] = []  # said before run_started could be emitted
 
     # -- data --------------------------------------------------------------------------------
     def load_data(self) -> None:
@@ -253,8 +254,9 @@ class Trainer:
         cache = PreprocessCache(self.cfg.img_size)
         t0 = time.perf_counter()
         images = load_images(records, cache)
-        self.emit(LogMessage("info", f"loaded {len(records)} images at {self.cfg.img_size} px in "
-                             f"{time.perf_counter() - t0:.1f} s ({cache.decodes} decoded, {cache.hits} from cache)"))
+        self.pending.append(LogMessage("info", f"loaded {len(records)} images at {self.cfg.img_size} px in "
+                                       f"{time.perf_counter() - t0:.1f} s ({cache.decodes} decoded, "
+                                       f"{cache.hits} from cache)"))
         labels = np.array([r.label for r in records], dtype=np.int64)
         tr, va = self.setup.train_idx, self.setup.val_idx
         self.train_images, self.train_labels = images[tr], labels[tr]
@@ -262,13 +264,13 @@ class Trainer:
         if len(self.train_labels) < 2:
             raise MammoError("the training split has fewer than 2 images; the dataset is too small")
         if self.cfg.batch_size > len(self.train_labels):
-            self.emit(LogMessage("warning", f"batch_size {self.cfg.batch_size} is larger than the "
-                                 f"{len(self.train_labels)} training images; using {len(self.train_labels)}"))
+            self.pending.append(LogMessage("warning", f"batch_size {self.cfg.batch_size} is larger than the "
+                                           f"{len(self.train_labels)} training images; using {len(self.train_labels)}"))
         present = set(self.train_labels.tolist())
         absent = [CLASS_NAMES[c] for c in range(NUM_CLASSES) if c not in present]
         if absent:
-            self.emit(LogMessage("warning", f"no training images for class {', '.join(absent)}: "
-                                 "the model cannot learn it"))
+            self.pending.append(LogMessage("warning", f"no training images for class {', '.join(absent)}: "
+                                           "the model cannot learn it"))
 
     def _workers(self) -> int:
         return self.cfg.num_workers if self.cfg.num_workers >= 0 else default_num_workers(self.device.type)
@@ -363,6 +365,8 @@ class Trainer:
         self.emit(CheckpointSaved(epoch=epoch, kind=kind, path=str(path), score=list(score)))
 
     def restore(self) -> None:
+        for stale in (self.run_dir / CHECKPOINT_DIR).glob(".*.tmp"):  # a kill -9 during a save
+            stale.unlink(missing_ok=True)
         last = self.run_dir / CHECKPOINT_DIR / "last.pt"
         if not last.is_file():
             return
@@ -470,8 +474,6 @@ class Trainer:
         self.load_data()
         self.build()
         self.restore()
-        if self.start_epoch > 1:
-            self.emit(LogMessage("info", f"resuming {self.run_dir.name} at epoch {self.start_epoch}"))
         steps = math.ceil(len(self.train_labels) / min(cfg.batch_size, len(self.train_labels)))
         if cfg.max_batches_per_epoch:
             steps = min(steps, cfg.max_batches_per_epoch)
@@ -484,6 +486,8 @@ class Trainer:
             steps_per_epoch=steps, start_epoch=self.start_epoch, device=str(self.device), notes=notes))
         for note in notes:
             self.emit(LogMessage("warning", note))
+        for event in self.pending:
+            self.emit(event)
         progress = {"batches_done": 0, "batches_total": steps * (cfg.epochs - self.start_epoch + 1),
                     "batch_time": 0.0}
         status, interrupted, stale = "healthy", False, 0
@@ -578,8 +582,14 @@ class Trainer:
         self.emit(ConfigChanged(epoch=epoch, changes=change["changes"], reason=change["reason"]))
 
     def _fail(self, message: str, epoch: int | None, batch: int | None, code: int) -> RunResult:
-        self.emit(RunFailed(error=message, epoch=epoch, batch=batch, exit_code=code))
-        summary = self._write_summary("failed", (epoch or 1) - 1, {}, interrupted=False, error=message)
+        event = RunFailed(error=message, epoch=epoch, batch=batch, exit_code=code)
+        summary: dict[str, Any] = {}
+        try:
+            self.emit(event)
+            summary = self._write_summary("failed", 0, {}, interrupted=False, error=message)
+        except (OSError, MammoError):
+            # the run dir itself is what failed (disk full, removed): the sink still hears it
+            self.emit.sinks[-1](event)
         self.writer.close()
         return RunResult(self.run_dir, "failed", code, summary)
 
