@@ -20,7 +20,7 @@ meant to catch exactly that kind of near-constant predictor.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from mammo_tui.config import TrainConfig, coerce
 from mammo_tui.labels import CLASS_NAMES
@@ -119,9 +119,7 @@ def _drift(metrics: dict[str, Any], previous: dict[str, Any] | None, threshold: 
         name = class_name(top, len(now))
         return (
             f"predictions drift toward {name}: {format_percent(before[top])} -> "
-            f"{format_percent(share)} of predictions in one epoch "
-            f"(+{rise * 100:.0f} points >= {threshold * 100:.0f}); "
-            f"{format_distribution(before)} -> {format_distribution(now)}"
+            f"{format_percent(share)} in one epoch (+{rise * 100:.0f} points >= {threshold * 100:.0f})"
         )
     return None
 
@@ -150,12 +148,13 @@ def detect_collapse(
     if checked and dominant:
         reasons.append(
             f"{class_name(top, n)} takes {format_percent(share)} of predictions "
-            f"(>= {format_percent(cfg.collapse_dominance)}): {format_distribution(metrics['prediction_distribution'])}"
+            f"(>= {format_percent(cfg.collapse_dominance)}): "
+            f"{format_distribution(metrics['prediction_distribution'])}"
         )
     if zero:
         reasons.append("recall 0 for " + ", ".join(class_name(i, n) for i in zero))
     if low_kappa:
-        reasons.append(f"kappa {_below(kappa, cfg.collapse_kappa)}")
+        reasons.append(f"kappa {_below(kappa, cfg.collapse_kappa)} (unweighted)")
     bal_adj = float(metrics["balanced_accuracy_adjusted"])
     if bal_adj < cfg.warn_bal_acc_adj:
         reasons.append(f"balanced accuracy adj. {_below(bal_adj, cfg.warn_bal_acc_adj)}")
@@ -177,7 +176,9 @@ def _tenth(lr: float) -> float:
     return float(f"{lr / 10:.3g}")
 
 
-def suggest(config: TrainConfig, result: CollapseResult, metrics: dict[str, Any] | None = None) -> list[Suggestion]:
+def suggest(
+    config: TrainConfig, result: CollapseResult, metrics: dict[str, Any] | None = None
+) -> list[Suggestion]:
     """Concrete config changes for a warning or collapse, most useful first; [] when healthy.
 
     Every suggestion follows from the *current* config and changes something that is not already
@@ -215,9 +216,10 @@ def suggest(config: TrainConfig, result: CollapseResult, metrics: dict[str, Any]
     limit = LR_HIGH_BACKBONE if backbone_trains else LR_HIGH_HEAD
     lr_high = cfg.lr > limit
     if lr_high:
+        what = "backbone layers" if backbone_trains else "a head-only run"
         out.append(_make("lr", _tenth(cfg.lr),
-                         f"lr {cfg.lr:g} is high for {'backbone layers' if backbone_trains else 'a head-only run'} "
-                         f"(> {limit:g}); large steps push the network onto one class"))
+                         f"lr {cfg.lr:g} is high for {what} (> {limit:g}); "
+                         "large steps push the network onto one class"))
     # Warmup only matters when blocks unfreeze after it; none at all is risky with any LR.
     if backbone_trains and cfg.warmup_epochs < WARMUP_CAP and (lr_high or cfg.warmup_epochs == 0):
         out.append(_make("warmup_epochs", cfg.warmup_epochs + 1,
@@ -225,24 +227,34 @@ def suggest(config: TrainConfig, result: CollapseResult, metrics: dict[str, Any]
                          "head gradients do not wreck the pretrained features"))
 
     # 4. Loss: balancing is on and it still collapsed -> correct the logits for the class prior.
+    # It replaces the balancer (apply_suggestion switches it off): the engine's prior is the
+    # training-label frequency, so logit adjustment on sampled batches would balance twice.
     if result.status == COLLAPSED and cfg.loss == "ce" and (sampler_on or weights_on):
         out.append(_make("loss", "logit_adjusted",
                          "collapsed although the classes are balanced: logit-adjusted loss corrects "
-                         "the class prior inside the loss"))
+                         "the class prior inside the loss, instead of the sampler / class weights"))
 
     return [s for s in out if getattr(cfg, s.key) != s.value]
 
 
-def apply_suggestion(config: TrainConfig, suggestion: Suggestion) -> TrainConfig:
+def apply_suggestion(config: TrainConfig, suggestion: Suggestion | Mapping[str, Any]) -> TrainConfig:
     """The config with one suggestion applied (validated by TrainConfig.replace).
 
-    Turning one balancer on switches the other off unless double balancing is explicitly allowed:
-    a suggestion never means "balance twice", and replace() would refuse it with a ConfigError.
+    Accepts a Suggestion or its to_dict() form (what events and the run log carry).
+    Turning one balancer on switches the others off unless double balancing is explicitly allowed:
+    a suggestion never means "balance twice" (replace() would refuse sampler + class weights with
+    a ConfigError; logit-adjusted loss on top of either over-corrects toward the rare classes).
     """
-    changes: dict[str, Any] = {suggestion.key: suggestion.value}
+    if isinstance(suggestion, Mapping):
+        key, value = suggestion["key"], suggestion["value"]
+    else:
+        key, value = suggestion.key, suggestion.value
+    changes: dict[str, Any] = {key: value}
     if not config.allow_double_balancing:
-        if suggestion.key == "sampler" and suggestion.value == "weighted":
+        if key == "sampler" and value == "weighted":
             changes["class_weights"] = "none"
-        elif suggestion.key == "class_weights" and suggestion.value == "balanced":
+        elif key == "class_weights" and value == "balanced":
             changes["sampler"] = "none"
+        elif key == "loss" and value == "logit_adjusted":
+            changes.update(sampler="none", class_weights="none")
     return config.replace(**changes)

@@ -152,7 +152,8 @@ def plan(n_images: int, class_counts: Sequence[int]) -> Plan:
 
     by_size = size_row(n_images)
     freeze = min(by_size.freeze, row.cap, key=FREEZE_ORDER.index)
-    size_text = f"Freezing depth by size: {n_images:,} images ({by_size.images}) -> {FREEZE_TEXT[by_size.freeze]}"
+    size_text = (f"Freezing depth by size: {n_images:,} images ({by_size.images}) -> "
+                 f"{FREEZE_TEXT[by_size.freeze]}")
     if by_size.freeze == row.freeze:
         reasons.append(f"{size_text}, as rule {row.rule} says.")
     elif freeze == by_size.freeze and FREEZE_ORDER.index(freeze) < FREEZE_ORDER.index(row.freeze):
@@ -184,10 +185,9 @@ def plan(n_images: int, class_counts: Sequence[int]) -> Plan:
         reasons.append("Warmup does not apply: with head only the backbone never unfreezes.")
     if "sampler" not in row.settings:
         sampler = overrides.get("sampler", preset_values["sampler"])
-        reasons.append(
-            f"Sampler is optional at imbalance <= {HIGH_IMBALANCE:g}; the preset keeps sampler = {sampler}"
-            + (" (near-uniform batches; harmless when the classes are already balanced)." if sampler == "weighted" else ".")
-        )
+        why = " (near-uniform batches; harmless when the classes are already balanced)"
+        reasons.append(f"Sampler is optional at imbalance <= {HIGH_IMBALANCE:g}; the preset keeps "
+                       f"sampler = {sampler}{why if sampler == 'weighted' else ''}.")
 
     return Plan(row.risk, preset, row.rule, freeze, reasons, overrides,
                 n_images=int(n_images), imbalance=ratio, class_counts=counts, empty_classes=empty)

@@ -1,0 +1,163 @@
+"""Planner: DESIGN.md decision flow x freezing depth by size, over every table boundary."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from mammo_tui.config import load_preset, preset_names, resolve
+from mammo_tui.planner import (
+    DECISION_TABLE,
+    PRESET_FOR_FREEZE,
+    SIZE_TABLE,
+    format_plan,
+    format_ratio,
+    plan,
+)
+
+REFERENCE = [40, 363, 849, 335]
+
+# class counts with max/min exactly 10, just above 10, and an empty class
+RATIOS = {"10": [100, 1000, 500, 400], "10.01": [100, 1001, 500, 400], "empty": [0, 300, 300, 100]}
+
+# (n_images, ratio) -> (rule, freeze), written out by hand from the two DESIGN.md tables
+EXPECTED = {
+    (499, "10"): (2, "head"),  # size says head only: more frozen than rule 2's last block
+    (499, "10.01"): (1, "head"),
+    (499, "empty"): (1, "head"),
+    (500, "10"): (2, "last_block"),
+    (500, "10.01"): (1, "head"),  # size allows last block; highest risk keeps head only
+    (500, "empty"): (1, "head"),
+    (999, "10"): (2, "last_block"),
+    (999, "10.01"): (1, "head"),
+    (999, "empty"): (1, "head"),
+    (1000, "10"): (4, "last_block"),  # size 500-2000 wins over rule 4's last two blocks
+    (1000, "10.01"): (3, "last_block"),
+    (1000, "empty"): (3, "last_block"),
+    (1999, "10"): (4, "last_block"),
+    (1999, "10.01"): (3, "last_block"),
+    (1999, "empty"): (3, "last_block"),
+    (2000, "10"): (4, "last_two_blocks"),
+    (2000, "10.01"): (3, "last_block"),  # medium risk caps at last block
+    (2000, "empty"): (3, "last_block"),
+    (10000, "10"): (4, "last_two_blocks"),
+    (10000, "10.01"): (3, "last_block"),
+    (10000, "empty"): (3, "last_block"),
+    (10001, "10"): (4, "none"),  # low risk lets size reach full fine-tuning
+    (10001, "10.01"): (3, "last_block"),
+    (10001, "empty"): (3, "last_block"),
+}
+RISK = {1: "highest", 2: "medium", 3: "medium", 4: "low"}
+
+
+@pytest.mark.parametrize("n, ratio", list(EXPECTED))
+def test_table_boundaries(n: int, ratio: str) -> None:
+    rule, freeze = EXPECTED[(n, ratio)]
+    p = plan(n, RATIOS[ratio])
+    assert (p.rule, p.freeze, p.risk) == (rule, freeze, RISK[rule])
+    assert p.preset == PRESET_FOR_FREEZE[freeze]
+    assert load_preset(p.preset)["freeze"] == p.freeze
+    assert "freeze" not in p.overrides
+    # the rule's stated settings hold once the overrides are applied
+    cfg = resolve(p.preset, p.overrides)
+    settings = DECISION_TABLE[rule - 1].settings
+    if "sampler" in settings:
+        assert cfg.sampler == settings["sampler"]
+    if freeze != "head":
+        assert cfg.warmup_epochs == settings["warmup_epochs"]
+    assert p.reasons and any(f"Rule {rule}:" in r for r in p.reasons)
+
+
+def test_reference_counts_give_the_reference_preset() -> None:
+    p = plan(sum(REFERENCE), REFERENCE)
+    assert (p.rule, p.risk, p.preset, p.freeze, p.overrides) == (3, "medium", "last_block", "last_block", {})
+    assert p.imbalance == pytest.approx(849 / 40)
+    assert (
+        "1,587 images (>= 1000) and imbalance 21.2 (max/min, > 10): medium risk -> frozen + last block, "
+        "weighted sampler, warmup 2" in p.reasons[0]
+    )
+    cfg = resolve(p.preset, p.overrides)
+    assert (cfg.freeze, cfg.sampler, cfg.class_weights, cfg.warmup_epochs) == ("last_block", "weighted", "none", 2)
+
+
+def test_empty_class_is_named() -> None:
+    p = plan(700, [0, 300, 300, 100])
+    assert p.empty_classes == ["A"]
+    assert p.reasons[0].startswith("Class A has no images: the imbalance is infinite, treated as > 10")
+    assert math.isinf(p.imbalance)
+    two = plan(1200, [600, 0, 600, 0])
+    assert two.empty_classes == ["B", "D"] and two.reasons[0].startswith("Class B, D have no images")
+    assert plan(0, [0, 0, 0, 0]).rule == 1  # degenerate, but no crash
+
+
+def test_imbalance_is_max_over_min() -> None:
+    assert plan(2000, [50, 500, 400, 300]).rule == 4  # exactly 10
+    assert plan(2000, [49, 500, 400, 300]).rule == 3
+    assert plan(2000, [500, 49, 400, 300]).rule == 3  # order does not matter
+
+
+def test_size_table_wins_in_reasons() -> None:
+    small = plan(400, [100, 100, 100, 100])
+    assert (small.rule, small.preset) == (2, "head_only")
+    assert any("more frozen setting wins" in r for r in small.reasons)
+    big = plan(20000, [5000] * 4)
+    assert big.preset == "full_finetune" and any("low risk allows it" in r for r in big.reasons)
+
+
+def test_rule_4_on_a_last_block_preset_overrides_warmup() -> None:
+    p = plan(1500, [300, 400, 500, 300])
+    assert (p.rule, p.preset, p.overrides) == (4, "last_block", {"warmup_epochs": 1})
+    assert any("warmup_epochs = 1" in r for r in p.reasons)
+
+
+def test_decision_table_is_data() -> None:
+    assert [r.rule for r in DECISION_TABLE] == [1, 2, 3, 4]
+    assert [(r.images, r.imbalance, r.risk) for r in DECISION_TABLE] == [
+        ("< 1000", "> 10", "highest"), ("< 1000", "<= 10", "medium"),
+        (">= 1000", "> 10", "medium"), (">= 1000", "<= 10", "low"),
+    ]
+    assert {PRESET_FOR_FREEZE[r.freeze] for r in SIZE_TABLE} <= set(preset_names())
+    assert set(PRESET_FOR_FREEZE.values()) <= set(preset_names())
+
+
+def test_format_ratio_shows_the_side_of_ten() -> None:
+    assert format_ratio(21.225) == "21.2"
+    assert format_ratio(10.0) == "10.0"
+    assert format_ratio(10.01) == "10.01"
+    assert format_ratio(math.inf) == "infinite"
+
+
+@pytest.mark.parametrize("n, counts", [(1587, REFERENCE), (400, [100] * 4), (20000, [5000] * 4),
+                                       (700, [0, 300, 300, 100]), (123456, [100000, 20000, 3000, 456])])
+def test_format_plan_fits_80_columns(n: int, counts: list[int]) -> None:
+    p = plan(n, counts)
+    text = format_plan(p)
+    assert all(len(line) < 80 for line in text.splitlines()), text
+    assert f"preset {p.preset}" in text
+    marked = [line for line in text.splitlines() if line.startswith("  * ")]
+    assert marked[0].startswith(f"  * {p.rule} ")
+    assert len(marked) == 2  # one decision row, one size row
+
+
+def test_plan_is_json() -> None:
+    data = json.loads(json.dumps(plan(700, [0, 300, 300, 100]).to_dict(), allow_nan=False))
+    assert data["imbalance"] is None and data["preset"] == "head_only"
+    assert json.loads(json.dumps(plan(1587, REFERENCE).to_dict()))["imbalance"] == pytest.approx(21.225)
+
+
+@pytest.mark.parametrize("n, counts", [(-1, [1, 1, 1, 1]), (10, []), (10, [1, -1, 1, 1])])
+def test_bad_input(n: int, counts: list[int]) -> None:
+    with pytest.raises(ValueError):
+        plan(n, counts)
+
+
+def test_rule_modules_stay_light() -> None:
+    # The wizard imports the planner at start-up: no torch, textual, or scikit-learn.
+    code = ("import sys, mammo_tui.planner, mammo_tui.collapse; "
+            "print(sorted(m for m in ('torch', 'textual', 'sklearn', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
