@@ -427,7 +427,7 @@ class Trainer:
                 logits = forward(x)
             loss = self.criterion(logits.float(), y)
             if not torch.isfinite(loss):
-                raise _NonFiniteLoss(epoch, batch, float(loss))
+                raise _NonFiniteLoss(epoch, batch, float(loss.detach()))
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
@@ -435,7 +435,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            total += float(loss) * len(y)
+            total += float(loss.detach()) * len(y)
             count += len(y)
             seen += len(y)
             now = time.perf_counter()
