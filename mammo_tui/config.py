@@ -63,6 +63,9 @@ class TrainConfig:
     scheduler: str = "cosine"
     grad_clip: float = 1.0
     early_stop_patience: int = 5  # epochs without a better selection score; 0 = off
+    # decoupled classifier re-training (Kang et al. 2020): the last crt_epochs of the run re-train
+    # a fresh head on the best backbone with class-balanced sampling; 0 = off
+    crt_epochs: int = 0
     seed: int = 42
     # data
     val_fraction: float = 0.2
@@ -137,6 +140,9 @@ def _check_ranges(cfg: TrainConfig, source: str) -> None:
         raise ConfigError(f"{source}: val_fraction must be between 0 and 1, got {cfg.val_fraction}")
     if cfg.warmup_epochs < 0 or cfg.early_stop_patience < 0:
         raise ConfigError(f"{source}: warmup_epochs and early_stop_patience must be >= 0")
+    if not 0 <= cfg.crt_epochs < cfg.epochs:
+        raise ConfigError(f"{source}: crt_epochs ({cfg.crt_epochs}) must be >= 0 and smaller than epochs "
+                          f"({cfg.epochs}): they are the last epochs of the run")
     if cfg.sampler == "weighted" and cfg.class_weights == "balanced" and not cfg.allow_double_balancing:
         raise ConfigError(
             f"{source}: sampler=weighted together with class_weights=balanced balances the classes "

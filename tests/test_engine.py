@@ -163,3 +163,22 @@ def test_frozen_feature_cache_matches_recomputing_the_backbone(tiny_demo, tmp_pa
     loss2 = [e.train_loss for e in ev_plain if e.type == "epoch"]
     np.testing.assert_allclose(loss1, loss2, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(m1, m2, atol=1e-6)
+
+
+def test_crt_retrains_a_fresh_head_on_the_best_backbone_with_balanced_sampling(tiny_demo, tmp_path):
+    snapshots = {}
+
+    def grab(event):
+        if event.type == "checkpoint" and event.kind == "last":
+            snapshots[event.epoch] = load_checkpoint(event.path)["model"]
+
+    result, events = run(tiny_demo, tmp_path, sink=grab, epochs=3, crt_epochs=1, sampler="none",
+                         freeze="none", warmup_epochs=0, max_batches_per_epoch=2)
+    assert [e.trainable for e in events if e.type == "epoch"] == ["all layers", "all layers", "head"]
+    assert any("cRT" in getattr(e, "message", "") for e in events)
+    layer = "backbone.layer3.0.conv1.weight"
+    best_epoch = max((e for e in events if e.type == "checkpoint" and e.kind == "best" and e.epoch < 3),
+                     key=lambda e: e.epoch).epoch
+    assert torch.equal(snapshots[3][layer], snapshots[best_epoch][layer])  # backbone = best, frozen
+    with pytest.raises(ConfigError, match="crt_epochs"):
+        tiny_config(epochs=2, crt_epochs=2)

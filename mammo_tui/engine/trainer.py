@@ -285,7 +285,7 @@ class Trainer:
             dataset = ImageDataset(self.train_images, self.train_labels, augment=self.cfg.augment,
                                    seed=self.cfg.seed * 1000 + epoch)
         sampler = None
-        if self.cfg.sampler == "weighted":
+        if self.cfg.sampler == "weighted" or self.in_crt(epoch):
             weights = inverse_frequency_weights(self.train_labels, NUM_CLASSES)
             sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double),
                                             num_samples=len(weights), replacement=True, generator=generator)
@@ -334,8 +334,31 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and self.amp_dtype == torch.float16)
 
     def stage_for(self, epoch: int) -> str:
-        """Warmup epochs train the head only; then the configured blocks unfreeze."""
-        return "head" if epoch <= self.cfg.warmup_epochs else self.cfg.freeze
+        """Warmup epochs train the head only; then the configured blocks unfreeze (cRT: head only)."""
+        return "head" if epoch <= self.cfg.warmup_epochs or self.in_crt(epoch) else self.cfg.freeze
+
+    def in_crt(self, epoch: int) -> bool:
+        return self.cfg.crt_epochs > 0 and epoch > self.cfg.epochs - self.cfg.crt_epochs
+
+    def _crt_optimisation(self) -> None:
+        self.criterion = build_loss("ce", self.train_labels, NUM_CLASSES, "none", 0.0, 0.0).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.head.parameters(), lr=self.cfg.lr,
+                                           weight_decay=self.cfg.weight_decay)
+        self.scheduler = None
+
+    def _start_crt(self, epoch: int) -> None:
+        """Best backbone, fresh head, plain CE, class-balanced batches."""
+        best = self.run_dir / CHECKPOINT_DIR / "best.pt"
+        if best.is_file():
+            self.model.load_state_dict(load_checkpoint(best)["model"])
+        torch.manual_seed(self.cfg.seed + epoch)
+        for module in self.model.head.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        self._crt_optimisation()
+        self.emit(LogMessage("info", f"cRT: re-training a fresh head on the best backbone (epoch "
+                             f"{self.best_epoch}) with class-balanced sampling for {self.cfg.crt_epochs} epochs",
+                             epoch=epoch))
 
     # -- checkpoints --------------------------------------------------------------------------
     def _payload(self, epoch: int, metrics: dict[str, Any], status: str) -> dict[str, Any]:
@@ -372,6 +395,8 @@ class Trainer:
             return
         state = load_checkpoint(last)
         self.model.load_state_dict(state["model"])
+        if self.in_crt(int(state["epoch"])):
+            self._crt_optimisation()  # the saved optimizer state is the cRT head's
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
@@ -498,6 +523,9 @@ class Trainer:
         epoch = self.start_epoch - 1
         try:
             for epoch in range(self.start_epoch, cfg.epochs + 1):
+                if self.in_crt(epoch) and not self.in_crt(epoch - 1):
+                    self._start_crt(epoch)
+                    features_for = None
                 stage = self.stage_for(epoch)
                 trainable = set_trainable(self.model, stage)
                 if epoch == cfg.warmup_epochs + 1 and stage != "head" and epoch > 1:
