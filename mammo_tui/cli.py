@@ -73,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last completed epoch")
     p.add_argument("--force", action="store_true", help="with --resume: accept a changed config")
 
+    p = sub.add_parser("cv", help="patient-grouped stratified K-fold cross-validation (headless)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--no-ui", action="store_true", help="accepted for symmetry; cv always prints plain lines")
+    _add_dataset_args(p)
+    _add_config_args(p)
+    p.add_argument("--outdir", help="runs directory (default: --runs-dir, i.e. runs)")
+    p.add_argument("--run-name", help="re-use a name to continue an interrupted cross-validation")
+
     p = sub.add_parser("plan", help="fingerprint a dataset and print the decision flow's preset")
     p.add_argument("dataset", nargs="?", help="label CSV or class-folder directory")
     p.add_argument("--dicom-root")
@@ -120,7 +128,7 @@ def _resolve_config(args):
     from mammo_tui import config as cfg
 
     overrides = _config_overrides(args)
-    if args.resume:
+    if getattr(args, "resume", None):
         if not overrides and not args.preset:
             return None  # the run's own config
         import tomllib
@@ -156,19 +164,40 @@ def cmd_train(args) -> int:
         return run_app("wizard", demo=args.demo, dataset=spec, runs_root=args.outdir or args.runs_dir,
                        config=config)
     from mammo_tui.console import ConsolePrinter
-    from mammo_tui.engine.trainer import TrainRequest, train
+    from mammo_tui.engine.trainer import train
 
-    if not (args.demo or spec or args.resume):
-        raise MammoError("no dataset: pass --demo, --csv FILE [--dicom-root DIR], --images DIR or --resume RUN_DIR")
-    request = TrainRequest(config=config, dataset=spec, demo=args.demo, outdir=args.outdir or args.runs_dir,
-                           run_name=args.run_name, resume=args.resume, force=args.force,
-                           skip_bad_rows=args.skip_bad_rows,
-                           preset=args.preset or ("demo" if args.demo else "last_block"))
     cancel = threading.Event()
     _install_signal_handlers(cancel)
-    result = train(request, ConsolePrinter(), cancel)
+    result = train(_train_request(args, config, spec), ConsolePrinter(), cancel)
     print(f"run directory: {result.run_dir}")
     return result.exit_code
+
+
+def _train_request(args, config, spec):
+    from mammo_tui.engine.trainer import TrainRequest
+
+    resume = getattr(args, "resume", None)
+    if not (args.demo or spec or resume):
+        raise MammoError("no dataset: pass --demo, --csv FILE [--dicom-root DIR], --images DIR or --resume RUN_DIR")
+    return TrainRequest(config=config, dataset=spec, demo=args.demo, outdir=args.outdir or args.runs_dir,
+                        run_name=args.run_name, resume=resume, force=getattr(args, "force", False),
+                        skip_bad_rows=args.skip_bad_rows,
+                        preset=args.preset or ("demo" if args.demo else "last_block"))
+
+
+def cmd_cv(args) -> int:
+    from mammo_tui.console import ConsolePrinter
+    from mammo_tui.cv import format_cv, run_cv
+
+    args.resume = None
+    request = _train_request(args, _resolve_config(args), _dataset_spec(args))
+    cancel = threading.Event()
+    _install_signal_handlers(cancel)
+    cv_dir, code, summary = run_cv(request, args.folds, ConsolePrinter(), cancel)
+    if summary:
+        print(format_cv(summary))
+    print(f"cross-validation directory: {cv_dir}")
+    return code
 
 
 def cmd_plan(args) -> int:
@@ -219,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "cv":
+            return cmd_cv(args)
         if args.command == "plan":
             return cmd_plan(args)
         if args.command == "demo-data":

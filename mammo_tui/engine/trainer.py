@@ -57,6 +57,8 @@ class TrainRequest:
     force: bool = False  # resume with a changed config
     skip_bad_rows: bool = False
     preset: str = ""
+    folds: int = 0  # > 0: cross-validation; this run trains on fold `fold` (0-based) of `folds`
+    fold: int = 0
 
 
 @dataclass
@@ -123,12 +125,15 @@ class _Setup:
             raise MammoError("no dataset given: pass --demo, --csv FILE [--dicom-root DIR] or --images DIR")
         self.prepared = prepare_dataset(spec, skip_bad_rows=req.skip_bad_rows)
         records = self.prepared.records
-        from mammo_tui.data.split import train_val_split
+        from mammo_tui.data.split import kfold_splits, train_val_split
 
         labels = [r.label for r in records]
         groups = [r.group for r in records]
-        self.split = train_val_split(labels, groups, val_fraction=self.config.val_fraction,
-                                     seed=self.config.seed)
+        if req.folds:
+            self.split = kfold_splits(labels, groups, k=req.folds, seed=self.config.seed)[req.fold]
+        else:
+            self.split = train_val_split(labels, groups, val_fraction=self.config.val_fraction,
+                                         seed=self.config.seed)
         self.notes += list(self.split.warnings)
         self.train_idx = np.asarray(self.split.train)
         self.val_idx = np.asarray(self.split.val)
