@@ -91,6 +91,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=float, default=None, help="scale of the reference counts (1.0 = 1587 images)")
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("report", help="write a Markdown report of a run (report.md in the run dir)")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="file or folder for the report (default: RUN_DIR/report.md)")
+    p.add_argument("--no-figures", action="store_true", help="skip PNG figures even if matplotlib is installed")
+    p.add_argument("--stdout", action="store_true", help="print the report instead of writing it")
+
+    p = sub.add_parser("eval", aliases=["evaluate"], help="evaluate a run's best checkpoint on another labelled set")
+    p.add_argument("run_dir")
+    p.add_argument("--csv")
+    p.add_argument("--dicom-root")
+    p.add_argument("--images")
+    p.add_argument("--skip-bad-rows", action="store_true")
+    p.add_argument("--name", help="name of the eval-<name>.json written into the run dir")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+
+    p = sub.add_parser("predict", help="class probabilities for images, as CSV")
+    p.add_argument("run_dir")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--out", help="CSV path (default: RUN_DIR/predictions.csv)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+
     p = sub.add_parser("watch", help="the dashboard for a run (live or finished)")
     p.add_argument("run_dir")
 
@@ -233,6 +254,49 @@ def cmd_demo_data(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from mammo_tui.report import build_report, write_report
+
+    if args.stdout:
+        print(build_report(args.run_dir))
+    else:
+        print(f"report written: {write_report(args.run_dir, args.out, figures=not args.no_figures)}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from mammo_tui.collapse import format_distribution
+    from mammo_tui.evaluate import evaluate
+
+    spec = _dataset_spec(args)
+    if spec is None:
+        raise MammoError("eval: pass --csv FILE [--dicom-root DIR] or --images DIR")
+    result = evaluate(args.run_dir, spec, skip_bad_rows=args.skip_bad_rows, name=args.name, device=args.device)
+    auc = result.get("auc_macro")
+    print(f"{result['n']} images: kappa_q {result['kappa_quadratic']:.3f} "
+          f"bal_acc_adj {result['balanced_accuracy_adjusted']:.3f} auc {'n/a' if auc is None else f'{auc:.3f}'} "
+          f"pred {format_distribution(result['prediction_distribution'])}")
+    for line in [*result.get("warnings", []), *result.get("validation_summary", [])]:
+        print(f"  {line}")
+    if result.get("output"):
+        print(f"written: {result['output']}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import csv
+
+    from mammo_tui.evaluate import predict
+
+    out = predict(args.run_dir, args.images, args.out, device=args.device)
+    with open(out, newline="", encoding="utf-8") as handle:
+        failed = sum(1 for row in csv.DictReader(handle) if row.get("error"))
+    print(f"predictions written: {out}")
+    if failed:
+        print(f"{failed} of {len(args.images)} images could not be read (see the error column)")
+    return 0
+
+
 def cmd_presets(args) -> int:
     from mammo_tui import config as cfg
 
@@ -254,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_plan(args)
         if args.command == "demo-data":
             return cmd_demo_data(args)
+        if args.command == "report":
+            return cmd_report(args)
+        if args.command in ("eval", "evaluate"):
+            return cmd_eval(args)
+        if args.command == "predict":
+            return cmd_predict(args)
         if args.command == "presets":
             return cmd_presets(args)
         from mammo_tui.tui.app import run_app

@@ -224,7 +224,8 @@ def suggest(
     if backbone_trains and cfg.warmup_epochs < WARMUP_CAP and (lr_high or cfg.warmup_epochs == 0):
         out.append(_make("warmup_epochs", cfg.warmup_epochs + 1,
                          "train the head alone for longer before the backbone unfreezes, so random "
-                         "head gradients do not wreck the pretrained features"))
+                         "head gradients do not wreck the "
+                         + ("pretrained features" if cfg.pretrained or cfg.weights else "features learned so far")))
 
     # 4. Loss: balancing is on and it still collapsed -> correct the logits for the class prior.
     # It replaces the balancer (apply_suggestion switches it off): the engine's prior is the

@@ -164,7 +164,7 @@ def preset_names() -> list[str]:
 
 def preset_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    if path.suffix == ".toml" or path.is_file():
         if not path.is_file():
             raise ConfigError(f"preset file {path} does not exist")
         return path

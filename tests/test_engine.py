@@ -182,3 +182,20 @@ def test_crt_retrains_a_fresh_head_on_the_best_backbone_with_balanced_sampling(t
     assert torch.equal(snapshots[3][layer], snapshots[best_epoch][layer])  # backbone = best, frozen
     with pytest.raises(ConfigError, match="crt_epochs"):
         tiny_config(epochs=2, crt_epochs=2)
+
+
+def test_recover_rolls_back_applies_the_top_suggestion_and_uses_the_new_config(tiny_demo, tmp_path,
+                                                                               offline_weights):
+    result, events = run(tiny_demo, tmp_path, epochs=4, freeze="none", warmup_epochs=0, sampler="none",
+                         class_weights="none", lr=0.05, grad_clip=0.0, pretrained=True, weights=offline_weights,
+                         on_collapse="recover", max_batches_per_epoch=3)
+    changes = [e for e in events if e.type == "config_changed"]
+    assert changes, "a collapse must trigger a recovery"
+    assert changes[0].changes["sampler"] == ["none", "weighted"]
+    assert "rolled back" in changes[0].reason
+    # after a recovery the detector and suggestions see the new config: never the same fix twice
+    applied = [tuple(sorted(c.changes)) for c in changes]
+    assert len(applied) == len(set(applied))
+    later = [e for e in events if e.type == "collapse" and e.epoch > changes[0].epoch]
+    assert all(s["key"] != "sampler" for e in later for s in e.suggestions)
+    assert load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["config"]["sampler"] == "weighted"

@@ -500,7 +500,7 @@ class Trainer:
 
     # -- main --------------------------------------------------------------------------------
     def run(self) -> RunResult:
-        cfg = self.cfg
+        cfg = self.cfg  # the launch config; self.cfg may change when a collapse is recovered
         self.load_data()
         self.build()
         self.restore()
@@ -527,22 +527,22 @@ class Trainer:
         train_feats = val_feats = None
         epoch = self.start_epoch - 1
         try:
-            for epoch in range(self.start_epoch, cfg.epochs + 1):
+            for epoch in range(self.start_epoch, self.cfg.epochs + 1):
                 if self.in_crt(epoch) and not self.in_crt(epoch - 1):
                     self._start_crt(epoch)
                     features_for = None
                 stage = self.stage_for(epoch)
                 trainable = set_trainable(self.model, stage)
-                if epoch == cfg.warmup_epochs + 1 and stage != "head" and epoch > 1:
+                if epoch == self.cfg.warmup_epochs + 1 and stage != "head" and epoch > 1:
                     self.emit(LogMessage("info", f"warmup over: unfreezing {trainable}", epoch=epoch))
-                use_cache = cfg.frozen_feature_cache and not cfg.augment and backbone_frozen(self.model)
+                use_cache = self.cfg.frozen_feature_cache and not self.cfg.augment and backbone_frozen(self.model)
                 if use_cache and features_for != stage:
                     t0 = time.perf_counter()
                     train_feats, val_feats = self._features(self.train_images), self._features(self.val_images)
                     features_for = stage
                     self.emit(LogMessage("info", f"backbone frozen and no augmentation: features computed once "
                                          f"({time.perf_counter() - t0:.1f} s); epochs train the head only", epoch=epoch))
-                seed_everything(cfg.seed * 1000 + epoch)
+                seed_everything(self.cfg.seed * 1000 + epoch)
                 t0 = time.perf_counter()
                 train_loss = self.train_epoch(epoch, train_feats if use_cache else None, progress)
                 if train_loss is None:
@@ -554,15 +554,15 @@ class Trainer:
                 lr = self.optimizer.param_groups[0]["lr"]
                 score = selection_score(metrics)
                 if self.scheduler is not None:
-                    if cfg.scheduler == "plateau":
+                    if self.cfg.scheduler == "plateau":
                         self.scheduler.step(score[0])
                     else:
                         self.scheduler.step()
-                self.emit(EpochMetrics(epoch=epoch, epochs=cfg.epochs, train_loss=train_loss, val_loss=val_loss,
+                self.emit(EpochMetrics(epoch=epoch, epochs=self.cfg.epochs, train_loss=train_loss, val_loss=val_loss,
                                        metrics=metrics, lr=lr, trainable=trainable, epoch_time_s=epoch_time,
                                        images_per_s=progress["images"] / max(train_time, 1e-9)))
-                result = detect_collapse(metrics, previous, cfg)
-                suggestions = [s.to_dict() for s in suggest(cfg, result, metrics)]
+                result = detect_collapse(metrics, previous, self.cfg)
+                suggestions = [s.to_dict() for s in suggest(self.cfg, result, metrics)]
                 status = result.status
                 self.emit(CollapseStatus(epoch=epoch, status=status, reasons=result.reasons, suggestions=suggestions))
                 previous, last_metrics = metrics, metrics
@@ -578,22 +578,22 @@ class Trainer:
                     self.best_healthy_state = copy.deepcopy(self.model.state_dict())
                 self._save("last", epoch, metrics, status, score)
                 self._write_summary("running", epoch, last_metrics, interrupted=False)
-                if status == "collapsed" and epoch < cfg.epochs:
-                    if cfg.on_collapse == "stop":
+                if status == "collapsed" and epoch < self.cfg.epochs:
+                    if self.cfg.on_collapse == "stop":
                         self.emit(LogMessage("error", f"collapsed at epoch {epoch}; stopping (on_collapse = stop)",
                                              epoch=epoch))
                         break
-                    if cfg.on_collapse == "recover":
+                    if self.cfg.on_collapse == "recover":
                         self._recover(epoch, result.reasons, suggestions)
                         features_for, previous, stale = None, None, 0
                         continue
-                if cfg.early_stop_patience and stale >= cfg.early_stop_patience:
+                if self.cfg.early_stop_patience and stale >= self.cfg.early_stop_patience:
                     self.emit(LogMessage("info", f"early stop: no better selection score for {stale} epochs "
                                          f"(best epoch {self.best_epoch})", epoch=epoch))
                     break
         except _NonFiniteLoss as exc:
             return self._fail(f"non-finite loss ({exc.value}) at epoch {exc.epoch}, batch {exc.batch}. "
-                              f"The last good checkpoint is kept. Lower the learning rate (lr = {cfg.lr:g}) "
+                              f"The last good checkpoint is kept. Lower the learning rate (lr = {self.cfg.lr:g}) "
                               "or enable gradient clipping (grad_clip).", exc.epoch, exc.batch, EXIT_FAILED)
         return self._finish(epoch, last_metrics, interrupted)
 

@@ -1,0 +1,259 @@
+"""Use a run's best checkpoint: evaluate it on another labelled set, or predict single images.
+
+The checkpoint is self-describing (arch, class names, image size, normalisation, config), so no
+training flag has to be repeated. Images go through the training decode path (scan_dataset ->
+PreprocessCache(img_size) -> ImageDataset(augment=False)): a model is only as good as the match
+between the pixels it was trained on and the pixels it is shown.
+
+torch is imported inside the functions, like everywhere outside engine/, so importing this module
+(e.g. from the CLI's argument parser) stays cheap.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from mammo_tui.errors import DatasetError, MammoError, RunDirError
+from mammo_tui.metrics import compute_metrics
+from mammo_tui.rundir import CHECKPOINT_DIR, SPLITS_FILE, atomic_write_text, write_json
+
+BEST_CHECKPOINT = "best.pt"
+PREDICTIONS_FILE = "predictions.csv"
+BATCH_SIZE = 64
+REQUIRED_KEYS = ("model", "arch", "class_names", "img_size")
+
+
+# ---------------------------------------------------------------------------------------------
+# the model
+
+
+def load_run_model(run_dir: str | Path, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """(model in eval mode, checkpoint dict) from RUN_DIR/checkpoints/best.pt."""
+    from mammo_tui.engine.checkpoint import load_checkpoint
+    from mammo_tui.engine.models import build_model
+
+    run_dir = Path(run_dir).expanduser()
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: no such run directory. List runs with `mammo-tui runs`.")
+    path = run_dir / CHECKPOINT_DIR / BEST_CHECKPOINT
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: no {CHECKPOINT_DIR}/{BEST_CHECKPOINT}. The best checkpoint is "
+                          "written when the first epoch finishes; see `mammo-tui report "
+                          f"{run_dir}` for what happened to this run.")
+    checkpoint = load_checkpoint(path)  # weights_only=True: never unpickles objects
+    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
+    if missing:
+        raise MammoError(f"{path}: not a mammo-tui checkpoint (missing {', '.join(missing)})")
+    if int(checkpoint.get("in_channels", 1)) != 1:
+        raise MammoError(f"{path}: expects {checkpoint['in_channels']} input channels; "
+                         "this version reads single-channel mammograms only")
+    # Architecture only: the trained weights below replace everything, so nothing is downloaded.
+    model = build_model(checkpoint["arch"], len(checkpoint["class_names"]), pretrained=False)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:
+        raise MammoError(f"{path}: the weights do not fit a {checkpoint['arch']} "
+                         f"({str(exc).splitlines()[0][:200]}); the file may be from another version") from None
+    model.to(device).eval()
+    return model, checkpoint
+
+
+def predict_probabilities(model: Any, checkpoint: dict[str, Any], images: np.ndarray,
+                          device: str = "cpu", batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """Softmax probabilities [N, classes] for preloaded [N, S, S] images in [0, 1]."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from mammo_tui.data.dataset import NORM_MEAN, NORM_STD, ImageDataset
+
+    n_classes = len(checkpoint["class_names"])
+    if len(images) == 0:
+        return np.zeros((0, n_classes), dtype=np.float64)
+    norm = checkpoint.get("normalization") or {"mean": NORM_MEAN, "std": NORM_STD}
+    mean, std = float(norm["mean"]), float(norm["std"])
+    dataset = ImageDataset(images, np.zeros(len(images), dtype=np.int64), augment=False)
+    chunks = []
+    with torch.no_grad():
+        for x, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+            if (mean, std) != (NORM_MEAN, NORM_STD):
+                # trained under another normalisation: undo the current one, apply the model's own
+                x = (x * NORM_STD + NORM_MEAN - mean) / std
+            logits = model(x.to(device))
+            chunks.append(torch.softmax(logits.float(), dim=1).cpu())
+    return torch.cat(chunks).double().numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate on another labelled set
+
+
+def default_eval_name(spec: Any) -> str:
+    """A file-name-safe name for a dataset spec: `inbreast-labels` for /data/inbreast/labels.csv."""
+    if spec.images:
+        raw = Path(spec.images).expanduser().resolve().name
+    else:
+        csv_path = Path(spec.csv).expanduser().resolve()
+        raw = f"{csv_path.parent.name}-{csv_path.stem}" if csv_path.parent.name else csv_path.stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", raw).strip("-.") or "dataset"
+
+
+def _overlap_with_run(run_dir: Path, records: Sequence[Any]) -> dict[str, int]:
+    """How many evaluated images were in this run's train / val split (by path)."""
+    split_file = run_dir / SPLITS_FILE
+    if not split_file.is_file():
+        return {}
+    from mammo_tui.data.split import read_splits_csv
+
+    split_of = read_splits_csv(split_file)
+    counts = Counter(split_of.get(record.path) for record in records)
+    return {"train": counts.get("train", 0), "val": counts.get("val", 0)}
+
+
+def _overlap_warnings(overlap: dict[str, int], n: int) -> list[str]:
+    warnings = []
+    if overlap.get("train"):
+        warnings.append(f"{overlap['train']} of the {n} images were in this run's training split: the "
+                        "metrics are optimistic, not an independent test")
+    if overlap.get("val"):
+        warnings.append(f"{overlap['val']} of the {n} images were in this run's validation split, which "
+                        "chose the best epoch: not an independent test")
+    return warnings
+
+
+def evaluate(run_dir: str | Path, spec: Any, skip_bad_rows: bool = False, name: str | None = None,
+             device: str = "cpu") -> dict[str, Any]:
+    """Metrics of the run's best checkpoint on another labelled dataset; writes RUN_DIR/eval-<name>.json.
+
+    Returns compute_metrics' dict (n, kappa_quadratic, confusion_matrix, ...) plus: eval_name,
+    dataset, checkpoint, checkpoint_epoch, validation (the dataset's validation report),
+    validation_summary (its lines), overlap (images shared with the run's split), warnings, output.
+    Problems in the dataset stop here unless skip_bad_rows, as in training; a class missing from
+    the set does not (evaluating on a set without class A images is legitimate).
+    """
+    from mammo_tui.data.cache import PreprocessCache, load_images
+    from mammo_tui.data.sources import scan_dataset
+
+    run_dir = Path(run_dir).expanduser()
+    model, checkpoint = load_run_model(run_dir, device)
+    report = scan_dataset(spec, check_images=True)
+    blocking = [p for p in report.problems if p.kind != "empty_class"]
+    if blocking and not skip_bad_rows:
+        lines = "\n  ".join(report.summary_lines())
+        raise DatasetError(f"the evaluation dataset has problems:\n  {lines}\n"
+                           "Fix them, or evaluate without the bad rows with --skip-bad-rows "
+                           "(they are listed in the eval-*.json file).")
+    records = report.records
+    images = load_images(records, PreprocessCache(int(checkpoint["img_size"])))
+    labels = np.array([record.label for record in records], dtype=np.int64)
+    probs = predict_probabilities(model, checkpoint, images, device)
+    metrics = compute_metrics(labels, probs.argmax(axis=1), probs, len(checkpoint["class_names"]))
+
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") if name else default_eval_name(spec)
+    output = run_dir / f"eval-{name or 'dataset'}.json"
+    overlap = _overlap_with_run(run_dir, records)
+    result = {
+        **metrics,
+        "eval_name": name,
+        "run": run_dir.name,
+        "dataset": spec.describe(),
+        "spec": {"csv": spec.csv, "dicom_root": spec.dicom_root, "images": spec.images},
+        "checkpoint": str(run_dir / CHECKPOINT_DIR / BEST_CHECKPOINT),
+        "checkpoint_epoch": checkpoint.get("epoch"),
+        "class_names": list(checkpoint["class_names"]),
+        "img_size": int(checkpoint["img_size"]),
+        "skip_bad_rows": skip_bad_rows,
+        "validation": report.to_dict(),
+        "validation_summary": report.summary_lines(),
+        "overlap": overlap,
+        "warnings": _overlap_warnings(overlap, metrics["n"]),
+        "created": time.time(),
+        "output": str(output),
+    }
+    write_json(output, result)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# predict single images
+
+
+def _load_each(paths: Sequence[str], cache: Any) -> tuple[np.ndarray, dict[int, str]]:
+    """Decode every path like training does; a failure becomes a message, never an abort.
+
+    (load_images stops at the first bad file; a prediction run must name every bad one.)
+    """
+    from mammo_tui.data.records import ImageReadError
+
+    size = cache.img_size
+    images = np.zeros((len(paths), size, size), dtype=np.float32)
+    errors: dict[int, str] = {}
+
+    def load_one(index: int) -> None:
+        path = paths[index]
+        if os.path.isdir(path):
+            errors[index] = f"{path}: is a folder, not an image file (pass the files in it, e.g. {path}/*.dcm)"
+            return
+        if not os.path.exists(path):
+            errors[index] = f"{path}: file not found"
+            return
+        try:
+            images[index] = cache.load(path)
+        except ImageReadError as exc:
+            errors[index] = exc.message
+        except OSError as exc:
+            errors[index] = f"{path}: cannot read ({exc.strerror or exc})"
+        except Exception as exc:  # a damaged file can break a decoder in its own way
+            errors[index] = f"{path}: cannot decode ({exc.__class__.__name__}: {exc})"
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        list(pool.map(load_one, range(len(paths))))
+    return images, errors
+
+
+def predict(run_dir: str | Path, paths: Sequence[str], out_csv: str | Path | None = None,
+            device: str = "cpu") -> Path:
+    """Write a CSV with one row per path: path, prediction, prob_<class>..., error.
+
+    An image that cannot be read still gets its row, with the reason in `error` and empty
+    prediction/probabilities. Default output: RUN_DIR/predictions.csv.
+    """
+    from mammo_tui.data.cache import PreprocessCache
+
+    if not paths:
+        raise MammoError("no images given: pass one or more image files (DICOM, PNG or JPEG)")
+    run_dir = Path(run_dir).expanduser()
+    model, checkpoint = load_run_model(run_dir, device)
+    out = Path(out_csv).expanduser() if out_csv else run_dir / PREDICTIONS_FILE
+    if not out.parent.is_dir():
+        raise MammoError(f"cannot write {out}: folder {out.parent} does not exist")
+    names = list(checkpoint["class_names"])
+    resolved = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
+    images, errors = _load_each(resolved, PreprocessCache(int(checkpoint["img_size"])))
+    readable = [i for i in range(len(paths)) if i not in errors]
+    probs = predict_probabilities(model, checkpoint, images[readable], device)
+    prob_of = dict(zip(readable, probs))
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "prediction", *[f"prob_{c}" for c in names], "error"])
+    for index, given in enumerate(paths):
+        if index in errors:
+            writer.writerow([given, "", *[""] * len(names), errors[index]])
+        else:
+            p = prob_of[index]
+            writer.writerow([given, names[int(p.argmax())], *[f"{v:.6f}" for v in p], ""])
+    try:
+        atomic_write_text(out, buffer.getvalue())
+    except OSError as exc:
+        raise MammoError(f"cannot write {out}: {exc.strerror or exc}") from None
+    return out

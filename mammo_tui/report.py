@@ -1,0 +1,616 @@
+"""`mammo-tui report RUN_DIR`: one Markdown file that explains a run (pure: no torch, no textual).
+
+Everything comes from the run directory: summary.json (status, best epoch and its metrics),
+events.jsonl (per-epoch metrics, collapse checks, config changes, checkpoints, warnings),
+config.toml and dataset.json. Curves are plotext text plots inside ``` fences, so the same file
+reads well in a terminal (`less report.md`) and on GitHub. Tables are padded so their columns line
+up in plain text too. A run that was interrupted, failed or never finished an epoch still gets a
+report that says so; only a folder that is not a run directory is an error.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from mammo_tui.collapse import format_distribution, format_percent
+from mammo_tui.errors import RunDirError
+from mammo_tui.labels import CLASS_NAMES
+from mammo_tui.rundir import (CHECKPOINT_DIR, CONFIG_FILE, DATASET_FILE, SPLITS_FILE, SUMMARY_FILE,
+                              atomic_write_text)
+from mammo_tui.runlog import EVENTS_FILE, read_events
+
+REPORT_FILE = "report.md"
+FIGURE_FILE = "report-curves.png"
+PLOT_WIDTH, PLOT_HEIGHT = 72, 16  # fits an 80-column terminal with the fence and some margin
+MAX_PROBLEM_EXAMPLES = 5
+MAX_LOG_LINES = 30
+
+# The settings that decide whether a run collapses, in the order a reader checks them.
+CONFIG_TABLE_KEYS = (
+    "arch", "pretrained", "weights", "freeze", "warmup_epochs", "sampler", "class_weights", "loss",
+    "focal_gamma", "la_tau", "lr", "weight_decay", "scheduler", "epochs", "batch_size", "img_size",
+    "augment", "early_stop_patience", "val_fraction", "seed", "on_collapse", "device",
+)
+
+STATUS_MEANING = {
+    "healthy": "the best checkpoint passed every collapse check.",
+    "warning": "the best checkpoint shows warning signs of collapse (see *Collapse checks*).",
+    "collapsed": "the best checkpoint predicts (almost) only one class: do not use it; see the "
+                 "suggested config changes under *Collapse checks*.",
+    "interrupted": "stopped before the last epoch; everything up to the last finished epoch is saved.",
+    "failed": "training failed; the last good checkpoints are kept.",
+    "running": "no final summary yet: the run is still going, or its process was killed "
+               "(kill -9, power loss) before it could finish.",
+}
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+# ---------------------------------------------------------------------------------------------
+# reading the run directory
+
+
+@dataclass
+class RunData:
+    """Everything the report needs, read once from the run directory."""
+
+    path: Path
+    summary: dict[str, Any] | None
+    events: list[Any]
+    config_launched: dict[str, Any]
+    dataset: dict[str, Any] | None
+    read_notes: list[str] = field(default_factory=list)  # files that exist but cannot be read
+
+    def of_type(self, kind: str) -> list[Any]:
+        return [e for e in self.events if e.type == kind]
+
+    @property
+    def name(self) -> str:
+        return (self.summary or {}).get("run_name") or self.path.name
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The config at the end of the run (a recovery may have changed the launched one)."""
+        if self.summary and self.summary.get("config"):
+            return self.summary["config"]
+        started = self.of_type("run_started")
+        return started[-1].config if started else self.config_launched
+
+    @property
+    def epochs(self) -> list[Any]:
+        """Epoch events, one per epoch: a resume after a kill -9 may repeat one; the last wins."""
+        by_epoch = {e.epoch: e for e in self.of_type("epoch")}
+        return [by_epoch[k] for k in sorted(by_epoch)]
+
+    @property
+    def status(self) -> str:
+        if self.summary and self.summary.get("status"):
+            return self.summary["status"]
+        terminal = [e for e in self.events if e.type in ("finished", "failed")]
+        if terminal:
+            return "failed" if terminal[-1].type == "failed" else terminal[-1].status
+        return "running"
+
+    @property
+    def best_epoch(self) -> int | None:
+        if self.summary is not None:
+            return self.summary.get("best_epoch")
+        best = [e for e in self.of_type("checkpoint") if e.kind == "best"]
+        return best[-1].epoch if best else None
+
+    def metrics_of(self, epoch: int | None) -> dict[str, Any]:
+        if epoch is None:
+            return {}
+        if self.summary and self.summary.get("best_epoch") == epoch and self.summary.get("best_metrics"):
+            return self.summary["best_metrics"]
+        found = [e for e in self.epochs if e.epoch == epoch]
+        return found[0].metrics if found else {}
+
+
+def _read_json(path: Path, notes: list[str]) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        notes.append(f"{path.name} cannot be read ({exc.__class__.__name__}); it is left out")
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_toml(path: Path, notes: list[str]) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        notes.append(f"{path.name} cannot be read ({exc.__class__.__name__}); it is left out")
+        return {}
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """Read a run directory; RunDirError when it is missing or not a mammo-tui run."""
+    path = Path(run_dir).expanduser()
+    if not path.exists():
+        raise RunDirError(f"{path}: no such run directory. List runs with `mammo-tui runs`.")
+    if not path.is_dir():
+        raise RunDirError(f"{path}: not a directory; pass a run directory such as runs/<run-name>")
+    markers = (SUMMARY_FILE, EVENTS_FILE, CONFIG_FILE)
+    if not any((path / name).is_file() for name in markers):
+        raise RunDirError(f"{path}: not a mammo-tui run directory (none of {', '.join(markers)} is "
+                          "there). Run directories are created by `mammo-tui train` under runs/.")
+    notes: list[str] = []
+    summary = _read_json(path / SUMMARY_FILE, notes)
+    events: list[Any] = []
+    if (path / EVENTS_FILE).is_file():
+        try:
+            events = read_events(path)
+        except OSError as exc:
+            notes.append(f"{EVENTS_FILE} cannot be read ({exc.strerror or exc}); curves are left out")
+    return RunData(path=path, summary=summary, events=events,
+                   config_launched=_read_toml(path / CONFIG_FILE, notes),
+                   dataset=_read_json(path / DATASET_FILE, notes), read_notes=notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# formatting helpers
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if value in ("", None):
+        return '""' if value == "" else "n/a"
+    return str(value)
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> str:
+    """A Markdown table padded so the columns also line up in a plain terminal.
+
+    `right` lists the columns to right-align (numbers)."""
+    cells = [[_cell(h) for h in headers]] + [[_cell(c) for c in row] for row in rows]
+    widths = [max(3, *(len(r[i]) for r in cells)) for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        return "| " + " | ".join(parts) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if i in right else ("-" * (w + 2))
+                          for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
+
+
+def _when(timestamp: Any) -> str:
+    if not timestamp:
+        return "n/a"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(timestamp)))
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _bar(fraction: float, width: int = 20) -> str:
+    filled = int(round(max(0.0, min(1.0, fraction)) * width))
+    return "#" * filled + "." * (width - filled)
+
+
+def _class_names(n: int) -> list[str]:
+    return list(CLASS_NAMES) if n == len(CLASS_NAMES) else [str(i) for i in range(n)]
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def text_plot(title: str, xs: Sequence[int], series: Sequence[tuple[str, Sequence[Any], str]],
+              width: int = PLOT_WIDTH, height: int = PLOT_HEIGHT) -> str:
+    """A plotext line plot as plain text (no colour codes). series: (label, ys, marker)."""
+    import plotext as plt
+
+    plt.clear_figure()
+    plt.theme("clear")
+    plt.plot_size(width, height)
+    for label, ys, marker in series:
+        points = [(x, y) for x, y in zip(xs, map(_finite, ys)) if y is not None]
+        if points:
+            plt.plot([p[0] for p in points], [p[1] for p in points], label=label, marker=marker)
+    plt.title(title)
+    plt.xlabel("epoch")
+    if len(xs) <= 15:
+        plt.xticks(list(xs), [str(x) for x in xs])  # whole epochs, not 1.50
+    # theme('clear') still emits reset codes; a report file must hold plain text
+    text = _ANSI.sub("", plt.build())
+    plt.clear_figure()
+    return "\n".join(line.rstrip() for line in text.splitlines())
+
+
+# ---------------------------------------------------------------------------------------------
+# sections
+
+
+def _status_section(run: RunData) -> list[str]:
+    s = run.summary or {}
+    status = run.status
+    starts = run.of_type("run_started")
+    started = s.get("started") or (starts[0].time if starts else None)
+    device = s.get("device") or (starts[-1].device if starts else "n/a")
+    facts = [f"**Status: {status}**",
+             f"epochs {s.get('epochs_completed', len(run.epochs))}/{s.get('epochs', run.config.get('epochs', '?'))}",
+             f"best epoch {run.best_epoch if run.best_epoch is not None else 'none'}",
+             f"device {device}", f"started {_when(started)}"]
+    if s.get("finished") and started:
+        facts.append(f"took {_duration(s['finished'] - started)}")
+    lines = [" · ".join(facts), "", f"{status.capitalize()}: {STATUS_MEANING.get(status, 'unknown status.')}"]
+    error = s.get("error") or next((e.error for e in reversed(run.events) if e.type == "failed"), "")
+    if error:
+        lines += ["", f"Error: {error}"]
+    resume = f"`mammo-tui train --no-ui --resume {run.path}`"
+    if status in ("interrupted", "failed"):
+        lines += ["", f"Continue it with {resume}."]
+    elif status == "running":
+        lines += ["", f"Follow it live with `mammo-tui watch {run.path}`; if its process is gone, "
+                      f"continue it with {resume}."]
+    if starts[1:]:
+        lines += ["", "Resumed at epoch " + ", ".join(str(e.start_epoch) for e in starts[1:]) + "."]
+    if run.best_epoch is not None and s.get("last_status") == "collapsed" and status != "collapsed":
+        lines += ["", f"The last epoch collapsed; `checkpoints/best.pt` (epoch {run.best_epoch}) is "
+                      "the one to use."]
+    lines += [line for note in run.read_notes for line in ("", f"Note: {note}")]
+    return lines
+
+
+def _headline_section(run: RunData) -> list[str]:
+    best_epoch = run.best_epoch
+    best = run.metrics_of(best_epoch)
+    epochs = run.epochs
+    if not best and not epochs:
+        return ["## Headline metrics", "", "No epoch finished, so there are no validation metrics yet."]
+    last_epoch = epochs[-1].epoch if epochs else (run.summary or {}).get("epochs_completed")
+    last = (run.summary or {}).get("last_metrics") or (epochs[-1].metrics if epochs else {})
+    rows_spec = [("kappa (quadratic weights) - headline", "kappa_quadratic"),
+                 ("balanced accuracy, adjusted", "balanced_accuracy_adjusted"),
+                 ("balanced accuracy", "balanced_accuracy"),
+                 ("macro AUC (one-vs-rest)", "auc_macro"),
+                 ("kappa (unweighted, collapse rule)", "kappa"),
+                 ("accuracy (misleading on imbalanced data)", "accuracy"),
+                 ("validation images", "n")]
+    headers = ["metric", f"best (epoch {best_epoch})"]
+    show_last = last and last_epoch != best_epoch
+    if show_last:
+        headers.append(f"last (epoch {last_epoch})")
+    rows = [[label, _num(best.get(key))] + ([_num(last.get(key))] if show_last else [])
+            for label, key in rows_spec]
+    return ["## Headline metrics", "",
+            "The best checkpoint is chosen by balanced accuracy (adjusted), then quadratic kappa, "
+            "then AUC; never by raw accuracy.", "",
+            table(headers, rows, right=range(1, len(headers)))]
+
+
+def _config_section(run: RunData) -> list[str]:
+    final, launched = run.config, run.config_launched or run.config
+    if not final:
+        return ["## Configuration", "", f"No configuration found ({CONFIG_FILE} is missing)."]
+    preset = (run.summary or {}).get("preset") or (run.dataset or {}).get("preset") or "not recorded"
+    rows = []
+    for key in CONFIG_TABLE_KEYS:
+        if key not in final and key not in launched:
+            continue
+        before, after = launched.get(key, final.get(key)), final.get(key, launched.get(key))
+        shown = _value(after) if before == after else f"{_value(before)} -> {_value(after)} (changed during the run)"
+        rows.append([key, shown])
+    lines = ["## Configuration", "", f"Preset: `{preset}`. Every key is in `{CONFIG_FILE}`; "
+             "reuse it with `--preset <run>/config.toml`.", "", table(["key", "value"], rows)]
+    if final.get("sampler") == "weighted" and final.get("class_weights") == "balanced":
+        lines += ["", "Note: weighted sampler and class weights are both on (double balancing)."]
+    return lines
+
+
+def _dataset_section(run: RunData) -> list[str]:
+    info = run.dataset
+    if not info:
+        return ["## Dataset", "", f"No dataset record ({DATASET_FILE} is missing)."]
+    fp = info.get("fingerprint") or {}
+    report = info.get("report") or {}
+    lines = ["## Dataset", "", f"Source: {fp.get('source') or report.get('source', 'n/a')}"
+             + (" (the built-in demo dataset)" if info.get("demo") else ""), ""]
+    counts = fp.get("class_counts") or []
+    started = run.of_type("run_started")
+    header = ["class", "images"]
+    split = started[0] if started else None
+    if split:
+        header += ["train", "val"]
+    rows = []
+    for i, name in enumerate(_class_names(len(counts))):
+        row = [name, counts[i]]
+        if split:
+            row += [split.train_counts[i], split.val_counts[i]]
+        rows.append(row)
+    if counts:
+        total = ["total", sum(counts)] + ([split.n_train, split.n_val] if split else [])
+        lines += [table(header, rows + [total], right=range(1, len(header))), ""]
+    ratio = fp.get("imbalance_ratio")
+    facts = [f"images: {fp.get('n_images', 'n/a')}, patients (groups): {fp.get('n_patients', 'n/a')}",
+             f"imbalance ratio (largest / smallest class): "
+             f"{_num(ratio, 1) if ratio is not None else 'infinite (a class has no images)'}",
+             f"rows read: {fp.get('rows_read', 'n/a')}, rows usable: {fp.get('rows_usable', 'n/a')}"]
+    for key, label in (("width", "width px"), ("height", "height px")):
+        stats = fp.get(key)
+        if stats:
+            facts.append(f"{label}: min {stats['min']}, median {stats['median']:g}, max {stats['max']}")
+    for key in ("formats", "photometric", "transfer_syntaxes", "modalities"):
+        if fp.get(key):
+            facts.append(f"{key.replace('_', ' ')}: " + ", ".join(f"{k} {v}" for k, v in fp[key].items()))
+    lines += [f"- {fact}" for fact in facts]
+    lines += ["", *_problem_lines(report, bool(info.get("skip_bad_rows")))]
+    return lines
+
+
+def _problem_lines(report: dict[str, Any], skipped: bool) -> list[str]:
+    counts = report.get("problem_counts") or {}
+    if not counts:
+        lines = ["Validation: no problems found."]
+    else:
+        verb = "left out (--skip-bad-rows)" if skipped else "reported"
+        lines = [f"Validation: {sum(counts.values())} problems {verb}:", ""]
+        problems = report.get("problems") or []
+        for kind, n in counts.items():
+            lines.append(f"- {kind}: {n}")
+            examples = [p for p in problems if p.get("kind") == kind][:MAX_PROBLEM_EXAMPLES]
+            lines += [f"  - {p.get('message', '')}" for p in examples]
+            if n > len(examples):
+                lines.append(f"  - ... and {n - len(examples)} more (all in {DATASET_FILE})")
+    for note in report.get("notes") or []:
+        lines.append(f"- note: {note}")
+    return lines
+
+
+def _curves_section(run: RunData) -> list[str]:
+    epochs = run.epochs
+    lines = ["## Training curves", ""]
+    if not epochs:
+        return lines + ["No epoch finished: nothing to plot yet."]
+    xs = [e.epoch for e in epochs]
+    loss = text_plot("loss (* train, o validation)", xs,
+                     [("train loss", [e.train_loss for e in epochs], "*"),
+                      ("val loss", [e.val_loss for e in epochs], "o")])
+    quality = text_plot("validation (* kappa quadratic, o balanced acc. adj.)", xs,
+                        [("kappa_quadratic", [e.metrics.get("kappa_quadratic") for e in epochs], "*"),
+                         ("bal_acc_adj", [e.metrics.get("balanced_accuracy_adjusted") for e in epochs], "o")])
+    lines += ["```text", loss, "```", "", "```text", quality, "```", ""]
+    status_of = {e.epoch: e.status for e in run.of_type("collapse")}
+    best = run.best_epoch
+    rows = [[f"{e.epoch}{' *' if e.epoch == best else ''}", e.trainable, _num(e.train_loss, 4), _num(e.val_loss, 4),
+             _num(e.metrics.get("kappa_quadratic")), _num(e.metrics.get("balanced_accuracy_adjusted")),
+             _num(e.metrics.get("auc_macro")), f"{e.lr:.2g}", status_of.get(e.epoch, "n/a"),
+             format_distribution(e.metrics.get("prediction_distribution") or [])]
+            for e in epochs]
+    lines += [table(["epoch", "trained", "train loss", "val loss", "kappa_q", "bal_acc_adj", "AUC", "lr",
+                     "status", "predictions"], rows, right=(2, 3, 4, 5, 6, 7)),
+              "", "`*` marks the best epoch."]
+    return lines
+
+
+def _best_epoch_section(run: RunData) -> list[str]:
+    epoch = run.best_epoch
+    metrics = run.metrics_of(epoch)
+    title = f"## Best epoch ({epoch}): validation in detail" if epoch is not None else "## Best epoch"
+    if not metrics or not metrics.get("confusion_matrix"):
+        return [title, "", "No best epoch yet: no confusion matrix or per-class metrics."]
+    matrix = metrics["confusion_matrix"]
+    names = _class_names(len(matrix))
+    rows = [[names[i], *row, sum(row)] for i, row in enumerate(matrix)]
+    rows.append(["total", *[sum(col) for col in zip(*matrix)], sum(map(sum, matrix))])
+    lines = [title, "", "### Confusion matrix", "",
+             "Rows are the true class, columns the predicted class.", "",
+             table(["true \\ predicted", *names, "total"], rows, right=range(1, len(names) + 2)), ""]
+    per_class = [[names[i], metrics["true_counts"][i], metrics["prediction_counts"][i],
+                  _num(metrics["precision_per_class"][i]), _num(metrics["recall_per_class"][i]),
+                  _num(metrics["f1_per_class"][i])] for i in range(len(names))]
+    lines += ["### Per-class metrics", "",
+              table(["class", "true", "predicted", "precision", "recall", "F1"], per_class, right=(1, 2, 3, 4, 5)),
+              ""]
+    absent = [names[i] for i, n in enumerate(metrics["true_counts"]) if n == 0]
+    if absent:
+        lines += [f"Class {', '.join(absent)} has no validation images: its recall and F1 mean nothing.", ""]
+    true_d, pred_d = metrics["true_distribution"], metrics["prediction_distribution"]
+    dist = [[names[i], format_percent(true_d[i]), _bar(true_d[i]), format_percent(pred_d[i]), _bar(pred_d[i])]
+            for i in range(len(names))]
+    lines += ["### Predictions vs truth", "",
+              table(["class", "true", "", "predicted", ""], dist, right=(1, 3)), "",
+              f"True: {format_distribution(true_d)}; predicted: {format_distribution(pred_d)}."]
+    return lines
+
+
+def _collapse_section(run: RunData) -> list[str]:
+    lines = ["## Collapse checks", ""]
+    checks = {e.epoch: e for e in run.of_type("collapse")}  # the last check per epoch wins
+    if not checks:
+        summary_events = (run.summary or {}).get("collapse_events") or []
+        if not summary_events:
+            return lines + ["No collapse check ran (no epoch finished)." if not run.epochs
+                            else "Every epoch passed the collapse checks."]
+        return lines + [f"- epoch {c['epoch']}: **{c['status']}**" for c in summary_events]
+    flagged = [checks[k] for k in sorted(checks) if checks[k].status != "healthy"]
+    if not flagged:
+        lines.append(f"All {len(checks)} checked epochs were healthy.")
+    shown: tuple = ()
+    shown_at = None
+    for check in flagged:
+        lines.append(f"- epoch {check.epoch}: **{check.status}**: {'; '.join(check.reasons)}")
+        top = tuple((s["key"], str(s["value"])) for s in check.suggestions[:3])
+        if top and top == shown:  # a run stuck in one state repeats itself; say it once
+            lines.append(f"  - same suggestions as epoch {shown_at}")
+            continue
+        shown, shown_at = top, check.epoch
+        for s in check.suggestions[:3]:
+            lines.append(f"  - suggested `--set {s['key']}={_value(s['value'])}`: {s['reason']}")
+    lines += ["", "### Config changes during the run", ""]
+    changes = [(e.epoch, e.changes, e.reason) for e in run.of_type("config_changed")]
+    if not changes:
+        changes = [(c["epoch"], c["changes"], c["reason"]) for c in (run.summary or {}).get("changes") or []]
+    if not changes:
+        lines.append("None: the config stayed as launched.")
+    for epoch, diff, reason in changes:
+        listing = ", ".join(f"{k} {_value(a)} -> {_value(b)}" for k, (a, b) in diff.items()) or "no key changed"
+        lines.append(f"- after epoch {epoch}: {listing} ({reason})")
+    return lines
+
+
+def _log_section(run: RunData) -> list[str]:
+    notable = [e for e in run.of_type("log") if e.level in ("warning", "error")]
+    if not notable:
+        return []
+    lines = ["## Warnings from the run", ""]
+    for e in notable[:MAX_LOG_LINES]:
+        where = f"epoch {e.epoch}: " if e.epoch is not None else ""
+        lines.append(f"- {e.level}: {where}{e.message}")
+    if len(notable) > MAX_LOG_LINES:
+        lines.append(f"- ... and {len(notable) - MAX_LOG_LINES} more in {EVENTS_FILE}")
+    return lines
+
+
+def _evaluations_section(run: RunData) -> list[str]:
+    files = sorted(run.path.glob("eval-*.json"))
+    rows = []
+    for path in files:
+        data = _read_json(path, [])
+        if data is None:
+            continue
+        rows.append([path.name, data.get("dataset", "n/a"), data.get("n", "n/a"),
+                     _num(data.get("kappa_quadratic")), _num(data.get("balanced_accuracy_adjusted")),
+                     _num(data.get("auc_macro")), format_distribution(data.get("prediction_distribution") or [])])
+    if not rows:
+        return []
+    return ["## Evaluations on other data", "",
+            table(["file", "dataset", "n", "kappa_q", "bal_acc_adj", "AUC", "predictions"], rows,
+                  right=(2, 3, 4, 5))]
+
+
+def _files_section(run: RunData) -> list[str]:
+    saved = {e.kind: e for e in run.of_type("checkpoint")}
+    rows = []
+    for kind in ("best", "last"):
+        path = run.path / CHECKPOINT_DIR / f"{kind}.pt"
+        if path.is_file():
+            epoch = saved[kind].epoch if kind in saved else "n/a"
+            rows.append([f"`{CHECKPOINT_DIR}/{kind}.pt`", epoch, f"{path.stat().st_size / 1e6:.1f} MB"])
+    lines = ["## Files", ""]
+    if rows:
+        lines += [table(["checkpoint", "epoch", "size"], rows, right=(1, 2)), ""]
+    else:
+        lines += ["No checkpoint yet (none is written before the first epoch finishes).", ""]
+    lines.append(f"Run directory: `{run.path.resolve()}`")
+    for name, what in ((CONFIG_FILE, "the resolved config"), (EVENTS_FILE, "every engine event"),
+                       (SPLITS_FILE, "the train/val split"), (DATASET_FILE, "fingerprint + validation report"),
+                       (SUMMARY_FILE, "status and best metrics")):
+        if (run.path / name).is_file():
+            lines.append(f"- `{name}`: {what}")
+    if (run.path / CHECKPOINT_DIR / "best.pt").is_file():
+        lines += ["", "Use the best checkpoint:", "",
+                  "```bash",
+                  f"mammo-tui evaluate {run.path} --csv other.csv [--dicom-root DIR | --images DIR]",
+                  f"mammo-tui predict {run.path} IMAGE... --out predictions.csv",
+                  "```"]
+    return lines
+
+
+def render_report(run: RunData, figures: Sequence[str] = ()) -> str:
+    """The Markdown text; `figures`: image files (relative to the report) to embed."""
+    sections = [
+        [f"# Run report: {run.name}", "", *_status_section(run)],
+        _headline_section(run),
+        _config_section(run),
+        _dataset_section(run),
+        _curves_section(run),
+        ["## Figures", "", *[f"![training curves]({name})" for name in figures]] if figures else [],
+        _best_epoch_section(run),
+        _collapse_section(run),
+        _log_section(run),
+        _evaluations_section(run),
+        _files_section(run),
+    ]
+    body = "\n\n".join("\n".join(section) for section in sections if section)
+    return body + f"\n\n---\nWritten by mammo-tui on {_when(time.time())}.\n"
+
+
+def build_report(run_dir: str | Path) -> str:
+    """The Markdown report of one run; RunDirError when run_dir is not a run directory."""
+    return render_report(load_run(run_dir))
+
+
+# ---------------------------------------------------------------------------------------------
+# optional PNG figures (matplotlib is not a dependency: used only when it is installed)
+
+
+def matplotlib_available() -> bool:
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def write_figures(run: RunData, folder: Path) -> list[str]:
+    """report-curves.png next to the report when matplotlib is installed; else nothing."""
+    epochs = run.epochs
+    if not epochs or not matplotlib_available():
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display over SSH
+    import matplotlib.pyplot as pyplot
+
+    xs = [e.epoch for e in epochs]
+    fig, (ax_loss, ax_metrics) = pyplot.subplots(1, 2, figsize=(10, 4))
+    for label, ys in (("train loss", [e.train_loss for e in epochs]), ("val loss", [e.val_loss for e in epochs])):
+        ax_loss.plot(xs, [_finite(y) if _finite(y) is not None else math.nan for y in ys], marker="o", label=label)
+    for key in ("kappa_quadratic", "balanced_accuracy_adjusted"):
+        ys = [_finite(e.metrics.get(key)) for e in epochs]
+        ax_metrics.plot(xs, [math.nan if y is None else y for y in ys], marker="o", label=key)
+    for ax, title in ((ax_loss, "loss"), (ax_metrics, "validation")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(folder / FIGURE_FILE, dpi=120)
+    pyplot.close(fig)
+    return [FIGURE_FILE]
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, figures: bool = True) -> Path:
+    """Write the report (default RUN_DIR/report.md; `out` may be a file or a folder); return its path."""
+    run = load_run(run_dir)
+    target = Path(out).expanduser() if out else run.path / REPORT_FILE
+    if target.is_dir():
+        target = target / REPORT_FILE
+    if not target.parent.is_dir():
+        raise RunDirError(f"cannot write the report to {target}: folder {target.parent} does not exist")
+    names = write_figures(run, target.parent) if figures else []
+    try:
+        atomic_write_text(target, render_report(run, names))
+    except OSError as exc:
+        raise RunDirError(f"cannot write the report to {target}: {exc.strerror or exc}") from None
+    return target
