@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -12,16 +11,13 @@ from mammo_tui.errors import DatasetError
 DEMO_SIZE = 0.5
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("MAMMO_TUI_CACHE", Path.home() / ".cache" / "mammo-tui"))
-
-
 def ensure_demo_dataset(size: float = DEMO_SIZE, seed: int = 0, root: str | Path | None = None):
     """The built-in demo dataset, generated once into the cache and reused."""
+    from mammo_tui.data.cache import default_cache_root
     from mammo_tui.data.demo import demo_paths, make_demo_dataset
     from mammo_tui.data.sources import DatasetSpec
 
-    folder = Path(root) if root else cache_root() / f"demo-size{size:g}-seed{seed}"
+    folder = Path(root) if root else default_cache_root() / f"demo-size{size:g}-seed{seed}"
     csv, dicom_root = demo_paths(folder / "labels.csv")
     if not csv.is_file():
         csv, dicom_root = demo_paths(make_demo_dataset(folder, size=size, seed=seed))
@@ -47,7 +43,10 @@ def prepare_dataset(spec, skip_bad_rows: bool = False,
     from mammo_tui.data.sources import scan_dataset
 
     report = scan_dataset(spec, check_images=True, progress=progress)
-    if report.problems and not skip_bad_rows:
+    # An empty class removes no rows, so there is nothing to skip: it is reported, not blocking.
+    blocking = [p for p in report.problems if p.kind != "empty_class"]
+    warnings = [p.message for p in report.problems if p.kind == "empty_class"]
+    if blocking and not skip_bad_rows:
         lines = "\n  ".join(report.summary_lines())
         raise DatasetError(
             f"the dataset has problems:\n  {lines}\n"
@@ -56,4 +55,4 @@ def prepare_dataset(spec, skip_bad_rows: bool = False,
         )
     if not report.records:
         raise DatasetError(f"{report.source}: no usable images")
-    return PreparedDataset(spec=spec, report=report, fingerprint=fingerprint(report))
+    return PreparedDataset(spec=spec, report=report, fingerprint=fingerprint(report), warnings=warnings)

@@ -8,11 +8,11 @@ Only technical header fields are read; PatientID leaves this module as a digest,
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
 
-import cv2
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -22,9 +22,14 @@ from mammo_tui.data.records import MIN_IMAGE_SIDE, ImageInfo, ImageReadError, pa
 
 # Percentiles of breast-tissue intensities mapped to 0 and 1 when the file has no window.
 WINDOW_PERCENTILES = (1.0, 99.0)
+TISSUE_THRESHOLD = 0.1  # fraction of the background..bright range below which a pixel is background
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+_PIXEL_DATA_TAG_LE, _PIXEL_DATA_TAG_BE = b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"
 # Luminance weights (ITU-R BT.601), the same ones PIL uses for convert("L").
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# pydicom also logs what it warns about; without a handler Python would print it on stderr (and
+# over the TUI). Applications that configure logging still receive the records.
+logging.getLogger("pydicom").addHandler(logging.NullHandler())
 # pydicom names its decoder plugins; pip knows some of them by another name.
 _PIP_NAMES = {"gdcm": "python-gdcm"}
 
@@ -39,6 +44,17 @@ def _read(path: str, **kwargs) -> pydicom.Dataset:
                              "remove it or convert it to DICOM/PNG") from None
     except Exception as error:  # pydicom raises many types for damaged files
         raise ImageReadError("unreadable", f"{path}: cannot read the DICOM header ({error})") from None
+
+
+def _has_pixel_data_tag(path: str) -> bool:
+    """Whether the bytes of the (7FE0,0010) Pixel Data tag occur in the file.
+
+    pydicom silently drops an element cut short by the end of the file (e.g. encapsulated JPEG 2000
+    data), so a truncated image looks like a file without pixels; the tag's bytes tell them apart.
+    """
+    with open(path, "rb") as handle:
+        data = handle.read()
+    return _PIXEL_DATA_TAG_LE in data or _PIXEL_DATA_TAG_BE in data
 
 
 def _int(value: object, default: int = 0) -> int:
@@ -67,6 +83,18 @@ def install_hint(transfer_syntax: pydicom.uid.UID) -> str:
         return "install a pydicom decoder plugin for it"
     first, *others = ["pip install " + " ".join(names) for names in options]
     return first + ("" if not others else " (or: " + "; ".join(others) + ")")
+
+
+def _require_decoder(path: str, transfer_syntax: pydicom.uid.UID) -> None:
+    if not transfer_syntax.is_compressed:
+        return
+    try:
+        available = get_decoder(transfer_syntax).is_available
+    except NotImplementedError:  # private or unknown syntax
+        available = False
+    if not available:
+        raise ImageReadError("unsupported_compression", f"{path}: pixel data is compressed with "
+                             f"{transfer_syntax.name}; {install_hint(transfer_syntax)}")
 
 
 def _check_pixel_length(ds: pydicom.Dataset, path: str, transfer_syntax: pydicom.uid.UID) -> None:
@@ -99,6 +127,9 @@ def probe_dicom(path: str) -> tuple[ImageInfo, str | None]:
     # defer_size keeps the pixel data on disk while still telling us its declared length and offset
     ds = _read(path, defer_size=1024)
     if "PixelData" not in ds:
+        if _has_pixel_data_tag(path):
+            raise ImageReadError("truncated", f"{path}: the file ends inside its pixel data; it is truncated "
+                                 "(copy it again from the source)")
         other = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
         detail = f"it has {other[0]}, which is not supported" if other else "it is not an image (e.g. a report)"
         raise ImageReadError("no_pixels", f"{path}: DICOM file without pixel data; {detail}")
@@ -109,14 +140,7 @@ def probe_dicom(path: str) -> tuple[ImageInfo, str | None]:
     if transfer_syntax is None:
         raise ImageReadError("unreadable", f"{path}: DICOM file meta has no Transfer Syntax UID, so the "
                              "pixels cannot be decoded; re-export the file from the PACS")
-    if transfer_syntax.is_compressed:
-        try:
-            available = get_decoder(transfer_syntax).is_available
-        except NotImplementedError:
-            available = False
-        if not available:
-            raise ImageReadError("unsupported_compression", f"{path}: pixel data is compressed with "
-                                 f"{transfer_syntax.name}; {install_hint(transfer_syntax)}")
+    _require_decoder(path, transfer_syntax)
     _check_pixel_length(ds, path, transfer_syntax)
     if min(rows, columns) < MIN_IMAGE_SIDE:
         raise ImageReadError("tiny_image", f"{path}: image is {columns}x{rows} px, smaller than "
@@ -136,14 +160,15 @@ def probe_dicom(path: str) -> tuple[ImageInfo, str | None]:
 
 
 def tissue_threshold(values: np.ndarray) -> float:
-    """Otsu threshold separating breast (bright) from background, on a subsample for speed."""
-    sample = values[:: max(1, values.shape[0] // 512), :: max(1, values.shape[1] // 512)]
-    lo, hi = float(sample.min()), float(sample.max())
-    if hi <= lo:
-        return lo
-    scaled = ((sample - lo) * (255.0 / (hi - lo))).astype(np.uint8)
-    threshold, _ = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return lo + threshold * (hi - lo) / 255.0
+    """Intensity where breast tissue starts: a tenth of the way from background to the bright end.
+
+    Background is the darkest level (0.5th percentile; dark once MONOCHROME1 is inverted), the bright
+    end the 99th percentile. Otsu is not used: on dense breasts it splits fat from fibroglandular
+    tissue instead of breast from background, and the fat would then vanish into the background.
+    """
+    sample = values[:: max(1, values.shape[0] // 512), :: max(1, values.shape[1] // 512)]  # speed
+    background, bright = (float(v) for v in np.percentile(sample, (0.5, 99.0)))
+    return background + TISSUE_THRESHOLD * (bright - background)
 
 
 def percentile_window(values: np.ndarray, percentiles: tuple[float, float] = WINDOW_PERCENTILES) -> np.ndarray:
@@ -198,14 +223,8 @@ def decode_dicom(path: str) -> np.ndarray:
     """Decode the first frame of a DICOM file to float32 HxW in [0, 1], dense tissue bright."""
     ds = _read(path)
     transfer_syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if transfer_syntax is not None and transfer_syntax.is_compressed:
-        try:
-            available = get_decoder(transfer_syntax).is_available
-        except NotImplementedError:
-            available = False
-        if not available:
-            raise ImageReadError("unsupported_compression", f"{path}: pixel data is compressed with "
-                                 f"{transfer_syntax.name}; {install_hint(transfer_syntax)}")
+    if transfer_syntax is not None:
+        _require_decoder(path, transfer_syntax)
     try:
         if max(1, _int(ds.get("NumberOfFrames", 1), 1)) > 1:
             ds.pixel_array_options(index=0)  # decode only the first frame

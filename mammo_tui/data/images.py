@@ -90,9 +90,13 @@ def _read_pil(path: str) -> np.ndarray:
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to float32 HxW in [0, 1] (dense tissue bright); raises ImageReadError."""
     path = os.fspath(path)
-    if sniff_format(path) == "DICOM":
-        return decode_dicom(path)
-    return _read_pil(path)
+    try:
+        return decode_dicom(path) if sniff_format(path) == "DICOM" else _read_pil(path)
+    except (ImageReadError, MemoryError):
+        raise
+    except Exception as error:  # e.g. a malformed LUT: whatever it is, name the file
+        raise ImageReadError("unreadable", f"{path}: cannot decode the image ({type(error).__name__}: "
+                             f"{error})") from error
 
 
 def resize_pad(image: np.ndarray, size: int) -> np.ndarray:

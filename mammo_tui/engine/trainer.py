@@ -124,6 +124,7 @@ class _Setup:
         if spec is None:
             raise MammoError("no dataset given: pass --demo, --csv FILE [--dicom-root DIR] or --images DIR")
         self.prepared = prepare_dataset(spec, skip_bad_rows=req.skip_bad_rows)
+        self.notes += self.prepared.warnings
         records = self.prepared.records
         from mammo_tui.data.split import kfold_splits, train_val_split
 

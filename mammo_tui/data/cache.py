@@ -1,0 +1,178 @@
+"""On-disk cache of preprocessed images (decoded, windowed, resize_pad'ed), shared between runs.
+
+Key = sha1 of the file's content + the preprocessing parameters + PREPROCESS_VERSION, so an edited
+file, another image size or a changed decoding rule never reuses a stale entry. Entries are float16
+.npy files written atomically (temporary file in the same folder + os.replace): two runs sharing
+the cache can never read a half-written entry, and the last writer wins with identical bytes.
+
+Content hashes are memoised by (path, size, mtime_ns), in memory and in a small on-disk index, so a
+warm run reads neither the images nor their hashes' inputs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from mammo_tui.data import dicom
+from mammo_tui.data.images import read_image, resize_pad
+from mammo_tui.data.records import ImageReadError, ImageRecord
+from mammo_tui.errors import DatasetError
+
+# Bump when decoding or resizing changes what an image looks like: old entries become unreachable.
+PREPROCESS_VERSION = 1
+CACHE_ENV = "MAMMO_TUI_CACHE"
+CACHE_DTYPE = np.float16  # values in [0, 1]: float16 keeps ~3 decimal digits, half the memory
+
+_hash_memo: dict[tuple[str, int, int], str] = {}
+_hash_memo_lock = threading.Lock()
+
+
+def default_cache_root() -> Path:
+    configured = os.environ.get(CACHE_ENV)
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "mammo-tui"
+
+
+def _write_atomic(target: Path, payload: Callable[[object], None]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            payload(handle)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class PreprocessCache:
+    def __init__(self, img_size: int, root: str | os.PathLike | None = None) -> None:
+        self.img_size = int(img_size)
+        self.root = Path(root).expanduser() if root is not None else default_cache_root()
+        self.decodes = 0  # images decoded from their source file
+        self.hits = 0  # images served from the cache
+        self.warnings: list[str] = []  # e.g. the cache folder is not writable (loading still works)
+        self._lock = threading.Lock()
+        self._params = (f"v{PREPROCESS_VERSION}|size={self.img_size}|dtype={np.dtype(CACHE_DTYPE).name}"
+                        f"|window={dicom.WINDOW_PERCENTILES}|tissue={dicom.TISSUE_THRESHOLD}")
+
+    # -- keys -------------------------------------------------------------------------------
+    def content_hash(self, path: str) -> str:
+        """sha1 of the file's bytes, computed once per (path, size, mtime_ns)."""
+        stat = os.stat(path)
+        memo_key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+        with _hash_memo_lock:
+            known = _hash_memo.get(memo_key)
+        if known:
+            return known
+        index_file = self._index_file(memo_key)
+        try:
+            digest = index_file.read_text().strip()
+        except OSError:
+            digest = ""
+        if len(digest) != 40:
+            with open(path, "rb") as handle:
+                digest = hashlib.file_digest(handle, "sha1").hexdigest()
+            self._try_write(index_file, lambda h: h.write(digest.encode()))
+        with _hash_memo_lock:
+            _hash_memo[memo_key] = digest
+        return digest
+
+    def key(self, path: str) -> str:
+        return hashlib.sha1(f"{self.content_hash(path)}|{self._params}".encode()).hexdigest()
+
+    def _index_file(self, memo_key: tuple[str, int, int]) -> Path:
+        name = hashlib.sha1(repr(memo_key).encode()).hexdigest()
+        return self.root / "content-hashes" / name[:2] / name
+
+    def entry_path(self, path: str) -> Path:
+        key = self.key(path)
+        return self.root / "images" / key[:2] / f"{key}.npy"
+
+    # -- load -------------------------------------------------------------------------------
+    def load(self, path: str | os.PathLike, dtype: DTypeLike = np.float32) -> np.ndarray:
+        """img_size x img_size in [0, 1] (float32 by default); decodes only on a cache miss.
+
+        dtype=CACHE_DTYPE returns the stored array without a conversion (what load_images uses).
+        Raises ImageReadError when the file cannot be decoded.
+        """
+        path = os.fspath(path)
+        entry = self.entry_path(path)
+        try:
+            image = np.load(entry, allow_pickle=False)
+            if image.shape == (self.img_size, self.img_size):
+                with self._lock:
+                    self.hits += 1
+                return image.astype(dtype, copy=False)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, EOFError):
+            pass  # a damaged entry (e.g. disk full earlier) is simply rebuilt
+        stored = resize_pad(read_image(path), self.img_size).astype(CACHE_DTYPE)
+        with self._lock:
+            self.decodes += 1
+        self._try_write(entry, lambda handle: np.save(handle, stored, allow_pickle=False))
+        # return the stored precision, so a cold and a warm run see identical pixels
+        return stored.astype(dtype, copy=False)
+
+    def _try_write(self, target: Path, payload: Callable[[object], None]) -> None:
+        try:
+            _write_atomic(target, payload)
+        except OSError as error:
+            message = (f"preprocess cache {self.root} is not writable ({error.strerror}); images are decoded "
+                       f"every run. Set {CACHE_ENV} to a writable folder.")
+            with self._lock:
+                if message not in self.warnings:
+                    self.warnings.append(message)
+
+
+def load_images(
+    records: Sequence[ImageRecord],
+    cache: PreprocessCache,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
+) -> np.ndarray:
+    """Preload a dataset into memory once: float16 array [N, S, S] in [0, 1], in records' order.
+
+    A file that cannot be decoded raises DatasetError. workers > 1 loads with threads: it helps on
+    slow (network) storage; decoding itself is mostly GIL-bound, so on local disks it gains little.
+    """
+    size = cache.img_size
+    images = np.empty((len(records), size, size), dtype=CACHE_DTYPE)
+    total = len(records)
+
+    def load_one(index: int) -> None:
+        images[index] = cache.load(records[index].path, dtype=CACHE_DTYPE)
+
+    if progress:
+        progress(0, total)
+    try:
+        if workers <= 1:
+            for done, index in enumerate(range(total), start=1):
+                load_one(index)
+                if progress:
+                    progress(done, total)
+        else:
+            pool = ThreadPoolExecutor(max_workers=workers)
+            try:
+                for done, _ in enumerate(pool.map(load_one, range(total)), start=1):
+                    if progress:
+                        progress(done, total)
+            finally:
+                pool.shutdown(cancel_futures=True)  # stop at the first bad file
+    except ImageReadError as error:
+        raise DatasetError(f"Cannot load an image for training: {error.message}. It passed the header "
+                           "check but its pixels cannot be decoded; remove or replace the file and run "
+                           "again.") from None
+    except OSError as error:
+        raise DatasetError(f"Cannot read an image for training: {error.filename}: {error.strerror}. "
+                           "Check that the dataset did not move since it was checked.") from None
+    return images

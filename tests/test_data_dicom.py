@@ -1,0 +1,234 @@
+"""DICOM decoding and header probing, on pydicom's real test files and on small synthetic files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.pixels import get_decoder
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+
+from mammo_tui.data.images import probe, probe_image, read_image, resize_pad
+from mammo_tui.data.records import ImageReadError, patient_digest
+
+
+def pydicom_file(name: str) -> str:
+    path = get_testdata_file(name)
+    assert path is not None, f"pydicom test file {name} is missing"
+    return path
+
+
+def breast_phantom(rows: int = 64, columns: int = 48) -> np.ndarray:
+    """12-bit image: background 100, fat ramp, a dense block at 3500."""
+    image = np.full((rows, columns), 100, dtype=np.uint16)
+    image[8:56, :36] = 1200 + np.arange(36, dtype=np.uint16) * 20
+    image[20:40, 5:25] = 3500
+    return image
+
+
+# -- real files -------------------------------------------------------------------------------
+
+
+def test_window_from_header_follows_the_dicom_linear_formula():
+    # MR_small: WindowCenter 600, WindowWidth 1600, no rescale (PS3.3 C.11.2.1.2.1)
+    raw = pydicom.dcmread(pydicom_file("MR_small.dcm")).pixel_array.astype(np.float64)
+    expected = np.clip((raw - (600 - 0.5)) / (1600 - 1) + 0.5, 0.0, 1.0)
+    decoded = read_image(pydicom_file("MR_small.dcm"))
+    assert decoded.dtype == np.float32 and decoded.shape == (64, 64)
+    np.testing.assert_allclose(decoded, expected, atol=1e-5)
+    assert decoded.max() == 1.0  # values above the window saturate
+
+
+@pytest.mark.parametrize("name", ["MR_small_jp2klossless.dcm", "MR_small_RLE.dcm"])
+def test_lossless_jpeg2000_and_rle_decode_to_the_uncompressed_image(name):
+    reference = read_image(pydicom_file("MR_small.dcm"))
+    info = probe_image(pydicom_file(name))
+    assert info.transfer_syntax in ("JPEG 2000 Image Compression (Lossless Only)", "RLE Lossless")
+    np.testing.assert_array_equal(read_image(pydicom_file(name)), reference)
+
+
+def test_lossy_jpeg2000_file_decodes():
+    image = read_image(pydicom_file("JPEG2000.dcm"))
+    assert image.shape == (1024, 256)
+    assert 0.0 <= image.min() < image.max() <= 1.0
+
+
+def test_monochrome1_is_inverted_relative_to_the_raw_array():
+    path = pydicom_file("6154")  # CR, MONOCHROME1, 12-bit, window 1600/2800, rescale intercept 200
+    ds = pydicom.dcmread(path)
+    assert ds.PhotometricInterpretation == "MONOCHROME1"
+    raw = ds.pixel_array.astype(np.float64)
+    decoded = read_image(path).astype(np.float64)
+    # the brightest stored value is the darkest displayed pixel, and the mapping is a falling line
+    assert decoded.ravel()[raw.argmax()] == decoded.min()
+    assert decoded.ravel()[raw.argmin()] == decoded.max()
+    assert np.corrcoef(raw.ravel(), decoded.ravel())[0, 1] < -0.999
+    center, width = float(ds.WindowCenter), float(ds.WindowWidth)
+    value = raw * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    expected = 1.0 - np.clip((value - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+    np.testing.assert_allclose(decoded, expected, atol=1e-5)
+
+
+def test_rgb_is_converted_to_grayscale():
+    path = pydicom_file("SC_rgb_rle.dcm")
+    rgb = pydicom.dcmread(path).pixel_array.astype(np.float64)
+    expected = (rgb @ [0.299, 0.587, 0.114]) / 255.0
+    decoded = read_image(path)
+    assert decoded.shape == (100, 100)
+    np.testing.assert_allclose(decoded, expected, atol=1e-4)
+
+
+def test_multiframe_takes_the_first_frame():
+    path = pydicom_file("SC_rgb_rle_2frame.dcm")
+    frames = pydicom.dcmread(path).pixel_array.astype(np.float64)
+    assert frames.shape == (2, 100, 100, 3)
+    assert not np.array_equal(frames[0], frames[1])
+    decoded = read_image(path)
+    np.testing.assert_allclose(decoded, (frames[0] @ [0.299, 0.587, 0.114]) / 255.0, atol=1e-4)
+    assert probe_image(path).frames == 2
+
+
+def test_truncated_uncompressed_file_is_caught_by_the_header_probe():
+    with pytest.raises(ImageReadError) as caught:
+        probe(pydicom_file("MR_truncated.dcm"))
+    assert caught.value.kind == "truncated"
+    assert "8130 of 8192 bytes" in caught.value.message
+    with pytest.raises(ImageReadError) as decoded:
+        read_image(pydicom_file("MR_truncated.dcm"))
+    assert decoded.value.kind == "truncated"
+
+
+def test_dicom_without_pixel_data_is_no_pixels():
+    with pytest.raises(ImageReadError) as caught:
+        probe(pydicom_file("rtplan.dcm"))
+    assert caught.value.kind == "no_pixels"
+    assert "rtplan.dcm" in caught.value.message
+
+
+def test_jpeg_ls_without_its_plugin_names_the_package_to_install():
+    if get_decoder(JPEGLSLossless).is_available:
+        pytest.skip("a JPEG-LS decoder is installed here")
+    with pytest.raises(ImageReadError) as caught:
+        probe(pydicom_file("MR_small_jpeg_ls_lossless.dcm"))
+    assert caught.value.kind == "unsupported_compression"
+    assert "JPEG-LS Lossless" in caught.value.message
+    assert "pip install pylibjpeg pylibjpeg-libjpeg" in caught.value.message
+    with pytest.raises(ImageReadError) as decoded:
+        read_image(pydicom_file("MR_small_jpeg_ls_lossless.dcm"))
+    assert decoded.value.kind == "unsupported_compression"
+
+
+def test_tiny_image_is_refused_at_probe_time():
+    with pytest.raises(ImageReadError) as caught:
+        probe(pydicom_file("rtdose_1frame.dcm"))  # 10x10
+    assert caught.value.kind == "tiny_image"
+    assert "10x10" in caught.value.message
+
+
+def test_probe_reports_header_facts_and_only_a_patient_digest():
+    info, patient = probe(pydicom_file("JPEG2000.dcm"))
+    assert (info.width, info.height, info.format) == (256, 1024, "DICOM")
+    assert info.transfer_syntax == "JPEG 2000 Image Compression"
+    assert (info.photometric, info.modality, info.bits_stored) == ("MONOCHROME2", "NM", 16)
+    raw_id = str(pydicom.dcmread(pydicom_file("JPEG2000.dcm"), stop_before_pixels=True).PatientID)
+    assert patient == patient_digest(raw_id) and raw_id not in patient
+
+
+# -- synthetic files --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("window", [None, ("2000", "2400")])
+def test_monochrome1_file_decodes_like_the_same_picture_stored_as_monochrome2(tmp_path, make_dicom, window):
+    picture = breast_phantom()
+    extra = {} if window is None else {"WindowCenter": window[0], "WindowWidth": window[1]}
+    mono2 = make_dicom(tmp_path / "m2.dcm", picture, "MONOCHROME2", **extra)
+    inverted_extra = {} if window is None else {"WindowCenter": str(4095 - float(window[0])), "WindowWidth": window[1]}
+    mono1 = make_dicom(tmp_path / "m1.dcm", 4095 - picture, "MONOCHROME1", **inverted_extra)
+    expected = read_image(mono2)
+    np.testing.assert_allclose(read_image(mono1), expected, atol=2e-3)
+    assert expected[0, 47] == 0.0  # background is black
+    assert expected[30, 10] == 1.0  # dense tissue is white
+
+
+def test_percentile_window_uses_tissue_not_background(tmp_path, make_dicom):
+    picture = breast_phantom()
+    image = read_image(make_dicom(tmp_path / "p.dcm", picture))
+    # background (most of the right side) is black, fat is grey, dense tissue white
+    assert image[0, 40] == 0.0
+    fat = image[10, 0:36]
+    assert 0.0 <= fat.min() < 0.1 and 0.25 < fat.max() < 0.95
+    assert np.all(np.diff(fat) >= 0)  # the fat ramp keeps its order
+    assert image[30, 10] == 1.0
+
+
+def test_16_bit_detail_survives_until_normalisation(tmp_path, make_dicom):
+    # 4096 distinct 12-bit values inside the tissue range: an 8-bit path would collapse them to 256
+    picture = np.full((64, 64), 50, dtype=np.uint16)
+    picture[:, :] = np.arange(4096, dtype=np.uint16).reshape(64, 64)
+    image = read_image(make_dicom(tmp_path / "ramp.dcm", picture, WindowCenter="2048", WindowWidth="4096"))
+    assert image.dtype == np.float32
+    assert len(np.unique(image)) > 4000
+
+
+def test_jpeg2000_written_here_round_trips(tmp_path, make_dicom):
+    picture = breast_phantom()
+    plain = read_image(make_dicom(tmp_path / "plain.dcm", picture))
+    compressed_path = make_dicom(tmp_path / "j2k.dcm", picture, transfer_syntax=JPEG2000Lossless)
+    assert probe_image(compressed_path).transfer_syntax.startswith("JPEG 2000")
+    np.testing.assert_array_equal(read_image(compressed_path), plain)
+    rle_path = make_dicom(tmp_path / "rle.dcm", picture, transfer_syntax=RLELossless)
+    np.testing.assert_array_equal(read_image(rle_path), plain)
+
+
+def test_uncompressed_file_cut_short_is_truncated(tmp_path, make_dicom):
+    path = make_dicom(tmp_path / "cut.dcm", breast_phantom())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 1000])
+    with pytest.raises(ImageReadError) as caught:
+        probe(str(path))
+    assert caught.value.kind == "truncated"
+    assert str(path) in caught.value.message
+
+
+def test_non_dicom_bytes_named_dcm_are_unreadable(tmp_path):
+    path = tmp_path / "fake.dcm"
+    path.write_bytes(b"this is not a dicom file" * 20)
+    with pytest.raises(ImageReadError) as caught:
+        probe(str(path))
+    assert caught.value.kind == "unreadable"
+    assert "not a DICOM file" in caught.value.message
+
+
+# -- resize_pad -------------------------------------------------------------------------------
+
+
+def test_resize_pad_keeps_aspect_and_pads_with_background():
+    image = np.ones((200, 100), dtype=np.float32)
+    out = resize_pad(image, 64)
+    assert out.shape == (64, 64) and out.dtype == np.float32
+    columns_with_tissue = np.flatnonzero(out.sum(axis=0))
+    assert len(columns_with_tissue) == 32  # 100/200 of 64, centred
+    assert columns_with_tissue[0] == 16
+    assert np.all(out[:, :16] == 0) and np.all(out[:, 48:] == 0)
+    np.testing.assert_allclose(out[:, 16:48], 1.0, atol=1e-6)
+
+
+def test_resize_pad_does_not_crop_a_wide_image():
+    image = np.zeros((30, 90), dtype=np.float32)
+    image[:, 0] = 1.0  # tissue touching the left edge must survive
+    image[:, -1] = 1.0
+    out = resize_pad(image, 48)
+    assert out.shape == (48, 48)
+    rows = np.flatnonzero(out.sum(axis=1))
+    assert (rows[0], rows[-1]) == (16, 31)
+    assert out[20, 0] > 0 and out[20, 47] > 0
+
+
+def test_jpeg2000_file_cut_short_is_truncated_not_no_pixels(tmp_path, make_dicom):
+    path = make_dicom(tmp_path / "j2k.dcm", breast_phantom(), transfer_syntax=JPEG2000Lossless)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 200])
+    with pytest.raises(ImageReadError) as caught:
+        probe(str(path))
+    assert caught.value.kind == "truncated"
