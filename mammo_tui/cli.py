@@ -189,8 +189,12 @@ def cmd_train(args) -> int:
 
     cancel = threading.Event()
     _install_signal_handlers(cancel)
-    result = train(_train_request(args, config, spec), ConsolePrinter(), cancel)
-    print(f"run directory: {result.run_dir}")
+    from mammo_tui.engine.distributed import main_process
+
+    main = main_process()  # under torchrun only rank 0 prints
+    result = train(_train_request(args, config, spec), ConsolePrinter() if main else (lambda event: None), cancel)
+    if main:
+        print(f"run directory: {result.run_dir}")
     return result.exit_code
 
 

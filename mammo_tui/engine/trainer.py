@@ -19,12 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset, WeightedRandomSampler
 
 from mammo_tui import config as config_mod
 from mammo_tui.collapse import detect_collapse, suggest, apply_suggestion
 from mammo_tui.config import TrainConfig
+from mammo_tui.engine import distributed
 from mammo_tui.engine.checkpoint import load_checkpoint, save_checkpoint
+from mammo_tui.engine.distributed import DistInfo, DistributedWeightedSampler
 from mammo_tui.engine.losses import build_loss, inverse_frequency_weights
 from mammo_tui.engine.models import (Classifier, apply_train_mode, backbone_frozen, build_model,
                                      cached_weights_path, default_num_workers, set_trainable)
@@ -69,6 +71,18 @@ class RunResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+class _Silent:
+    """The event sink and log writer of ranks other than 0."""
+
+    sinks: list = []
+
+    def __call__(self, event: Event) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class _NonFiniteLoss(Exception):
     def __init__(self, epoch: int, batch: int, value: float):
         super().__init__(f"loss became {value} at epoch {epoch}, batch {batch}")
@@ -110,6 +124,7 @@ class _Setup:
     def __init__(self, request: TrainRequest):
         self.request = request
         self.notes: list[str] = []
+        self.dist = distributed.from_env()
         if request.resume:
             self._resume()
         else:
@@ -161,6 +176,22 @@ class _Setup:
         """Create the run directory; only after data, split and model are known to be good."""
         if self.request.resume:
             return
+        if not self.dist:
+            self._create_run_dir()
+            return
+        # rank 0 creates it and tells the others where (or why it could not)
+        error = ""
+        if self.dist.is_main:
+            try:
+                self._create_run_dir()
+            except MammoError as exc:
+                error = str(exc)
+        run_dir, error = distributed.broadcast((str(getattr(self, "run_dir", "")), error))
+        if error:
+            raise RunDirError(error)
+        self.run_dir = Path(run_dir)
+
+    def _create_run_dir(self) -> None:
         req, records = self.request, self.prepared.records
         from mammo_tui.data.split import write_splits_csv
 
@@ -239,9 +270,15 @@ class Trainer:
         self.cfg = setup.config
         self.run_dir = setup.run_dir
         self.cancel = cancel
-        self.writer = RunLogWriter(self.run_dir / EVENTS_FILE)
-        self.emit = Broadcast(self.writer, sink)
+        self.dist: DistInfo | None = setup.dist
+        self.is_main = self.dist is None or self.dist.is_main
+        # Only rank 0 writes the run directory and speaks; the other ranks train silently.
+        self.writer = RunLogWriter(self.run_dir / EVENTS_FILE) if self.is_main else _Silent()
+        self.emit = Broadcast(self.writer, sink) if self.is_main else _Silent()
         self.device = resolve_device(self.cfg.device)
+        if self.dist and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self._ddp: tuple[object, Any] | None = None  # (module wrapped, DDP wrapper)
         self.history: list[dict[str, Any]] = []  # per epoch: epoch, status, score, metrics
         self.best_score: tuple | None = None
         self.best_epoch: int | None = None
@@ -291,10 +328,17 @@ class Trainer:
             dataset = ImageDataset(self.train_images, self.train_labels, augment=self.cfg.augment,
                                    seed=self.cfg.seed * 1000 + epoch)
         sampler = None
+        seed = self.cfg.seed * 1000 + epoch
         if self.cfg.sampler == "weighted" or self.in_crt(epoch):
             weights = inverse_frequency_weights(self.train_labels, NUM_CLASSES)
-            sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double),
-                                            num_samples=len(weights), replacement=True, generator=generator)
+            if self.dist:
+                sampler = DistributedWeightedSampler(weights, len(weights), self.dist, seed)
+            else:
+                sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double),
+                                                num_samples=len(weights), replacement=True, generator=generator)
+        elif self.dist:
+            sampler = DistributedSampler(dataset, num_replicas=self.dist.world, rank=self.dist.rank,
+                                         shuffle=True, seed=seed)
         workers = 0 if features is not None else self._workers()
         return DataLoader(dataset, batch_size=min(self.cfg.batch_size, len(dataset)), sampler=sampler,
                           shuffle=sampler is None, generator=generator, num_workers=workers,
@@ -354,6 +398,8 @@ class Trainer:
 
     def _start_crt(self, epoch: int) -> None:
         """Best backbone, fresh head, plain CE, class-balanced batches."""
+        if self.dist:
+            torch.distributed.barrier()  # rank 0 has finished writing best.pt
         best = self.run_dir / CHECKPOINT_DIR / "best.pt"
         if best.is_file():
             self.model.load_state_dict(load_checkpoint(best)["model"])
@@ -389,6 +435,8 @@ class Trainer:
         }
 
     def _save(self, kind: str, epoch: int, metrics: dict[str, Any], status: str, score: tuple) -> None:
+        if not self.is_main:
+            return
         path = self.run_dir / CHECKPOINT_DIR / f"{kind}.pt"
         save_checkpoint(path, self._payload(epoch, metrics, status))
         self.emit(CheckpointSaved(epoch=epoch, kind=kind, path=str(path), score=list(score)))
@@ -438,10 +486,26 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def _forward_module(self, features: torch.Tensor | None):
+        """The module a training batch goes through; under torchrun, wrapped in DDP.
+
+        DDP only synchronises parameters that require gradients when it is built, so it is
+        rebuilt whenever the trainable set changes (warmup end, cRT, recovery)."""
+        module = self.model.head if features is not None else self.model
+        if not self.dist:
+            return module
+        trainable = tuple(id(p) for p in module.parameters() if p.requires_grad)
+        if self._ddp is None or self._ddp[0] != (id(module), trainable):
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.dist.local_rank] if self.device.type == "cuda" else None
+            self._ddp = ((id(module), trainable), DistributedDataParallel(module, device_ids=ids))
+        return self._ddp[1]
+
     def train_epoch(self, epoch: int, features: torch.Tensor | None, progress: dict) -> float | None:
         model, cfg = self.model, self.cfg
         apply_train_mode(model)
-        forward = model.head if features is not None else model
+        forward = self._forward_module(features)
         loader = self._train_loader(epoch, features)
         n_batches = len(loader)
         if cfg.max_batches_per_epoch:
@@ -451,13 +515,16 @@ class Trainer:
         for batch, (x, y) in enumerate(loader, start=1):
             if batch > n_batches:
                 break
-            if self.cancel.is_set():
-                return None
             x, y = self._to_device(x), y.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
                 logits = forward(x)
             loss = self.criterion(logits.float(), y)
-            if not torch.isfinite(loss):
+            cancelled, non_finite = self.cancel.is_set(), not bool(torch.isfinite(loss))
+            if self.dist:  # every rank stops at the same batch, or none does
+                cancelled, non_finite = distributed.any_rank(cancelled, non_finite, device=self.device)
+            if cancelled:
+                return None
+            if non_finite:
                 raise _NonFiniteLoss(epoch, batch, float(loss.detach()))
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -478,6 +545,8 @@ class Trainer:
                 self.emit(BatchProgress(epoch=epoch, batch=batch, n_batches=n_batches, loss=total / count,
                                         images_per_s=seen / max(now - t_start, 1e-9),
                                         eta_s=remaining * progress["batch_time"]))
+        if self.dist:
+            total, count, seen = distributed.sum_over_ranks(total, count, seen, device=self.device)
         progress["images"] = seen
         return total / max(count, 1)
 
@@ -505,7 +574,8 @@ class Trainer:
         self.load_data()
         self.build()
         self.restore()
-        steps = math.ceil(len(self.train_labels) / min(cfg.batch_size, len(self.train_labels)))
+        world = self.dist.world if self.dist else 1
+        steps = math.ceil(len(self.train_labels) / world / min(cfg.batch_size, len(self.train_labels)))
         if cfg.max_batches_per_epoch:
             steps = min(steps, cfg.max_batches_per_epoch)
         notes = list(self.setup.notes)
@@ -647,6 +717,12 @@ class Trainer:
 
     def _write_summary(self, status: str, epoch: int, last_metrics: dict[str, Any], interrupted: bool,
                        error: str = "") -> dict[str, Any]:
+        summary = self._summary(status, interrupted, error)
+        if self.is_main:
+            write_json(self.run_dir / SUMMARY_FILE, summary)
+        return summary
+
+    def _summary(self, status: str, interrupted: bool, error: str) -> dict[str, Any]:
         best = next((h for h in self.history if h["epoch"] == self.best_epoch), None)
         last = self.history[-1] if self.history else None
         summary = {
@@ -671,7 +747,6 @@ class Trainer:
             "started": self.started,
             "finished": time.time() if status not in ("running",) else None,
         }
-        write_json(self.run_dir / SUMMARY_FILE, summary)
         return summary
 
 
@@ -702,3 +777,5 @@ def train(request: TrainRequest, sink: EventSink = lambda event: None,
         return trainer._fail(str(exc), None, None, exc.exit_code)
     finally:
         trainer.writer.close()
+        if setup.dist:
+            distributed.cleanup()
