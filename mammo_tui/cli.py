@@ -194,8 +194,15 @@ def cmd_train(args) -> int:
     main = main_process()  # under torchrun only rank 0 prints
     result = train(_train_request(args, config, spec), ConsolePrinter() if main else (lambda event: None), cancel)
     if main:
-        print(f"run directory: {result.run_dir}")
+        _print_safely(f"run directory: {result.run_dir}")
     return result.exit_code
+
+
+def _print_safely(text: str) -> None:
+    try:
+        print(text, flush=True)
+    except (BrokenPipeError, OSError):
+        pass
 
 
 def _train_request(args, config, spec):

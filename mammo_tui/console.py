@@ -35,12 +35,21 @@ class ConsolePrinter:
         self._progress_shown = False
         self._last_progress = 0.0
 
+    def _write(self, text: str) -> None:
+        # `... | head` or a closed terminal must not kill a training run: the run log has it all.
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            self.stream = None
+
     def _line(self, text: str) -> None:
         if self._progress_shown:
-            self.stream.write("\r\x1b[2K")
+            self._write("\r\x1b[2K")
             self._progress_shown = False
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        self._write(text + "\n")
 
     def __call__(self, event: Event) -> None:
         handler = getattr(self, f"_on_{event.type}", None)
@@ -63,8 +72,7 @@ class ConsolePrinter:
         text = (f"epoch {e.epoch} batch {e.batch}/{e.n_batches} loss {e.loss:.4f} "
                 f"{e.images_per_s:.0f} img/s ETA {format_duration(e.eta_s)}")
         if self.tty:
-            self.stream.write("\r\x1b[2K" + text)
-            self.stream.flush()
+            self._write("\r\x1b[2K" + text)
             self._progress_shown = True
         elif time.monotonic() - self._last_progress >= NON_TTY_PROGRESS_EVERY_S:
             self._last_progress = time.monotonic()

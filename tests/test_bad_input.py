@@ -1,0 +1,107 @@
+"""The bad-input corpus end to end through the CLI: exit 2 with every problem named, or a
+reported skip with --skip-bad-rows. Nothing is lost silently and no traceback is shown."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mammo_tui.runlog import read_events
+
+FAST = ["--preset", "demo", "--epochs", "1", "--no-pretrained", "--img-size", "32", "--set", "augment=false",
+        "--set", "num_workers=0"]
+
+
+def png(path: Path, level: int, size=(40, 32)) -> None:
+    rng = np.random.default_rng(level)
+    pixels = np.clip(rng.normal(level, 20, size), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def make_dataset(root: Path, per_class=(6, 6, 6, 6), patients_per_class=3, bad_rows=True) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    rows = ["image_path,label,patient_id"]
+    for c, n in enumerate(per_class):
+        for i in range(n):
+            name = f"{'ABCD'[c]}{i}.png"
+            png(root / name, 40 + 50 * c)
+            rows.append(f"{name},{'ABCD'[c]},p{c}-{i % patients_per_class}")
+    if bad_rows:
+        (root / "fake.dcm").write_text("this is not a DICOM file")
+        png(root / "tiny.png", 100, size=(1, 1))
+        rows += ["missing.png,B,px", "fake.dcm,C,px", "A0.png,A,p0-0", "tiny.png,B,px", "../../etc/passwd,C,px",
+                 "B1.png,E,px", "B2.png,0,px", "C1.png,,px"]
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root / "labels.csv"
+
+
+def mammo(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "mammo_tui", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_bad_rows_stop_the_run_with_every_problem_counted(tmp_path):
+    csv = make_dataset(tmp_path / "data")
+    proc = mammo("train", "--no-ui", "--csv", str(csv), "--outdir", str(tmp_path / "runs"), *FAST, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    for fragment in ("missing_file", "unreadable", "duplicate_path", "tiny_image", "outside_root",
+                     "unknown_label", "--skip-bad-rows", "row "):
+        assert fragment in proc.stderr, fragment
+    assert not (tmp_path / "runs").exists(), "nothing is written before the user decides"
+
+
+def test_skip_bad_rows_trains_and_records_every_skipped_row(tmp_path):
+    csv = make_dataset(tmp_path / "data")
+    proc = mammo("train", "--no-ui", "--csv", str(csv), "--skip-bad-rows", "--outdir", str(tmp_path / "runs"),
+                 "--run-name", "skip", *FAST, cwd=tmp_path)
+    assert proc.returncode in (0, 3), proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "runs" / "skip" / "dataset.json").read_text())["report"]
+    rows = sorted(p["row"] for p in report["problems"])
+    assert rows == list(range(26, 34)), rows  # the 8 bad rows, each with its CSV line number
+    assert (report["rows_read"], report["rows_usable"], report["n_images"]) == (32, 24, 24)
+    assert sum(report["problem_counts"].values()) == 8
+
+
+@pytest.mark.parametrize("per_class, patients, expected", [
+    ((1, 6, 6, 6), 3, "A"),   # a 1-image class cannot be on both sides of the split
+    ((6, 6, 6, 6), 1, "belong to one patient"),  # every class owned by a single patient
+])
+def test_degenerate_classes_train_with_a_warning_naming_the_class(tmp_path, per_class, patients, expected):
+    csv = make_dataset(tmp_path / "data", per_class, patients, bad_rows=False)
+    proc = mammo("train", "--no-ui", "--csv", str(csv), "--outdir", str(tmp_path / "runs"), "--run-name", "r",
+                 *FAST, cwd=tmp_path)
+    if proc.returncode == 2:  # refusing is acceptable only with a message naming the problem
+        assert expected.split()[0] in proc.stderr and "Traceback" not in proc.stderr
+        return
+    assert proc.returncode in (0, 3), proc.stdout + proc.stderr
+    warnings = [e.message for e in read_events(tmp_path / "runs" / "r") if e.type == "log" and e.level == "warning"]
+    assert any(expected in w or f"class {expected}" in w for w in warnings), warnings
+
+
+def test_empty_class_is_reported_and_training_goes_on(tmp_path):
+    csv = make_dataset(tmp_path / "data", (6, 6, 6, 0), bad_rows=False)
+    proc = mammo("train", "--no-ui", "--csv", str(csv), "--outdir", str(tmp_path / "runs"), "--run-name", "r",
+                 *FAST, cwd=tmp_path)
+    assert proc.returncode in (0, 3), proc.stdout + proc.stderr
+    assert "class D has no usable images" in proc.stdout
+
+
+def test_a_closed_stdout_pipe_does_not_kill_training(tmp_path):
+    csv = make_dataset(tmp_path / "data", bad_rows=False)
+    cmd = (f"{sys.executable} -m mammo_tui train --no-ui --csv {csv} --outdir {tmp_path / 'runs'} --run-name p "
+           + " ".join(FAST) + " | head -1")
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=600)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert json.loads((tmp_path / "runs" / "p" / "summary.json").read_text())["epochs_completed"] == 1
+
+
+def test_batch_size_larger_than_the_dataset_is_clamped_with_a_warning(tmp_path):
+    csv = make_dataset(tmp_path / "data", bad_rows=False)
+    proc = mammo("train", "--no-ui", "--csv", str(csv), "--outdir", str(tmp_path / "runs"), *FAST,
+                 "--batch-size", "999", cwd=tmp_path)
+    assert proc.returncode in (0, 3), proc.stdout + proc.stderr
+    assert "batch_size 999 is larger than the" in proc.stdout
