@@ -54,9 +54,11 @@ def progress_text(state: DashboardState, width: int) -> Text:
                         f"{last.images_per_s:.0f} img/s, trainable {last.trainable}")
         return text
     # An epoch event means that epoch is over; a batch event shows the one in progress.
-    current = batch.epoch if batch and batch.epoch > done_epochs else done_epochs
-    within = (batch.batch / batch.n_batches) if batch and batch.epoch > done_epochs and batch.n_batches else 0
-    frac = ((current - 1 + within) / total) if total and current else 0.0
+    in_epoch = batch is not None and batch.epoch > done_epochs
+    current = batch.epoch if in_epoch else done_epochs
+    within = batch.batch / batch.n_batches if in_epoch and batch.n_batches else 0.0
+    done = (current - 1 + within) if in_epoch else done_epochs
+    frac = min(done / total, 1.0) if total else 0.0
     text.append(f"Epoch {current:>3}/{total:<3} ▕")
     text.append(bar(frac, bar_w), style="bold blue")
     text.append(f"▏{frac * 100:3.0f}%")
@@ -67,7 +69,7 @@ def progress_text(state: DashboardState, width: int) -> Text:
     if state.device:
         text.append(f"  {state.device}", style="dim")
     text.append("\n")
-    if batch and batch.epoch > done_epochs:
+    if in_epoch:
         text.append(f"Batch {batch.batch:>3}/{batch.n_batches:<3} ▕")
         text.append(bar(within, bar_w), style="blue")
         text.append(f"▏ loss {fmt(batch.loss)}")
@@ -78,8 +80,9 @@ def progress_text(state: DashboardState, width: int) -> Text:
     return text
 
 
-def banner_text(state: DashboardState) -> tuple[str, Text]:
-    """(status, text) for the collapse banner: status drives the CSS class (colour)."""
+def banner_text(state: DashboardState, compact: bool = False) -> tuple[str, Text]:
+    """(status, text) for the collapse banner: status drives the CSS class (colour).
+    compact: one line per rule, cut at the edge (80x24; the event log has the full text)."""
     c = state.collapse
     last = state.last
     if c is None:
@@ -93,10 +96,10 @@ def banner_text(state: DashboardState) -> tuple[str, Text]:
         m = last.metrics
         text.append(f" · κq {fmt(m.get('kappa_quadratic'), 2)} · bal-acc-adj "
                     f"{fmt(m.get('balanced_accuracy_adjusted'), 2)}")
-    if c.status == "healthy":
-        text.append(" · predictions spread over the classes")
     for reason in c.reasons:
         text.append(f"\n  • {reason}")
+    if compact:
+        text.no_wrap, text.overflow = True, "ellipsis"
     return c.status, text
 
 
@@ -158,14 +161,35 @@ def confusion_table(state: DashboardState) -> Table | Text:
 
 
 def suggestion_label(s: dict[str, Any]) -> str:
-    return f"{s.get('key')} → {s.get('value')}: {s.get('reason', '')}"
+    return f"{s.get('key')} = {s.get('value')}: {s.get('reason', '')}"
 
 
-def summary_lines(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    """Headline metrics as (name, value) pairs, in the order the selection rule uses them."""
-    keys = ("balanced_accuracy_adjusted", "kappa_quadratic", "auc_macro", "kappa",
-            "balanced_accuracy", "accuracy")
-    return [(k, fmt(metrics.get(k))) for k in keys]
+def suggestion_prompt(index: int, s: dict[str, Any]) -> Text:
+    text = Text(f"{index}. ", style="bold")
+    text.append(f"{s.get('key')} = {s.get('value')}", style="bold cyan")
+    text.append(f"  {s.get('reason', '')}", style="dim")
+    return text
+
+
+METRIC_NAMES = (("balanced_accuracy_adjusted", "bal-acc-adj"), ("kappa_quadratic", "κ quadratic"),
+                ("auc_macro", "AUC macro"), ("kappa", "κ (Cohen)"),
+                ("balanced_accuracy", "bal-acc"), ("accuracy", "accuracy"))
+
+
+def metrics_table(state: DashboardState) -> Table | Text:
+    """Latest and best epoch side by side, in the order the best-checkpoint rule ranks them."""
+    last = state.last
+    if last is None:
+        return Text("metrics appear after the first epoch", style="dim")
+    best = state.best_metrics
+    table = Table(box=None, padding=(0, 1), show_edge=False, pad_edge=False)
+    table.add_column("", no_wrap=True)
+    table.add_column(f"epoch {last.epoch}", justify="right", no_wrap=True)
+    best_label = f"best ({state.best_epoch})" if state.best_epoch is not None else "best"
+    table.add_column(best_label, justify="right", no_wrap=True, style="bold")
+    for key, label in METRIC_NAMES:
+        table.add_row(label, fmt(last.metrics.get(key)), fmt(best.get(key)) if best else "–")
+    return table
 
 
 def count_bars(names: Sequence[str], counts: Sequence[int], width: int) -> Table:

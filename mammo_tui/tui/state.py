@@ -59,6 +59,8 @@ class DashboardState:
         return handler(event) if handler else set()
 
     def _on_run_started(self, e: RunStarted) -> set[str]:
+        if self.run_dir and e.run_dir != self.run_dir:  # a new run on this dashboard: start over
+            self.epochs, self.collapse, self.best_epoch = [], None, None
         self.run_name, self.run_dir, self.config = e.run_name, e.run_dir, dict(e.config)
         self.class_names = list(e.class_names) or list(CLASS_NAMES)
         self.n_train, self.n_val, self.steps_per_epoch = e.n_train, e.n_val, e.steps_per_epoch
@@ -68,10 +70,10 @@ class DashboardState:
         self.epochs = [m for m in self.epochs if m.epoch < e.start_epoch]
         self.batch, self.finished, self.failed = None, None, None
         verb = "resumed at epoch %d" % e.start_epoch if e.start_epoch > 1 else "started"
-        self._log("info", f"{e.run_name} {verb}: {e.n_train} train / {e.n_val} val images "
+        self.note("info", f"{e.run_name} {verb}: {e.n_train} train / {e.n_val} val images "
                           f"on {e.device}")
         for note in e.notes:
-            self._log("info", note)
+            self.note("info", note)
         return {PROGRESS, EPOCH, COLLAPSE, LOG, STATUS}
 
     def _on_batch(self, e: BatchProgress) -> set[str]:
@@ -82,34 +84,34 @@ class DashboardState:
         self.epochs = [m for m in self.epochs if m.epoch < e.epoch] + [e]
         self.epochs_total = e.epochs or self.epochs_total
         m = e.metrics
-        self._log("info", f"epoch {e.epoch}/{e.epochs}: train loss {fmt(e.train_loss)}, "
-                          f"val loss {fmt(e.val_loss)}, kappa_q {fmt(m.get('kappa_quadratic'))}, "
-                          f"bal_acc_adj {fmt(m.get('balanced_accuracy_adjusted'))} [{e.trainable}]")
+        self.note("info", f"epoch {e.epoch}/{e.epochs}  loss {fmt(e.train_loss)} / {fmt(e.val_loss)}  "
+                          f"κq {fmt(m.get('kappa_quadratic'))}  "
+                          f"bal-acc-adj {fmt(m.get('balanced_accuracy_adjusted'))}  {e.trainable}")
         return {PROGRESS, EPOCH, LOG}
 
     def _on_collapse(self, e: CollapseStatus) -> set[str]:
         self.collapse = e
         if e.status != "healthy":
             level = "error" if e.status == "collapsed" else "warning"
-            self._log(level, f"epoch {e.epoch}: {e.status}: " + "; ".join(e.reasons))
+            self.note(level, f"epoch {e.epoch}: {e.status}: " + "; ".join(e.reasons))
         return {COLLAPSE, LOG}
 
     def _on_checkpoint(self, e: CheckpointSaved) -> set[str]:
         if e.kind == "best":
             self.best_epoch = e.epoch
-            self._log("info", f"epoch {e.epoch}: new best checkpoint")
+            self.note("info", f"epoch {e.epoch}: new best checkpoint")
             return {LOG, EPOCH}
         return set()  # "last" is saved every epoch; not news
 
     def _on_config_changed(self, e: ConfigChanged) -> set[str]:
         self.config.update(e.changes)
         changes = ", ".join(f"{k}={v}" for k, v in e.changes.items())
-        self._log("warning", f"epoch {e.epoch}: config changed ({changes}): {e.reason}")
+        self.note("warning", f"epoch {e.epoch}: config changed ({changes}): {e.reason}")
         return {LOG, STATUS}
 
     def _on_log(self, e: LogMessage) -> set[str]:
         prefix = f"epoch {e.epoch}: " if e.epoch is not None else ""
-        self._log(e.level, prefix + e.message)
+        self.note(e.level, prefix + e.message)
         return {LOG}
 
     def _on_finished(self, e: RunFinished) -> set[str]:
@@ -117,16 +119,17 @@ class DashboardState:
         self.best_epoch = e.best_epoch if e.best_epoch is not None else self.best_epoch
         what = "interrupted (resumable)" if e.interrupted else f"finished: {e.status}"
         best = f", best epoch {e.best_epoch}" if e.best_epoch else ""
-        self._log("warning" if e.interrupted else "info",
+        self.note("warning" if e.interrupted else "info",
                   f"run {what} after {e.epochs_completed} epochs{best}")
         return {PROGRESS, LOG, STATUS, EPOCH}
 
     def _on_failed(self, e: RunFailed) -> set[str]:
         self.failed = e
-        self._log("error", f"run failed: {e.error}")
+        self.note("error", f"run failed: {e.error}")
         return {PROGRESS, LOG, STATUS}
 
-    def _log(self, level: str, text: str) -> None:
+    def note(self, level: str, text: str) -> None:
+        """A line for the event log (also used by the screen for its own messages)."""
         self.new_log.append(LogLine(level, text))
 
     # -- views -----------------------------------------------------------------------------------
@@ -156,6 +159,13 @@ class DashboardState:
                 ys.append(float(value))
         return xs, ys
 
+    @property
+    def best_metrics(self) -> dict[str, Any]:
+        best = next((m for m in self.epochs if m.epoch == self.best_epoch), None)
+        if best is not None:
+            return best.metrics
+        return dict(self.finished.best_metrics) if self.finished else {}
+
     def suggestions(self) -> list[dict[str, Any]]:
         return list(self.collapse.suggestions) if self.collapse else []
 
@@ -164,7 +174,8 @@ def fmt(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "–"
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        text = f"{value:.{digits}f}"
+        return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.00"
     return str(value)
 
 

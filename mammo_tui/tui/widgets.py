@@ -38,7 +38,7 @@ class CollapseBanner(StatePanel):
     """Healthy green / warning yellow / collapsed red, with the rules that fired."""
 
     def render(self):
-        status, text = render.banner_text(self.state)
+        status, text = render.banner_text(self.state, compact=self.screen.has_class("-short"))
         for name in ("healthy", "warning", "collapsed", "waiting"):
             self.set_class(name == status, f"-{name}")
         return text
@@ -54,6 +54,11 @@ class ConfusionPanel(StatePanel):
         return render.confusion_table(self.state)
 
 
+class MetricsPanel(StatePanel):
+    def render(self):
+        return render.metrics_table(self.state)
+
+
 class CurvePlot(PlotextPlot):
     """Per-epoch curves; replotted from the state on each repaint (once per epoch at most)."""
 
@@ -63,7 +68,9 @@ class CurvePlot(PlotextPlot):
         self.state = state
         self.series = series  # (state key, legend label, plotext colour)
         self.ylim = ylim
-        self.border_title = title
+        # The legend lives in the border title: plotext's own legend box hides the curves.
+        legend = "  ".join(f"[{colour}]━ {label}[/]" for _, label, colour in series)
+        self.border_title = f"{title}  {legend}"
 
     def render(self):
         data = [(self.state.series(key), label, colour) for key, label, colour in self.series]
@@ -75,11 +82,12 @@ class CurvePlot(PlotextPlot):
         epochs = max(max(xs) for (xs, _), _, _ in data if xs)
         for (xs, ys), label, colour in data:
             if xs:
-                plt.plot(xs, ys, label=label, color=colour, marker="braille")
+                plt.plot(xs, ys, color=colour, marker="braille")
         plt.xlim(1, max(epochs, 2))
         plt.xticks(_ticks(epochs))
         if self.ylim:
             low = min([self.ylim[0]] + [min(ys) for (xs, ys), _, _ in data if ys])
+            low = self.ylim[0] if low > self.ylim[0] - 0.005 else low  # no "-0.00" axis for 0 - ε
             plt.ylim(low, self.ylim[1])
         return super().render()
 
@@ -95,8 +103,10 @@ class SuggestionList(OptionList):
     def show(self, suggestions: list[dict]) -> None:
         keep = self.highlighted
         self.clear_options()
-        self.add_options(Option(render.suggestion_label(s), id=str(i))
-                         for i, s in enumerate(suggestions))
+        self.add_options(Option(render.suggestion_prompt(i, s), id=str(i))
+                         for i, s in enumerate(suggestions, start=1))
+        self.set_class(not suggestions, "-empty")
+        self.screen.set_class(bool(suggestions), "-has-suggestions")
         if suggestions:
             self.highlighted = min(keep or 0, len(suggestions) - 1)
 

@@ -1,0 +1,186 @@
+"""The Textual app: wizard -> dashboard, `watch RUN_DIR`, and the runs browser.
+
+`run_app` is what the CLI calls; `MammoApp` is what tests drive with `run_test()`. torch is never
+imported here: the engine is imported inside the training worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+from textual.app import App
+from textual.binding import Binding
+
+from mammo_tui.events import Event
+from mammo_tui.tui.dashboard import DashboardScreen
+from mammo_tui.tui.dialogs import ConfirmScreen
+
+MODES = ("wizard", "watch", "runs")
+SHUTDOWN_WAIT_S = 120.0  # a checkpoint of a big model on a slow disk takes a while
+
+
+class MammoApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "mammo-tui"
+    # Screens get -narrow/-wide and -short/-tall classes; app.tcss lays panels out by them.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
+    BINDINGS = [
+        Binding("q", "quit", "Quit", tooltip="quit; a running training run is stopped and saved first"),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+        Binding("f1", "help_screen", "Help", show=False, tooltip="this list of keys, on any screen"),
+    ]
+
+    def __init__(self, mode: str = "wizard", *, demo: bool = False, dataset: Any = None,
+                 run_dir: str | None = None, runs_root: str = "runs", config: Any = None,
+                 demo_size: float | None = None, events: Iterable[Event] | None = None,
+                 run_name: str | None = None, job: Any = None) -> None:
+        """events: replay these instead of reading run_dir (previews and snapshot tests).
+        demo_size / run_name: passed to the demo dataset and the launched run (tests).
+        job: a TrainJob (or TrainRequest) to train at once, skipping the wizard."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+        super().__init__()
+        self.mode = mode
+        self.demo = demo
+        self.dataset = dataset
+        self.run_dir = run_dir
+        self.runs_root = runs_root
+        self.config = config
+        self.demo_size = demo_size
+        self.events = list(events) if events is not None else None
+        self.run_name = run_name
+        self.job = job
+        self.exit_code = 0
+        self._dashboards: list[DashboardScreen] = []
+
+    # -- start-up --------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self._install_hangup_handler()
+        if self.job is not None:
+            self.launch(self.job)
+        elif self.mode == "watch" or self.events is not None:
+            self.push_screen(watch_screen(self.run_dir, self.events))
+        elif self.mode == "runs":
+            from mammo_tui.tui.runs import RunsScreen
+
+            self.push_screen(RunsScreen(self.runs_root))
+        else:
+            from mammo_tui.tui.wizard import DatasetScreen
+
+            self.push_screen(DatasetScreen(demo=self.demo, dataset=self.dataset, user_config=self.config,
+                                           demo_size=self.demo_size))
+
+    def _install_hangup_handler(self) -> None:
+        # A dropped SSH connection sends SIGHUP: stop training cleanly (checkpoint, resumable run)
+        # instead of dying mid-write.
+        if sys.platform == "win32" or not hasattr(signal, "SIGHUP"):
+            return
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_hangup)
+        except (RuntimeError, ValueError, NotImplementedError):
+            pass  # not the main thread (tests) or no signal support
+
+    def _on_hangup(self) -> None:
+        for screen in self.dashboards():
+            screen.cancel.set()
+        self.exit(self.exit_code)
+
+    # -- navigation ------------------------------------------------------------------------------
+    def register_dashboard(self, screen: DashboardScreen) -> None:
+        self._dashboards.append(screen)
+
+    def dashboards(self) -> list[DashboardScreen]:
+        """Every dashboard still on the stack or whose thread still runs (it must be waited for)."""
+        return [s for s in self._dashboards if s in self.screen_stack or s.engine_running]
+
+    def launch(self, request: Any) -> DashboardScreen:
+        """Leave the wizard and train: the wizard screens are closed, the dashboard takes over."""
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+        screen = DashboardScreen(request=request)
+        self.push_screen(screen)
+        return screen
+
+    def open_run(self, run_dir: str) -> None:
+        self.push_screen(watch_screen(run_dir))
+
+    def action_help_screen(self) -> None:
+        from mammo_tui.tui.dialogs import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
+
+    # -- quitting --------------------------------------------------------------------------------
+    async def action_quit(self) -> None:
+        live = [s for s in self.dashboards() if s.engine_running and not s.read_only]
+        if not live:
+            await self._shutdown_engines()
+            self.exit(self.exit_code)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self._stop_and_exit(), group="quit", exclusive=True)
+
+        self.push_screen(ConfirmScreen(
+            "Training is running. Stop it and quit?\n\nThe engine saves a checkpoint first; "
+            "continue later with: mammo-tui train --resume " + (live[0].state.run_dir or "RUN_DIR"),
+            yes="Stop and quit"), answered)
+
+    async def _stop_and_exit(self) -> None:
+        self.notify("stopping: saving a checkpoint…", timeout=SHUTDOWN_WAIT_S)
+        await self._shutdown_engines()
+        self.exit(self.exit_code)
+
+    async def _shutdown_engines(self) -> None:
+        """Set every cancel flag, then wait for the threads (a run dir is never left half-written)."""
+        screens = self.dashboards()
+        for screen in screens:
+            screen.cancel.set()
+        for screen in screens:
+            try:
+                await asyncio.wait_for(screen.stop_engine(), SHUTDOWN_WAIT_S)
+            except asyncio.TimeoutError:
+                pass
+            result = screen.result
+            if result is not None and getattr(result, "exit_code", None) is not None:
+                self.exit_code = result.exit_code
+
+    def on_unmount(self) -> None:
+        for screen in self.dashboards():  # last resort (e.g. exit() from elsewhere)
+            screen.cancel.set()
+
+
+def watch_screen(run_dir: str | None, events: Iterable[Event] | None = None) -> DashboardScreen:
+    """A finished run (or fixed events) is replayed at once; a live one is followed."""
+    if events is not None:
+        return DashboardScreen(events=events, run_dir=run_dir)
+    from mammo_tui.runlog import EVENTS_FILE, read_events
+
+    path = Path(run_dir or ".")
+    events_path = path / EVENTS_FILE
+    if events_path.is_file():
+        replay = read_events(events_path)
+        if any(e.type in ("finished", "failed") for e in replay):
+            return DashboardScreen(events=replay, run_dir=str(path))
+    return DashboardScreen(run_dir=str(path), follow=True)
+
+
+def run_app(mode: str = "wizard", *, demo: bool = False, dataset: Any = None,
+            run_dir: str | None = None, runs_root: str = "runs", config: Any = None) -> int:
+    """Run the app in the terminal; returns the exit code (the training run's when one ran)."""
+    app = MammoApp(mode, demo=demo, dataset=dataset, run_dir=run_dir, runs_root=runs_root,
+                   config=config)
+    app.run()
+    # Belt and braces: the app waits for its threads on quit; if it was torn down another way,
+    # wait here so the run directory is complete before the process exits.
+    for screen in app.dashboards():
+        screen.cancel.set()
+        if not screen.engine_idle.wait(SHUTDOWN_WAIT_S):
+            print("mammo-tui: the training thread did not stop in time", file=sys.stderr)
+    return app.exit_code

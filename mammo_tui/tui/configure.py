@@ -1,0 +1,244 @@
+"""Wizard step 4: the preset's fields, editable, with inline warnings; launch or save a preset TOML."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, VerticalScroll
+from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, Switch
+
+from mammo_tui.config import CHOICES, TrainConfig
+from mammo_tui.errors import ConfigError
+from mammo_tui.tui.dialogs import ConfirmScreen
+from mammo_tui.tui.wizard import WizardState, WizardStep
+
+# (key, label, widget kind) in form order; kinds: select | int | float | bool
+FIELDS: list[tuple[str, str, str]] = [
+    ("arch", "arch", "select"),
+    ("freeze", "freeze", "select"),
+    ("sampler", "sampler", "select"),
+    ("class_weights", "class weights", "select"),
+    ("loss", "loss", "select"),
+    ("on_collapse", "on collapse", "select"),
+    ("lr", "lr", "float"),
+    ("epochs", "epochs", "int"),
+    ("batch_size", "batch size", "int"),
+    ("img_size", "img size", "int"),
+    ("warmup_epochs", "warmup epochs", "int"),
+    ("augment", "augment", "bool"),
+    ("pretrained", "pretrained", "bool"),
+]
+DEMO_PRESET = "demo"
+HIGH_IMBALANCE = 10.0
+FULL_FINETUNE_MIN_IMAGES = 10000  # DESIGN.md freezing depth by size: full fine-tuning above this
+
+
+def config_warnings(cfg: TrainConfig, n_images: int | None, imbalance: float | None) -> list[str]:
+    """Collapse risks of a valid config for this dataset (errors are ConfigError, not these)."""
+    from mammo_tui.collapse import LR_HIGH_BACKBONE, LR_HIGH_HEAD
+
+    out: list[str] = []
+    imbalanced = imbalance is not None and (not math.isfinite(imbalance) or imbalance > HIGH_IMBALANCE)
+    small = n_images is not None and n_images <= FULL_FINETUNE_MIN_IMAGES
+    if cfg.sampler == "weighted" and cfg.class_weights == "balanced":
+        out.append("double balancing: the sampler AND class weights both favour rare classes; "
+                   "training over-corrects and is unstable. Keep one.")
+    if cfg.freeze == "none" and (small or imbalanced):
+        what = "small, imbalanced" if small and imbalanced else ("small" if small else "imbalanced")
+        out.append(f"collapse risk: full fine-tuning (freeze = none) on a {what} dataset is what "
+                   "collapsed in the reference (one class for every image). Prefer last_block.")
+    if imbalanced and cfg.sampler == "none" and cfg.class_weights == "none" and cfg.loss == "ce":
+        out.append("collapse risk: no sampler, no class weights and plain CE on an imbalanced set: "
+                   "batches are dominated by the majority class. Set sampler = weighted.")
+    limit = LR_HIGH_BACKBONE if cfg.freeze != "head" else LR_HIGH_HEAD
+    if cfg.lr > limit:
+        out.append(f"lr {cfg.lr:g} is high for {'backbone layers' if cfg.freeze != 'head' else 'a head'} "
+                   f"(> {limit:g}): large steps push the network onto one class.")
+    if cfg.freeze not in ("head",) and cfg.warmup_epochs == 0 and cfg.pretrained:
+        out.append("warmup_epochs = 0: random head gradients reach the pretrained backbone at once; "
+                   "1-2 head-only epochs protect it.")
+    if not cfg.pretrained and cfg.freeze != "none":
+        out.append("pretrained = false with a frozen backbone: random frozen features learn little; "
+                   "use freeze = none when training from scratch.")
+    if cfg.warmup_epochs >= cfg.epochs and cfg.freeze != "head":
+        out.append(f"warmup_epochs ({cfg.warmup_epochs}) >= epochs ({cfg.epochs}): the backbone "
+                   "never unfreezes, so this is a head-only run.")
+    return out
+
+
+def initial_config(w: WizardState) -> tuple[TrainConfig, str, str]:
+    """(config, preset name, where it came from) for the form."""
+    from mammo_tui.config import resolve
+
+    if w.user_config is not None:
+        return w.user_config, "", "your --preset / flags"
+    if w.demo:
+        return resolve(DEMO_PRESET), DEMO_PRESET, (
+            f"the demo preset: sized for a CPU, and it trains everything because without cached "
+            f"ImageNet weights the demo starts from scratch (for real data the plan says "
+            f"{w.plan.preset})")
+    return resolve(w.plan.preset, w.plan.overrides), w.plan.preset, "the decision flow"
+
+
+class ConfigScreen(WizardStep):
+    HELP_TITLE = "wizard 4/4: configuration"
+    HELP_TEXT = ("Edit any field (tab / shift+tab move, enter opens a list). Warnings name collapse "
+                 "risks; errors block the launch. F5 launches training; F2 saves the config as a "
+                 "preset TOML at the path typed below (use it later with --preset FILE).")
+    BINDINGS = [
+        Binding("f5", "launch", "Launch", priority=True),
+        Binding("f2", "save", "Save preset", priority=True),
+        Binding("ctrl+s", "save", "Save preset", show=False, priority=True),
+        Binding("escape", "back", "Back"),
+        Binding("f1", "help", "Help", priority=True),  # "?" types into the fields
+    ]
+
+    def __init__(self, wizard: WizardState) -> None:
+        super().__init__(wizard)
+        self.base, self.preset, self.origin = initial_config(wizard)
+
+    def compose(self) -> ComposeResult:
+        values = self.base.to_dict()
+        yield Header()
+        with VerticalScroll(id="wizard-body"):
+            yield Static(Text("Step 4 of 4 · Configuration", style="bold"), classes="step-title")
+            yield Static(Text(f"From {self.origin}", style="dim"), classes="hint")
+            with Grid(id="form"):
+                for key, label, kind in FIELDS:
+                    yield Label(label, classes="field-label")
+                    widget_id = f"f-{key}"
+                    if kind == "select":
+                        yield Select([(c, c) for c in CHOICES[key]], value=values[key],
+                                     allow_blank=False, compact=True, id=widget_id)
+                    elif kind == "bool":
+                        yield Switch(value=bool(values[key]), id=widget_id)
+                    else:
+                        yield Input(repr(values[key]) if kind == "float" else str(values[key]),
+                                    type="number" if kind == "float" else "integer", compact=True,
+                                    id=widget_id)
+                yield Label("run name", classes="field-label")
+                yield Input(placeholder="automatic", compact=True, id="run-name")
+            yield Static("", id="config-errors", classes="error-text")
+            yield Static("", id="config-warnings", classes="warning-text")
+            with Horizontal(classes="buttons"):
+                yield Button("Launch (F5)", variant="success", id="launch", compact=True)
+                yield Button("Save preset (F2)", id="save", compact=True)
+                yield Input(placeholder="preset file, e.g. my-preset.toml", compact=True,
+                            id="preset-path")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "new run: configuration"
+        self.query_one("#launch", Button).focus()
+        self.validate()
+
+    # -- validation ------------------------------------------------------------------------------
+    def form_values(self) -> tuple[dict[str, Any], list[str]]:
+        """Raw form values checked one by one with config.coerce; (values, field errors)."""
+        from mammo_tui.config import coerce
+
+        values: dict[str, Any] = {}
+        errors: list[str] = []
+        for key, _, kind in FIELDS:
+            widget = self.query_one(f"#f-{key}")
+            raw = widget.value
+            if kind in ("int", "float"):
+                raw = raw.strip()
+                if not raw:
+                    errors.append(f"{key}: empty")
+                    continue
+            try:
+                values[key] = coerce(key, raw, source="form")
+            except ConfigError as exc:
+                errors.append(str(exc).removeprefix("form: "))
+        return values, errors
+
+    def validate(self) -> TrainConfig | None:
+        """Show errors and warnings inline; the config when it is valid."""
+        from mammo_tui.config import from_mapping
+
+        values, errors = self.form_values()
+        cfg = None
+        if not errors:
+            try:
+                cfg = from_mapping({**self.base.to_dict(), **values}, source="config")
+            except ConfigError as exc:
+                errors.append(str(exc).removeprefix("config: "))
+        self._show("#config-errors", "\n".join(f"✖ {e}" for e in errors))
+        fp = self.wizard.fingerprint
+        warnings = config_warnings(cfg, getattr(fp, "n_images", None),
+                                   getattr(fp, "imbalance_ratio", None)) if cfg else []
+        self._show("#config-warnings", "\n".join(f"▲ {w}" for w in warnings))
+        self.query_one("#launch", Button).disabled = cfg is None
+        return cfg
+
+    def _show(self, selector: str, text: str) -> None:
+        widget = self.query_one(selector, Static)
+        widget.update(Text(text))
+        widget.set_class(not text, "empty")
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(Switch.Changed)
+    def _changed(self, event) -> None:
+        if getattr(event, "input", None) is not None and event.input.id in ("run-name", "preset-path"):
+            return
+        self.validate()
+
+    # -- launch / save ---------------------------------------------------------------------------
+    @on(Button.Pressed, "#launch")
+    def action_launch(self) -> None:
+        cfg = self.validate()
+        if cfg is None:
+            self.notify("fix the errors first", severity="error", timeout=4)
+            return
+        from mammo_tui.tui.dashboard import TrainJob
+
+        w = self.wizard
+        name = self.query_one("#run-name", Input).value.strip() or getattr(self.app, "run_name", None)
+        job = TrainJob(
+            config=cfg, dataset=None if w.demo else w.spec, demo=w.demo,
+            demo_size=w.demo_size, outdir=str(getattr(self.app, "runs_root", "runs")),
+            run_name=name or None, skip_bad_rows=w.skip_bad_rows,
+            preset=self.preset or "custom")
+        self.app.launch(job)
+
+    @on(Button.Pressed, "#save")
+    def action_save(self) -> None:
+        cfg = self.validate()
+        path_input = self.query_one("#preset-path", Input)
+        if cfg is None:
+            self.notify("fix the errors first", severity="error", timeout=4)
+            return
+        raw = path_input.value.strip()
+        if not raw:
+            self.notify("type the preset file's path first (e.g. my-preset.toml)", timeout=4)
+            path_input.focus()
+            return
+        path = Path(raw).expanduser()
+        if path.suffix != ".toml":
+            path = path.with_suffix(".toml")
+        if path.exists():
+            self.app.push_screen(ConfirmScreen(f"{path} exists. Overwrite it?", yes="Overwrite"),
+                                 lambda yes: self._write_preset(path, cfg) if yes else None)
+        else:
+            self._write_preset(path, cfg)
+
+    def _write_preset(self, path: Path, cfg: TrainConfig) -> None:
+        from mammo_tui.config import to_toml
+
+        source = "demo dataset" if self.wizard.demo else getattr(self.wizard.fingerprint, "source", "")
+        description = f"saved from the wizard ({source})".replace('"', "'")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(to_toml(cfg, description=description), encoding="utf-8")
+        except OSError as exc:
+            self._show("#config-errors", f"✖ cannot write {path}: {exc.strerror or exc}")
+            return
+        self.notify(f"saved {path}; use it with --preset {path}", timeout=6)

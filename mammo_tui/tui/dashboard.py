@@ -1,0 +1,371 @@
+"""The training dashboard: live training in a thread worker, or `watch` of a run's event log.
+
+Threads: train() / follow_events() run in a Textual thread worker and reach the UI only through
+`post_message`. The UI folds events into DashboardState and repaints changed panels on a short
+timer, so a burst of events (attaching to a long log, fast batches) costs one repaint.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, fields, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, Iterable
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header
+from textual.worker import Worker, WorkerState
+
+from mammo_tui.events import Event, RunFailed
+from mammo_tui.tui.dialogs import ConfirmScreen, HelpScreen
+from mammo_tui.tui.messages import EngineDone, EngineEvent
+from mammo_tui.tui.render import suggestion_label
+from mammo_tui.tui.state import COLLAPSE, EPOCH, LOG, PROGRESS, STATUS, DashboardState
+from mammo_tui.tui.widgets import (
+    ClassesPanel,
+    CollapseBanner,
+    ConfusionPanel,
+    CurvePlot,
+    EventLog,
+    MetricsPanel,
+    ProgressPanel,
+    SuggestionList,
+)
+
+REPAINT_DELAY_S = 0.1  # coalesce bursts of events into one repaint
+
+# Toggleable panels: key -> (widget id, label)
+PANELS = {
+    "1": ("curves", "loss and metric curves"),
+    "2": ("classes", "per-class recall / predicted vs true"),
+    "3": ("confusion", "confusion matrix"),
+    "4": ("metrics", "latest / best metrics"),
+    "5": ("suggestions", "suggestions"),
+    "6": ("log", "event log"),
+}
+
+READ_ONLY_MSG = ("read-only: this dashboard follows the run's events.jsonl. Stop the run where it "
+                 "runs (Ctrl+C in its terminal, or kill -INT its process); it saves a checkpoint.")
+
+
+@dataclass
+class TrainJob:
+    """What to train: the engine's TrainRequest fields, without importing the engine (torch).
+
+    The worker thread turns it into a TrainRequest; the UI thread never imports torch.
+    """
+
+    config: Any = None  # TrainConfig
+    dataset: Any = None  # DatasetSpec
+    demo: bool = False
+    demo_size: float | None = None
+    outdir: str = "runs"
+    run_name: str | None = None
+    resume: str | None = None
+    force: bool = False
+    skip_bad_rows: bool = False
+    preset: str = ""
+
+    def to_request(self):
+        from mammo_tui.engine.trainer import TrainRequest
+
+        accepted = {f.name for f in fields(TrainRequest)}
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        if values["demo_size"] is None:
+            values.pop("demo_size")
+        return TrainRequest(**{k: v for k, v in values.items() if k in accepted})
+
+
+class DashboardScreen(Screen):
+    HELP_TITLE = "training dashboard"
+    HELP_TEXT = ("Stop keeps a resumable run. Apply takes the highlighted suggestion (up/down "
+                 "in the list) and continues from the checkpoint with it. 1-6 hide / show panels.")
+    BINDINGS = [
+        Binding("s", "stop", "Stop", tooltip="stop training (asks first); a checkpoint is saved"),
+        Binding("a", "apply", "Apply fix",
+                tooltip="apply the highlighted suggestion and restart from the checkpoint"),
+        Binding("1", "toggle('1')", "Panels", key_display="1-6",
+                tooltip="show / hide: 1 curves, 2 classes, 3 confusion, 4 metrics, 5 suggestions, 6 log"),
+        *(Binding(key, f"toggle('{key}')", f"show / hide {label}", show=False)
+          for key, (_, label) in list(PANELS.items())[1:]),
+        Binding("question_mark", "help", "Help"),
+        Binding("escape", "back", "Back", show=False, tooltip="back to the previous screen"),
+    ]
+
+    def __init__(self, *, request: Any = None, run_dir: str | None = None,
+                 events: Iterable[Event] | None = None, follow: bool = False) -> None:
+        """request: start a live training run; run_dir + follow: tail a live log;
+        events: replay fixed events (a finished run, or tests)."""
+        super().__init__()
+        self.state = DashboardState()
+        self.request = request
+        self.run_dir = run_dir
+        self.replay = list(events) if events is not None else None
+        self.follow = follow
+        self.read_only = request is None
+        self.cancel = threading.Event()
+        self.engine_idle = threading.Event()
+        self.engine_idle.set()
+        self.worker: Worker | None = None
+        self.result: Any = None
+        self._dirty: set[str] = set()
+        self._repaint_pending = False
+
+    # -- layout ----------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        s = self.state
+        yield Header()
+        yield CollapseBanner(s, id="banner")
+        yield ProgressPanel(s, id="progress")
+        with Horizontal(id="body"):
+            with Vertical(id="curves"):
+                yield CurvePlot(s, [("train_loss", "train", "cyan"), ("val_loss", "val", "magenta")],
+                                title="loss", id="loss-plot")
+                yield CurvePlot(s, [("kappa_quadratic", "κ quadratic", "green"),
+                                    ("balanced_accuracy_adjusted", "bal-acc-adj", "yellow")],
+                                title="val", ylim=(0.0, 1.0), id="metric-plot")
+            with Vertical(id="side"):
+                yield ClassesPanel(s, title="recall · predicted vs true", id="classes")
+                yield ConfusionPanel(s, title="confusion (rows = true)", id="confusion")
+                yield MetricsPanel(s, title="metrics", id="metrics")
+                suggestions = SuggestionList(id="suggestions", classes="-empty")
+                suggestions.border_title = "suggestions"
+                yield suggestions
+        log = EventLog(id="log", max_lines=2000, wrap=True, markup=False)
+        log.border_title = "events"
+        yield log
+        yield Footer()
+
+    def on_mount(self) -> None:
+        getattr(self.app, "register_dashboard", lambda screen: None)(self)
+        self.title = "mammo-tui"
+        self.sub_title = "watch (read-only)" if self.read_only else "training"
+        if self.request is not None:
+            self.start_training(self.request)
+        elif self.replay is not None:
+            for event in self.replay:
+                self._dirty |= self.state.apply(event)
+            # After the first layout, so the log wraps at its real width.
+            self.call_after_refresh(self._repaint)
+        elif self.run_dir:
+            self._start_follow(self.run_dir)
+
+    # -- event intake ----------------------------------------------------------------------------
+    @on(EngineEvent)
+    def _on_engine_event(self, message: EngineEvent) -> None:
+        self._dirty |= self.state.apply(message.event)
+        if not self._repaint_pending:
+            self._repaint_pending = True
+            self.set_timer(REPAINT_DELAY_S, self._repaint)
+
+    def _repaint(self) -> None:
+        self._repaint_pending = False
+        dirty, self._dirty = self._dirty, set()
+        if PROGRESS in dirty or STATUS in dirty:
+            self.query_one(ProgressPanel).refresh(layout=True)
+        if EPOCH in dirty:  # heavy panels: at most once per epoch
+            for plot in self.query(CurvePlot):
+                plot.refresh()
+            for panel in (ClassesPanel, ConfusionPanel, MetricsPanel):
+                self.query_one(panel).refresh(layout=True)
+        if COLLAPSE in dirty or EPOCH in dirty:
+            self.query_one(CollapseBanner).refresh(layout=True)
+        if COLLAPSE in dirty:
+            self.query_one(SuggestionList).show(self.state.suggestions())
+        if LOG in dirty:
+            self.query_one(EventLog).drain(self.state)
+        if STATUS in dirty or PROGRESS in dirty:
+            name = self.state.run_name
+            word = self.state.status_word
+            mode = "watch" if self.read_only else "training"
+            self.sub_title = f"{mode} · {name} · {word}" if name else mode
+
+    # -- live training ---------------------------------------------------------------------------
+    @property
+    def engine_running(self) -> bool:
+        return not self.engine_idle.is_set()
+
+    def start_training(self, request: Any) -> None:
+        self.request = request
+        self.cancel = threading.Event()
+        self.engine_idle.clear()
+        self.worker = self.run_worker(partial(self._train_thread, request, self.cancel),
+                                      thread=True, group="engine", name="train", exit_on_error=False)
+
+    def _train_thread(self, request: Any, cancel: threading.Event) -> None:
+        # Runs in the worker thread: torch is imported here, never at UI start-up.
+        try:
+            from mammo_tui.engine.trainer import train
+
+            if hasattr(request, "to_request"):
+                request = request.to_request()
+            result = train(request, self._sink, cancel)
+            self.post_message(EngineDone(result=result))
+        except BaseException as exc:  # noqa: BLE001 - shown in the log, never a silent thread death
+            self.post_message(EngineDone(error=exc))
+        finally:
+            self.engine_idle.set()
+
+    def _sink(self, event: Event) -> None:
+        self.post_message(EngineEvent(event))
+
+    def _start_follow(self, run_dir: str) -> None:
+        self.engine_idle.clear()
+        self.worker = self.run_worker(partial(self._follow_thread, run_dir, self.cancel),
+                                      thread=True, group="engine", name="follow", exit_on_error=False)
+
+    def _follow_thread(self, run_dir: str, cancel: threading.Event) -> None:
+        from mammo_tui.runlog import follow_events
+
+        try:
+            for event in follow_events(run_dir, should_stop=cancel.is_set):
+                self.post_message(EngineEvent(event))
+            self.post_message(EngineDone())
+        except BaseException as exc:  # noqa: BLE001
+            self.post_message(EngineDone(error=exc))
+        finally:
+            self.engine_idle.set()
+
+    @on(EngineDone)
+    def _on_engine_done(self, message: EngineDone) -> None:
+        self.result = message.result
+        if message.error is not None:
+            text = str(message.error) or type(message.error).__name__
+            if not self.state.done:  # raised before the run started (data, config, weights)
+                self.state.failed = RunFailed(error=text.splitlines()[0])
+            self._dirty |= {STATUS, PROGRESS}
+            self._say("error", f"engine stopped: {text}")
+            self.notify(text, title="training stopped", severity="error", timeout=10)
+
+    async def stop_engine(self) -> None:
+        """Set the cancel flag and wait for the thread (train() saves a checkpoint first)."""
+        self.cancel.set()
+        if self.worker is not None and self.worker.state in (WorkerState.PENDING, WorkerState.RUNNING):
+            try:
+                await self.worker.wait()
+            except Exception:  # noqa: BLE001 - WorkerFailed / WorkerCancelled: it has stopped either way
+                pass
+
+    def on_unmount(self) -> None:
+        self.cancel.set()  # never leave a follower or trainer running behind a closed screen
+
+    # -- actions ---------------------------------------------------------------------------------
+    def action_stop(self) -> None:
+        if self.read_only:
+            self.notify(READ_ONLY_MSG, severity="warning", timeout=6)
+            return
+        if not self.engine_running:
+            self.notify("training is not running", timeout=3)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes and self.engine_running:
+                self.cancel.set()
+                self._say("warning", "stop requested: the run stops after this batch")
+
+        self.app.push_screen(ConfirmScreen(
+            "Stop training? The engine saves a checkpoint; the run stays resumable "
+            "(mammo-tui train --resume RUN_DIR).", yes="Stop"), answered)
+
+    def action_apply(self) -> None:
+        if self.read_only:
+            self.notify(READ_ONLY_MSG, severity="warning", timeout=6)
+            return
+        suggestions = self.state.suggestions()
+        panel = self.query_one(SuggestionList)
+        if not suggestions:
+            self.notify("no suggestions: the collapse check is healthy", timeout=3)
+            return
+        index = panel.highlighted or 0
+        suggestion = suggestions[min(index, len(suggestions) - 1)]
+
+        fresh = self.completed  # every epoch done: resuming would have nothing left to train
+        how = ("The run has finished, so a new run starts with the changed config."
+               if fresh else
+               "The run stops (its checkpoint is kept) and continues from its last checkpoint "
+               "with the changed config.")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self._apply_and_restart(suggestion, fresh), group="apply",
+                                exclusive=True)
+
+        self.app.push_screen(ConfirmScreen(f"Apply {suggestion_label(suggestion)}\n\n{how}",
+                                           yes="Apply"), answered)
+
+    @property
+    def completed(self) -> bool:
+        """The run trained all its epochs (not stopped, not failed)."""
+        finished = self.state.finished
+        return (finished is not None and not finished.interrupted and not self.engine_running)
+
+    async def _apply_and_restart(self, suggestion: dict[str, Any], fresh: bool) -> None:
+        from mammo_tui.errors import ConfigError
+
+        if self.engine_running:
+            self._say("warning", "stopping to apply a suggestion…")
+            await self.stop_engine()
+        try:
+            config = apply_suggestion(self.current_config(), suggestion)
+        except ConfigError as exc:
+            self.notify(str(exc), title="cannot apply", severity="error", timeout=8)
+            return
+        change = f"{suggestion.get('key')} = {suggestion.get('value')}"
+        if fresh:
+            self._say("warning", f"applied {change}: starting a new run")
+            self.start_training(replace(self.request, config=config, resume=None, force=False,
+                                        run_name=None))
+            return
+        run_dir = self.state.run_dir or getattr(self.result, "run_dir", None)
+        if not run_dir:
+            self.notify("the run has no directory yet; nothing to resume", severity="error")
+            return
+        self._say("warning", f"applied {change}: resuming {Path(run_dir).name} from its checkpoint")
+        self.start_training(replace(self.request, config=config, resume=str(run_dir), force=True))
+
+    def _say(self, level: str, text: str) -> None:
+        self.state.note(level, text)
+        self._dirty.add(LOG)
+        self._repaint()
+
+    def current_config(self):
+        """The config the run uses now (RunStarted + any ConfigChanged), as a TrainConfig."""
+        from mammo_tui.config import KEYS, from_mapping
+
+        base = self.request.config.to_dict() if self.request is not None else {}
+        base.update({k: v for k, v in self.state.config.items() if k in KEYS})
+        return from_mapping(base, source="run config")
+
+    def action_toggle(self, key: str) -> None:
+        """-hidden hides; -pinned overrides the small-terminal rule that hides a panel for room."""
+        panel_id, label = PANELS[key]
+        panel = self.query_one(f"#{panel_id}")
+        hide = not panel.has_class("-hidden") and (panel.display or panel.has_class("-empty"))
+        panel.set_class(hide, "-hidden")
+        panel.set_class(not hide, "-pinned")
+        self.notify(f"{label}: {'hidden' if hide else 'shown'}", timeout=2)
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen(self))
+
+    async def action_back(self) -> None:
+        if len(self.app.screen_stack) <= 2 or self.engine_running and not self.read_only:
+            return  # the dashboard of a live run is left with q (which stops it safely)
+        await self.stop_engine()
+        self.app.pop_screen()
+
+
+def apply_suggestion(config, suggestion: dict[str, Any]):
+    """collapse.apply_suggestion when present (it knows multi-key fixes), else key=value."""
+    try:
+        from mammo_tui.collapse import Suggestion
+        from mammo_tui.collapse import apply_suggestion as apply
+    except ImportError:
+        return config.replace(**{suggestion["key"]: suggestion["value"]})
+    names = ("key", "value", "reason")
+    return apply(config, Suggestion(**{k: suggestion.get(k) for k in names if k in suggestion}))

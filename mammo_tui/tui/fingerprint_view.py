@@ -1,0 +1,132 @@
+"""Wizard step 2: the dataset's fingerprint and validation report; continue without bad rows or go back."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Button, Footer, Header, Static
+
+from mammo_tui.labels import CLASS_NAMES
+from mammo_tui.tui.render import count_bars
+from mammo_tui.tui.wizard import WizardState, WizardStep
+
+MAX_EXAMPLES = 3  # problem messages shown per kind; the rest are counted
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in counts.items()) or "–"
+
+
+def _size_text(fp: Any) -> str:
+    if fp.width is None or fp.height is None:
+        return "not read"
+    w, h = fp.width, fp.height
+    if w.min == w.max and h.min == h.max:
+        return f"{w.min} × {h.min} px"
+    return f"{w.min}–{w.max} × {h.min}–{h.max} px (median {w.median:g} × {h.median:g})"
+
+
+def imbalance_text(ratio: float) -> Text:
+    if not math.isfinite(ratio):
+        return Text("infinite (a class has no images)", style="bold red")
+    style = "bold yellow" if ratio > 10 else "green"
+    word = "high, > 10" if ratio > 10 else "moderate, <= 10"
+    return Text(f"{ratio:.1f} ({word})", style=style)
+
+
+def facts_table(fp: Any) -> Table:
+    table = Table(box=None, padding=(0, 1), show_header=False, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    table.add_row("Images", f"{fp.n_images:,}  ({fp.rows_usable:,} of {fp.rows_read:,} rows usable)")
+    table.add_row("Patients", f"{fp.n_patients:,}")
+    table.add_row("Imbalance", imbalance_text(fp.imbalance_ratio))
+    table.add_row("Image size", _size_text(fp))
+    table.add_row("Formats", _counts_text(fp.formats))
+    if fp.photometric:
+        table.add_row("Photometric", _counts_text(fp.photometric))
+    if fp.transfer_syntaxes:
+        table.add_row("Compression", _counts_text(fp.transfer_syntaxes))
+    return table
+
+
+def problems_text(report: Any) -> Text:
+    counts = report.problem_counts()
+    if not counts:
+        return Text("No problems: every row is usable.", style="green")
+    text = Text()
+    for kind, n in counts.items():
+        text.append(f"{kind}", style="bold yellow")
+        text.append(f"  {n}\n")
+        examples = [p for p in report.problems if p.kind == kind][:MAX_EXAMPLES]
+        for problem in examples:
+            text.append(f"  • {problem.message}\n", style="dim")
+        if n > len(examples):
+            text.append(f"  … and {n - len(examples)} more\n", style="dim")
+    text.rstrip()
+    return text
+
+
+class FingerprintScreen(WizardStep):
+    HELP_TITLE = "wizard 2/4: fingerprint"
+    HELP_TEXT = ("What the scan found. Problems (missing files, unreadable images, unknown labels…) "
+                 "remove only the rows they name; continue without them, or go back and fix them. "
+                 "They are listed in the run's dataset.json.")
+    BINDINGS = [
+        Binding("enter", "next", "Continue"),
+        *WizardStep.BINDINGS,
+    ]
+
+    def compose(self) -> ComposeResult:
+        w: WizardState = self.wizard
+        fp, report = w.fingerprint, w.report
+        yield Header()
+        with VerticalScroll(id="wizard-body"):
+            source = "built-in demo dataset" if w.demo else fp.source
+            yield Static(Text("Step 2 of 4 · Fingerprint", style="bold"), classes="step-title")
+            yield Static(Text(source, style="dim"), classes="hint")
+            with Horizontal(id="fingerprint-columns"):
+                yield Static(count_bars(CLASS_NAMES, fp.class_counts, 40), id="class-counts",
+                             classes="panel")
+                yield Static(facts_table(fp), id="facts", classes="panel")
+            problems = Static(problems_text(report), id="problems", classes="panel")
+            problems.border_title = f"Validation report ({sum(report.problem_counts().values())} problems)"
+            yield problems
+            for note in getattr(report, "notes", []):
+                yield Static(Text(f"note: {note}", style="dim"))
+            with Horizontal(classes="buttons"):
+                if w.bad_rows:
+                    label = f"Continue without {w.bad_rows} bad rows (enter)"
+                else:
+                    label = "Continue anyway (enter)" if report.problems else "Continue (enter)"
+                yield Button(label, variant="primary", id="next", compact=True)
+                yield Button("Back (esc)", id="back", compact=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "new run: fingerprint"
+        self.query_one("#class-counts").border_title = "images per class"
+        self.query_one("#facts").border_title = "dataset"
+        self.query_one("#next", Button).focus()
+
+    @on(Button.Pressed, "#back")
+    def _back(self) -> None:
+        self.action_back()
+
+    @on(Button.Pressed, "#next")
+    def action_next(self) -> None:
+        from mammo_tui.planner import plan
+
+        w = self.wizard
+        w.skip_bad_rows = bool(w.report.problems)  # the engine refuses a report with problems otherwise
+        w.plan = plan(w.fingerprint.n_images, w.fingerprint.class_counts)
+        from mammo_tui.tui.decision import DecisionScreen
+
+        self.app.push_screen(DecisionScreen(w))

@@ -1,0 +1,39 @@
+"""Messages that carry work from thread workers to the UI thread (post_message is thread-safe)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.message import Message
+
+from mammo_tui.events import Event
+
+
+class EngineEvent(Message):
+    """One engine event, live from train() or read from events.jsonl."""
+
+    def __init__(self, event: Event) -> None:
+        super().__init__()
+        self.event = event
+
+
+class EngineDone(Message):
+    """The training / follow thread returned (result) or raised (error)."""
+
+    def __init__(self, result: Any = None, error: BaseException | None = None) -> None:
+        super().__init__()
+        self.result = result
+        self.error = error
+
+
+class ScanProgress(Message):
+    def __init__(self, done: int, total: int, stage: str = "") -> None:
+        super().__init__()
+        self.done, self.total, self.stage = done, total, stage
+
+
+class ScanDone(Message):
+    def __init__(self, spec: Any = None, report: Any = None, error: BaseException | None = None,
+                 demo: bool = False) -> None:
+        super().__init__()
+        self.spec, self.report, self.error, self.demo = spec, report, error, demo

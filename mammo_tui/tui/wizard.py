@@ -1,0 +1,333 @@
+"""Wizard step 1: pick a dataset (typed paths, a file browser, or the demo) and scan it.
+
+The scan runs in a thread worker (it opens every image header); progress reaches the screen via
+post_message. The later steps live in fingerprint_view.py, decision.py and configure.py and share
+one WizardState.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, DirectoryTree, Footer, Header, Input, Label, ProgressBar, Select, Static
+
+from mammo_tui.tui.dialogs import HelpScreen
+from mammo_tui.tui.messages import ScanDone, ScanProgress
+
+LAYOUTS = [
+    ("Reference CSV + DICOM folders (AccessionNumber,Classification)", "reference"),
+    ("Generic CSV (image_path,label[,patient_id,view])", "generic"),
+    ("Class folders (A/ B/ C/ D/ or 1/ 2/ 3/ 4/)", "folders"),
+]
+PROGRESS_INTERVAL_S = 0.1  # scan progress messages: a few per second is enough
+
+
+@dataclass
+class WizardState:
+    """What the wizard has learned so far; handed from step to step."""
+
+    spec: Any = None  # DatasetSpec
+    demo: bool = False
+    demo_size: float | None = None
+    report: Any = None  # ValidationReport
+    fingerprint: Any = None  # Fingerprint
+    plan: Any = None  # planner.Plan
+    skip_bad_rows: bool = False
+    user_config: Any = None  # a TrainConfig the CLI passed (--preset / flags); wins over the plan
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def bad_rows(self) -> int:
+        """Problems that removed an image or row (an empty class removes nothing)."""
+        if self.report is None:
+            return 0
+        return sum(1 for p in self.report.problems if p.kind != "empty_class")
+
+
+def spec_from_inputs(layout: str, first: str, second: str):
+    """DatasetSpec from the form; a directory typed as the CSV means class folders."""
+    from mammo_tui.data.sources import DatasetSpec
+    from mammo_tui.errors import DatasetError
+
+    first, second = first.strip(), second.strip()
+    if not first:
+        what = "the class-folder directory" if layout == "folders" else "the label CSV"
+        raise DatasetError(f"type the path of {what}, or press ctrl+d for the demo dataset")
+    path = Path(first).expanduser()
+    if layout == "folders" or path.is_dir():
+        return DatasetSpec(images=str(path))
+    if layout == "reference":
+        root = Path(second).expanduser() if second else path.parent
+        return DatasetSpec(csv=str(path), dicom_root=str(root))
+    return DatasetSpec(csv=str(path))
+
+
+class WizardStep(Screen):
+    """Common keys of the wizard screens."""
+
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("question_mark", "help", "Help"),
+    ]
+
+    def __init__(self, wizard: WizardState) -> None:
+        super().__init__()
+        self.wizard = wizard
+
+    def on_mount(self) -> None:
+        # Focusing the bottom button scrolls a short terminal to the end; start at the top.
+        self.call_after_refresh(self._scroll_top)
+
+    def _scroll_top(self) -> None:
+        for body in self.query("#wizard-body"):
+            body.scroll_home(animate=False)
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 2:
+            self.app.pop_screen()
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        # The first screen has nowhere to go back to: hide the key rather than ignore it.
+        if action == "back" and self.app.screen_stack[:2] == [self.app.screen_stack[0], self]:
+            return False
+        return True
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen(self))
+
+
+class DatasetScreen(WizardStep):
+    HELP_TITLE = "wizard 1/4: dataset"
+    HELP_TEXT = ("Type the label CSV (and the DICOM root for the reference layout) or a folder with "
+                 "one sub-folder per class, then press enter. ctrl+o browses for the path of the "
+                 "focused field. ctrl+d uses the built-in synthetic demo dataset.")
+    BINDINGS = [
+        Binding("ctrl+d", "demo", "Demo dataset", priority=True),
+        Binding("ctrl+o", "browse", "Browse", priority=True),
+        Binding("ctrl+r", "runs", "Runs", priority=True, tooltip="browse and compare earlier runs"),
+        # "?" would type into the path fields: F1 is the help key here.
+        Binding("f1", "help", "Help", priority=True),
+    ]
+
+    def __init__(self, *, demo: bool = False, dataset: Any = None, user_config: Any = None,
+                 demo_size: float | None = None) -> None:
+        super().__init__(WizardState(user_config=user_config, demo_size=demo_size))
+        self.autostart_demo = demo
+        self.autostart_dataset = dataset
+        self._last_input: Input | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="wizard-body"):
+            yield Static(Text("Step 1 of 4 · Dataset", style="bold"), classes="step-title")
+            yield Static("Point the wizard at your mammograms, or try the built-in demo dataset.",
+                         classes="hint")
+            yield Label("Layout")
+            yield Select(LAYOUTS, value="reference", allow_blank=False, compact=True, id="layout")
+            yield Label("Label CSV", id="first-label")
+            yield Input(placeholder="path/to/labels.csv", compact=True, id="first")
+            yield Label("DICOM root (one folder per accession; default: the CSV's folder)",
+                        id="second-label")
+            yield Input(placeholder="path/to/dicom/", compact=True, id="second")
+            with Horizontal(classes="buttons"):
+                yield Button("Scan (enter)", variant="primary", id="scan", compact=True)
+                yield Button("Demo dataset (ctrl+d)", id="demo", compact=True)
+                yield Button("Browse (ctrl+o)", id="browse", compact=True)
+            yield Static("", id="scan-status")
+            yield ProgressBar(id="scan-progress", show_eta=False)
+            yield Static("", id="scan-error", classes="error-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "mammo-tui"
+        self.sub_title = "new run: dataset"
+        self.query_one("#scan-progress").display = False
+        self.query_one("#first", Input).focus()
+        if self.autostart_dataset is not None or self.autostart_demo:
+            # After the first frame: a fast scan must not push the next screen mid-mount.
+            self.call_after_refresh(self._autostart)
+
+    def _autostart(self) -> None:
+        if self.autostart_dataset is not None:
+            self._scan(self.autostart_dataset, demo=False)
+        else:
+            self.action_demo()
+
+    # -- form ------------------------------------------------------------------------------------
+    @on(Select.Changed, "#layout")
+    def _layout_changed(self, event: Select.Changed) -> None:
+        folders = event.value == "folders"
+        self.query_one("#first-label", Label).update(
+            "Folder with one sub-folder per class" if folders else "Label CSV")
+        self.query_one("#first", Input).placeholder = "path/to/images/" if folders else "path/to/labels.csv"
+        show_second = event.value == "reference"
+        self.query_one("#second").display = show_second
+        self.query_one("#second-label").display = show_second
+
+    def on_descendant_focus(self, event) -> None:
+        if isinstance(event.widget, Input):
+            self._last_input = event.widget
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#scan")
+    def _submit(self) -> None:
+        from mammo_tui.errors import MammoError
+
+        try:
+            spec = spec_from_inputs(str(self.query_one("#layout", Select).value),
+                                    self.query_one("#first", Input).value,
+                                    self.query_one("#second", Input).value)
+        except MammoError as exc:
+            self._show_error(str(exc))
+            return
+        self._scan(spec, demo=False)
+
+    @on(Button.Pressed, "#demo")
+    def action_demo(self) -> None:
+        self._scan(None, demo=True)
+
+    @on(Button.Pressed, "#browse")
+    def action_browse(self) -> None:
+        target = self._last_input or self.query_one("#first", Input)
+        start = Path(target.value).expanduser() if target.value.strip() else Path.cwd()
+
+        def chosen(path: Path | None) -> None:
+            if path is not None:
+                target.value = str(path)
+                target.focus()
+
+        self.app.push_screen(BrowseScreen(start), chosen)
+
+    def action_runs(self) -> None:
+        from mammo_tui.tui.runs import RunsScreen
+
+        self.app.push_screen(RunsScreen(getattr(self.app, "runs_root", "runs")))
+
+    def _show_error(self, text: str) -> None:
+        self.query_one("#scan-error", Static).update(text)
+        self.query_one("#scan-status", Static).update("")
+        self.query_one("#scan-progress").display = False
+
+    # -- scanning --------------------------------------------------------------------------------
+    def _scan(self, spec: Any, demo: bool) -> None:
+        self.query_one("#scan-error", Static).update("")
+        what = "the demo dataset" if demo else spec.describe()
+        self.query_one("#scan-status", Static).update(f"Scanning {what}…")
+        bar = self.query_one("#scan-progress", ProgressBar)
+        bar.update(total=None, progress=0)
+        bar.display = True
+        for button in self.query(Button):
+            button.disabled = True
+        size = self.wizard.demo_size or getattr(self.app, "demo_size", None)
+        self._scan_worker(spec, demo, size)
+
+    @work(thread=True, exclusive=True, group="scan", exit_on_error=False)
+    def _scan_worker(self, spec: Any, demo: bool, demo_size: float | None) -> None:
+        try:
+            from mammo_tui.data.sources import scan_dataset
+            from mammo_tui.prepare import DEMO_SIZE, ensure_demo_dataset
+
+            if demo:
+                # The engine's own demo location (prepare.cache_root()), so training reuses it.
+                demo_size = demo_size or DEMO_SIZE
+                self.post_message(ScanProgress(0, 0, "writing the demo dataset (once)…"))
+                spec = ensure_demo_dataset(demo_size)
+            last = 0.0
+
+            def progress(done: int, total: int) -> None:
+                nonlocal last
+                now = time.monotonic()
+                if now - last >= PROGRESS_INTERVAL_S or done == total:
+                    last = now
+                    self.post_message(ScanProgress(done, total))
+
+            report = scan_dataset(spec, check_images=True, progress=progress)
+            self.post_message(ScanDone(spec=spec, report=report, demo=demo))
+        except Exception as exc:  # noqa: BLE001 - DatasetError and unexpected ones: both shown inline
+            self.post_message(ScanDone(error=exc, demo=demo))
+
+    @on(ScanProgress)
+    def _on_progress(self, message: ScanProgress) -> None:
+        bar = self.query_one("#scan-progress", ProgressBar)
+        if message.total:
+            bar.update(total=message.total, progress=message.done)
+            self.query_one("#scan-status", Static).update(
+                f"Reading image headers: {message.done} / {message.total}")
+        elif message.stage:
+            self.query_one("#scan-status", Static).update(message.stage)
+
+    @on(ScanDone)
+    def _on_done(self, message: ScanDone) -> None:
+        for button in self.query(Button):
+            button.disabled = False
+        if message.error is not None:
+            self._show_error(str(message.error) or type(message.error).__name__)
+            return
+        from mammo_tui.data.fingerprint import fingerprint
+
+        self.query_one("#scan-progress").display = False
+        self.query_one("#scan-status", Static).update("")
+        w = self.wizard
+        w.spec, w.report, w.demo = message.spec, message.report, message.demo
+        if message.demo:
+            from mammo_tui.prepare import DEMO_SIZE
+
+            w.demo_size = w.demo_size or getattr(self.app, "demo_size", None) or DEMO_SIZE
+        w.fingerprint = fingerprint(message.report)
+        from mammo_tui.tui.fingerprint_view import FingerprintScreen
+
+        self.app.push_screen(FingerprintScreen(w))
+
+
+class BrowseScreen(ModalScreen[Path | None]):
+    """A directory tree: enter picks a file; `s` picks the highlighted folder; backspace goes up."""
+
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("s", "select_folder", "Pick folder"),
+        Binding("backspace", "up", "Parent folder"),
+    ]
+
+    def __init__(self, start: Path) -> None:
+        super().__init__()
+        start = start if start.is_dir() else start.parent
+        self.start = start if start.is_dir() else Path.cwd()
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="browser"):
+            yield Static(Text(f"Pick a file or folder · {self.start}", style="bold"), id="browse-title")
+            yield DirectoryTree(self.start, id="tree")
+            yield Static("enter: pick file / open folder · s: pick folder · backspace: parent · "
+                         "esc: cancel", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one(DirectoryTree).focus()
+
+    @on(DirectoryTree.FileSelected)
+    def _file(self, event: DirectoryTree.FileSelected) -> None:
+        self.dismiss(Path(event.path))
+
+    def action_select_folder(self) -> None:
+        tree = self.query_one(DirectoryTree)
+        node = tree.cursor_node
+        path = Path(node.data.path) if node is not None and node.data is not None else Path(tree.path)
+        self.dismiss(path if path.is_dir() else path.parent)
+
+    def action_up(self) -> None:
+        tree = self.query_one(DirectoryTree)
+        parent = Path(tree.path).resolve().parent
+        tree.path = parent
+        self.query_one("#browse-title", Static).update(
+            Text(f"Pick a file or folder · {parent}", style="bold"))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
