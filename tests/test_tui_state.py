@@ -201,3 +201,13 @@ def test_batch_progress_for_a_later_epoch_shows_that_epoch():
     state = folded(sample_events(finished=False)[:1])
     state.apply(BatchProgress(epoch=1, batch=40, n_batches=40, loss=1.0, images_per_s=10, eta_s=0))
     assert "Batch  40/40" in render.progress_text(state, 100).plain
+
+
+def test_a_config_change_updates_the_shown_config_to_the_new_values():
+    from mammo_tui.events import ConfigChanged
+
+    state = folded(sample_events(collapsed=True))
+    assert state.config["sampler"] == "none"
+    state.apply(ConfigChanged(epoch=2, changes={"sampler": ["none", "weighted"]}, reason="collapse"))
+    assert state.config["sampler"] == "weighted"
+    assert any("sampler=weighted" in line.text for line in state.new_log)

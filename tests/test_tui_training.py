@@ -106,7 +106,7 @@ async def test_quit_while_training_stops_the_engine_before_exiting(spec, tmp_pat
 
 
 @async_test
-async def test_apply_while_running_resumes_the_run_with_the_changed_config(spec, tmp_path):
+async def test_apply_while_running_restarts_from_the_best_checkpoint_with_the_changed_config(spec, tmp_path):
     app = MammoApp(job=job(spec, tmp_path, "resumed", collapse_config(epochs=30)))
     async with app.run_test(size=(120, 40)) as pilot:
         dash = await dashboard(pilot)
@@ -128,6 +128,10 @@ async def test_apply_while_running_resumes_the_run_with_the_changed_config(spec,
     assert starts[1].config["sampler"] == "weighted"
     saved = tomllib.loads((run_dir / "config.toml").read_text())
     assert saved["sampler"] == "weighted"
+    events = read_events(run_dir)
+    assert any("restarting from the best checkpoint" in getattr(e, "message", "") for e in events)
+    changed = [e for e in events if e.type == "config_changed"]
+    assert changed and changed[0].changes["sampler"] == ["none", "weighted"]
 
 
 @async_test

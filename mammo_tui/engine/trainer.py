@@ -57,6 +57,7 @@ class TrainRequest:
     run_name: str | None = None
     resume: str | None = None
     force: bool = False  # resume with a changed config
+    restart_from_best: bool = False  # resume: weights from best.pt, fresh optimizer (a config fix)
     skip_bad_rows: bool = False
     preset: str = ""
     folds: int = 0  # > 0: cross-validation; this run trains on fold `fold` (0-based) of `folds`
@@ -124,6 +125,7 @@ class _Setup:
     def __init__(self, request: TrainRequest):
         self.request = request
         self.notes: list[str] = []
+        self.changed: dict[str, tuple[Any, Any]] = {}  # config changes accepted on resume
         self.dist = distributed.from_env()
         if request.resume:
             self._resume()
@@ -232,7 +234,7 @@ class _Setup:
         if last.is_file():  # a recovery may have changed the config after config.toml was written
             saved = config_mod.from_mapping(load_checkpoint(last)["config"], source=str(last))
         self.config = req.config or saved
-        changed = config_mod.diff(saved, self.config)
+        self.changed = changed = config_mod.diff(saved, self.config)
         if changed and not req.force:
             listing = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
             raise ConfigError(f"--resume {self.run_dir}: the config differs from the run's ({listing}). "
@@ -448,19 +450,33 @@ class Trainer:
         if not last.is_file():
             return
         state = load_checkpoint(last)
-        self.model.load_state_dict(state["model"])
-        if self.in_crt(int(state["epoch"])):
-            self._crt_optimisation()  # the saved optimizer state is the cRT head's
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler and state.get("scheduler"):
-            self.scheduler.load_state_dict(state["scheduler"])
+        best = self.run_dir / CHECKPOINT_DIR / "best.pt"
+        if self.setup.request.restart_from_best and best.is_file():
+            # a suggestion was applied: back to the best weights, new optimizer for the new config
+            best_state = load_checkpoint(best)
+            self.model.load_state_dict(best_state["model"])
+            self.pending.append(LogMessage("info", f"restarting from the best checkpoint (epoch "
+                                           f"{best_state['epoch']}) with a fresh optimizer"))
+        else:
+            self.model.load_state_dict(state["model"])
+            if self.in_crt(int(state["epoch"])):
+                self._crt_optimisation()  # the saved optimizer state is the cRT head's
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler and state.get("scheduler"):
+                self.scheduler.load_state_dict(state["scheduler"])
         self.history = list(state.get("history") or [])
         self.best_epoch = state.get("best_epoch")
         self.best_score = tuple(state["best_score"]) if state.get("best_score") else None
         self.recoveries = int(state.get("recoveries", 0))
         self.changes = list(state.get("changes") or [])
         self.start_epoch = int(state["epoch"]) + 1
-        best = self.run_dir / CHECKPOINT_DIR / "best.pt"
+        if self.setup.changed:
+            change = {"epoch": int(state["epoch"]), "changes": {k: [a, b] for k, (a, b) in self.setup.changed.items()},
+                      "reason": "changed on resume" + (" from the best checkpoint"
+                                                       if self.setup.request.restart_from_best else "")}
+            self.changes.append(change)
+            self.pending.append(ConfigChanged(epoch=change["epoch"], changes=change["changes"],
+                                              reason=change["reason"]))
         if best.is_file():
             best_state = load_checkpoint(best)
             if best_state.get("status") != "collapsed":

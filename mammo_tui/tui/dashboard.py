@@ -68,6 +68,7 @@ class TrainJob:
     run_name: str | None = None
     resume: str | None = None
     force: bool = False
+    restart_from_best: bool = False
     skip_bad_rows: bool = False
     preset: str = ""
 
@@ -84,7 +85,7 @@ class TrainJob:
 class DashboardScreen(Screen):
     HELP_TITLE = "training dashboard"
     HELP_TEXT = ("Stop keeps a resumable run. Apply takes the highlighted suggestion (up/down "
-                 "in the list) and continues from the checkpoint with it. 1-6 hide / show panels.")
+                 "in the list) and restarts from the best checkpoint with it. 1-6 hide / show panels.")
     BINDINGS = [
         Binding("s", "stop", "Stop", tooltip="stop training (asks first); a checkpoint is saved"),
         Binding("a", "apply", "Apply fix",
@@ -325,8 +326,9 @@ class DashboardScreen(Screen):
         if not run_dir:
             self.notify("the run has no directory yet; nothing to resume", severity="error")
             return
-        self._say("warning", f"applied {change}: resuming {Path(run_dir).name} from its checkpoint")
-        self.start_training(replace(self.request, config=config, resume=str(run_dir), force=True))
+        self._say("warning", f"applied {change}: restarting {Path(run_dir).name} from its best checkpoint")
+        self.start_training(replace(self.request, config=config, resume=str(run_dir), force=True,
+                                    restart_from_best=True))
 
     def _say(self, level: str, text: str) -> None:
         self.state.note(level, text)

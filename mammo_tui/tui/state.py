@@ -104,8 +104,9 @@ class DashboardState:
         return set()  # "last" is saved every epoch; not news
 
     def _on_config_changed(self, e: ConfigChanged) -> set[str]:
-        self.config.update(e.changes)
-        changes = ", ".join(f"{k}={v}" for k, v in e.changes.items())
+        # the engine reports each change as [old, new]
+        self.config.update({key: new for key, (_old, new) in e.changes.items()})
+        changes = ", ".join(f"{k}={new}" for k, (_old, new) in e.changes.items())
         self.note("warning", f"epoch {e.epoch}: config changed ({changes}): {e.reason}")
         return {LOG, STATUS}
 
