@@ -22,8 +22,7 @@ def tiny_config(**changes):
 
 
 def run(spec, tmp_path, sink=None, cancel=None, **changes):
-    request = TrainRequest(config=tiny_config(**changes), dataset=spec, outdir=str(tmp_path / "runs"),
-                           run_name=changes.pop("run_name", None) if "run_name" in changes else None)
+    request = TrainRequest(config=tiny_config(**changes), dataset=spec, outdir=str(tmp_path / "runs"))
     events = []
 
     def collect(event):
@@ -34,13 +33,19 @@ def run(spec, tmp_path, sink=None, cancel=None, **changes):
     return train(request, collect, cancel), events
 
 
-def test_warmup_trains_the_head_only_then_unfreezes_the_last_block(tiny_demo, tmp_path):
+def last_checkpoint_recorder():
+    """(epoch -> model state of last.pt as saved after that epoch, the sink that fills it)."""
     snapshots = {}
 
     def grab(event):
         if event.type == "checkpoint" and event.kind == "last":
             snapshots[event.epoch] = load_checkpoint(event.path)["model"]
 
+    return snapshots, grab
+
+
+def test_warmup_trains_the_head_only_then_unfreezes_the_last_block(tiny_demo, tmp_path):
+    snapshots, grab = last_checkpoint_recorder()
     result, events = run(tiny_demo, tmp_path, sink=grab, epochs=3, warmup_epochs=2, freeze="last_block",
                          max_batches_per_epoch=2, lr=1e-3)
     trainable = [e.trainable for e in events if e.type == "epoch"]
@@ -166,12 +171,7 @@ def test_frozen_feature_cache_matches_recomputing_the_backbone(tiny_demo, tmp_pa
 
 
 def test_crt_retrains_a_fresh_head_on_the_best_backbone_with_balanced_sampling(tiny_demo, tmp_path):
-    snapshots = {}
-
-    def grab(event):
-        if event.type == "checkpoint" and event.kind == "last":
-            snapshots[event.epoch] = load_checkpoint(event.path)["model"]
-
+    snapshots, grab = last_checkpoint_recorder()
     result, events = run(tiny_demo, tmp_path, sink=grab, epochs=3, crt_epochs=1, sampler="none",
                          freeze="none", warmup_epochs=0, max_batches_per_epoch=2)
     assert [e.trainable for e in events if e.type == "epoch"] == ["all layers", "all layers", "head"]
