@@ -117,3 +117,23 @@ def test_no_patient_identifying_header_values_reach_the_run_dir(make_dicom, tmp_
     texts.append((proc.stdout + proc.stderr).encode())
     for secret in (b"DOE^JANE", b"19600101", b"MRN-0000", b"ST ELSEWHERE"):
         assert not any(secret in t for t in texts), secret
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 512 KiB tmpfs: room for the run's small files, not for a checkpoint (root only)."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount_point)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+def test_disk_full_is_a_clear_failure_and_the_log_says_so(tiny_demo, tiny_disk):
+    proc = start_training(tiny_demo, tiny_disk, "full", 2)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, out + err
+    assert "disk is full" in out + err and "Traceback" not in err
+    assert "--resume" in out + err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,12 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
             torch.save({"format_version": FORMAT_VERSION, **payload}, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; run dirs are shared with colleagues
         os.replace(tmp, path)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
         Path(tmp).unlink(missing_ok=True)
-        reason = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
+        full = getattr(exc, "errno", None) == errno.ENOSPC or shutil.disk_usage(path.parent).free < 1 << 20
+        reason = "the disk is full" if full else getattr(exc, "strerror", None) or str(exc).splitlines()[0]
         raise RunDirError(
             f"cannot write checkpoint {path}: {reason}. The previous checkpoint in that folder is "
             f"intact; free space or pass --outdir on another disk, then --resume the run."
