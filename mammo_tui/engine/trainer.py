@@ -38,7 +38,7 @@ from mammo_tui.labels import CLASS_NAMES, NUM_CLASSES
 from mammo_tui.metrics import compute_metrics, selection_score
 from mammo_tui.prepare import DEMO_SIZE, ensure_demo_dataset, prepare_dataset
 from mammo_tui.rundir import (CHECKPOINT_DIR, CONFIG_FILE, DATASET_FILE, SPLITS_FILE, SUMMARY_FILE,
-                              atomic_write_text, new_run_name, read_summary, safe_run_name,
+                              atomic_write_text, new_run_name, safe_run_name,
                               write_json)
 from mammo_tui.runlog import EVENTS_FILE, RunLogWriter
 
@@ -608,11 +608,9 @@ class Trainer:
         progress = {"batches_done": 0, "batches_total": steps * (cfg.epochs - self.start_epoch + 1),
                     "batch_time": 0.0}
         status, interrupted, stale = "healthy", False, 0
-        last_metrics: dict[str, Any] = {}
         previous = self.history[-1]["metrics"] if self.history else None
         features_for: str | None = None
         train_feats = val_feats = None
-        epoch = self.start_epoch - 1
         try:
             for epoch in range(self.start_epoch, self.cfg.epochs + 1):
                 if self.in_crt(epoch) and not self.in_crt(epoch - 1):
@@ -652,7 +650,7 @@ class Trainer:
                 suggestions = [s.to_dict() for s in suggest(self.cfg, result, metrics)]
                 status = result.status
                 self.emit(CollapseStatus(epoch=epoch, status=status, reasons=result.reasons, suggestions=suggestions))
-                previous, last_metrics = metrics, metrics
+                previous = metrics
                 self.history.append({"epoch": epoch, "status": status, "score": list(score), "metrics": metrics,
                                      "train_loss": train_loss, "val_loss": val_loss})
                 improved = self.best_score is None or score > self.best_score
@@ -664,7 +662,7 @@ class Trainer:
                 if status != "collapsed" and (improved or self.best_healthy_state is None):
                     self.best_healthy_state = copy.deepcopy(self.model.state_dict())
                 self._save("last", epoch, metrics, status, score)
-                self._write_summary("running", epoch, last_metrics, interrupted=False)
+                self._write_summary("running", interrupted=False)
                 if status == "collapsed" and epoch < self.cfg.epochs:
                     if self.cfg.on_collapse == "stop":
                         self.emit(LogMessage("error", f"collapsed at epoch {epoch}; stopping (on_collapse = stop)",
@@ -682,7 +680,7 @@ class Trainer:
             return self._fail(f"non-finite loss ({exc.value}) at epoch {exc.epoch}, batch {exc.batch}. "
                               f"The last good checkpoint is kept. Lower the learning rate (lr = {self.cfg.lr:g}) "
                               "or enable gradient clipping (grad_clip).", exc.epoch, exc.batch, EXIT_FAILED)
-        return self._finish(epoch, last_metrics, interrupted)
+        return self._finish(interrupted)
 
     def _recover(self, epoch: int, reasons: list[str], suggestions: list[dict[str, Any]]) -> None:
         """Roll back to the best healthy weights, apply the top suggestion, go on."""
@@ -706,15 +704,14 @@ class Trainer:
         summary: dict[str, Any] = {}
         try:
             self.emit(event)
-            summary = self._write_summary("failed", 0, {}, interrupted=False, error=message)
+            summary = self._write_summary("failed", interrupted=False, error=message)
         except (OSError, MammoError):
             # the run dir itself is what failed (disk full, removed): the sink still hears it
             self.emit.sinks[-1](event)
         self.writer.close()
         return RunResult(self.run_dir, "failed", code, summary)
 
-    def _finish(self, epoch: int, last_metrics: dict[str, Any], interrupted: bool) -> RunResult:
-        epochs_done = len(self.history)
+    def _finish(self, interrupted: bool) -> RunResult:
         if interrupted:
             status, code = "interrupted", EXIT_INTERRUPTED
         else:
@@ -725,14 +722,13 @@ class Trainer:
             if self.history and self.history[-1]["status"] == "collapsed" and status != "collapsed":
                 self.emit(LogMessage("warning", f"the last epoch collapsed; best.pt (epoch {self.best_epoch}) "
                                      "is the checkpoint to use"))
-        summary = self._write_summary(status, epochs_done, last_metrics, interrupted=interrupted)
+        summary = self._write_summary(status, interrupted=interrupted)
         self.emit(RunFinished(status=status, best_epoch=self.best_epoch, best_metrics=summary["best_metrics"],
                               epochs_completed=summary["epochs_completed"], interrupted=interrupted, exit_code=code))
         self.writer.close()
         return RunResult(self.run_dir, status, code, summary)
 
-    def _write_summary(self, status: str, epoch: int, last_metrics: dict[str, Any], interrupted: bool,
-                       error: str = "") -> dict[str, Any]:
+    def _write_summary(self, status: str, interrupted: bool, error: str = "") -> dict[str, Any]:
         summary = self._summary(status, interrupted, error)
         if self.is_main:
             write_json(self.run_dir / SUMMARY_FILE, summary)
