@@ -22,7 +22,9 @@ examples:
   mammo-tui train --no-ui --demo              headless training on the demo dataset
   mammo-tui train --no-ui --csv labels.csv --dicom-root dicom/ --preset last_block
   mammo-tui plan labels.csv --dicom-root dicom/
-  mammo-tui watch runs/<run>                  re-attach the dashboard to a (headless) run
+  mammo-tui cv --folds 5 --demo               5-fold cross-validation in the dashboard
+  mammo-tui cv --no-ui --resume runs/<cv>     continue a stopped cross-validation headless
+  mammo-tui watch runs/<run>                  re-attach the dashboard to a (headless) run or CV
 exit codes: 0 healthy/warning, 3 collapsed, 2 bad input or config, 1 failed, 130 interrupted
 """
 
@@ -74,13 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last completed epoch")
     p.add_argument("--force", action="store_true", help="with --resume: accept a changed config")
 
-    p = sub.add_parser("cv", help="patient-grouped stratified K-fold cross-validation (headless)")
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--no-ui", action="store_true", help="accepted for symmetry; cv always prints plain lines")
+    p = sub.add_parser("cv", help="patient-grouped stratified K-fold cross-validation (dashboard, or --no-ui)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    p.add_argument("--folds", type=int, default=5, help="number of folds, 2-20 (default 5)")
+    p.add_argument("--no-ui", action="store_true", help="plain console output; never imports the TUI")
     _add_dataset_args(p)
     _add_config_args(p)
     p.add_argument("--outdir", help="runs directory (default: --runs-dir, i.e. runs)")
-    p.add_argument("--run-name", help="re-use a name to continue an interrupted cross-validation")
+    p.add_argument("--run-name")
+    p.add_argument("--resume", metavar="CV_DIR",
+                   help="continue a stopped cross-validation: finished folds are kept, the stopped one resumes")
 
     p = sub.add_parser("plan", help="fingerprint a dataset and print the decision flow's preset")
     p.add_argument("dataset", nargs="?", help="label CSV or class-folder directory")
@@ -177,10 +182,30 @@ def _install_signal_handlers(cancel: threading.Event) -> None:
             signal.signal(getattr(signal, name), handler)
 
 
+def _wants_ui(args) -> bool:
+    """The dashboard unless --no-ui, or unless there is no terminal (a script, nohup, a pipe):
+    then the plain console output, said once on stderr, instead of a TUI nobody can see."""
+    if args.no_ui:
+        return False
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        return True
+    print(f"mammo-tui {args.command}: no terminal; running headless as with --no-ui", file=sys.stderr)
+    return False
+
+
 def cmd_train(args) -> int:
     config = _resolve_config(args)
     spec = _dataset_spec(args)
-    if not args.no_ui:
+    use_ui = _wants_ui(args)
+    if use_ui and args.resume:  # nothing to set up: straight to the dashboard
+        from mammo_tui.tui.app import run_app
+        from mammo_tui.tui.dashboard import TrainJob
+
+        if not Path(args.resume).is_dir():
+            raise MammoError(f"train --resume: {args.resume} is not a directory")
+        return run_app(job=TrainJob(config=config, resume=args.resume, force=args.force),
+                       runs_root=str(Path(args.resume).parent))
+    if use_ui:
         from mammo_tui.tui.app import run_app
 
         # without --preset or flags the wizard's decision flow picks the preset
@@ -221,18 +246,40 @@ def _train_request(args, config, spec):
 
 
 def cmd_cv(args) -> int:
+    from mammo_tui.cv import resume_fields
+
+    if args.resume:
+        if not Path(args.resume).is_dir():
+            raise MammoError(f"cv --resume: {args.resume} is not a directory")
+        fields, folds = resume_fields(args.resume)
+    else:
+        if not (args.demo or args.csv or args.images):
+            raise MammoError("no dataset: pass --demo, --csv FILE [--dicom-root DIR], --images DIR "
+                             "or --resume CV_DIR")
+        fields = {"config": _resolve_config(args), "dataset": _dataset_spec(args), "demo": args.demo,
+                  "outdir": args.outdir or args.runs_dir, "run_name": args.run_name,
+                  "skip_bad_rows": args.skip_bad_rows,
+                  "preset": args.preset or ("demo" if args.demo else "last_block")}
+        folds = args.folds
+    if _wants_ui(args):
+        from mammo_tui.tui.app import run_app
+        from mammo_tui.tui.dashboard import TrainJob
+
+        return run_app(job=TrainJob(**fields, cv_folds=folds), runs_root=fields["outdir"])
+
     from mammo_tui.console import ConsolePrinter
     from mammo_tui.cv import format_cv, run_cv
+    from mammo_tui.engine.trainer import EXIT_INTERRUPTED, TrainRequest
 
-    args.resume = None
-    request = _train_request(args, _resolve_config(args), _dataset_spec(args))
     cancel = threading.Event()
     _install_signal_handlers(cancel)
-    cv_dir, code, summary = run_cv(request, args.folds, ConsolePrinter(), cancel)
-    if summary:
-        print(format_cv(summary))
-    print(f"cross-validation directory: {cv_dir}")
-    return code
+    result = run_cv(TrainRequest(**fields), folds, ConsolePrinter(), cancel)
+    if result.summary:
+        _print_safely(format_cv(result.summary))
+    if result.exit_code == EXIT_INTERRUPTED:
+        _print_safely(f"cross-validation stopped; continue it with: mammo-tui cv --no-ui --resume {result.run_dir}")
+    _print_safely(f"cross-validation directory: {result.run_dir}")
+    return result.exit_code
 
 
 def cmd_plan(args) -> int:

@@ -119,3 +119,15 @@ class ConsolePrinter:
 
     def _on_failed(self, e) -> None:
         self._line(f"FAILED: {e.error}")
+
+    def _on_fold_started(self, e) -> None:
+        self._line(f"── fold {e.fold}/{e.folds} ({e.run_dir}) ──")
+
+    def _on_fold_finished(self, e) -> None:
+        if e.kept:
+            self._line(f"fold {e.fold}/{e.folds} already finished ({e.status}); kept")
+            return
+        m = e.best_metrics or {}
+        self._line(f"fold {e.fold}/{e.folds}: {e.status}; best epoch {e.best_epoch}: "
+                   f"kappa_q {_fmt(m.get('kappa_quadratic'))} "
+                   f"bal_acc_adj {_fmt(m.get('balanced_accuracy_adjusted'))}")

@@ -1,25 +1,44 @@
 """Patient-grouped stratified K-fold cross-validation with the same engine.
 
-One directory per CV run, one sub-run per fold (`fold-1/` ... each a normal, watchable, resumable
-run directory), and `cv_summary.json` with mean ± std over folds.
+One directory per CV run: `cv.json` (what to train and where it stands, enough to resume it),
+one sub-run per fold (`fold-1/` ... each a normal, watchable, resumable run directory), and
+`cv_summary.json` with mean ± std over folds once every fold has finished.
+
+The same typed events reach every consumer: `run_cv` sends FoldStarted / FoldFinished /
+CVFinished around each fold's own run events, and `follow_cv` rebuilds that stream from the
+directory (for `watch` and the runs browser), so a live and a watched CV look the same.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from mammo_tui.events import EventSink, LogMessage
+from mammo_tui.errors import ConfigError, RunDirError
+from mammo_tui.events import CVFinished, Event, EventSink, FoldFinished, FoldStarted
 from mammo_tui.labels import CLASS_NAMES
 from mammo_tui.rundir import new_run_name, read_summary, safe_run_name, write_json
+from mammo_tui.runlog import EVENTS_FILE, follow_events
 
+CV_FILE = "cv.json"
 CV_SUMMARY_FILE = "cv_summary.json"
 FINISHED = ("healthy", "warning", "collapsed")
 SCALARS = ("kappa_quadratic", "balanced_accuracy_adjusted", "auc_macro", "accuracy")
+MAX_FOLDS = 20
+SEVERITY = {"healthy": 0, "warning": 1, "collapsed": 2}
+
+
+@dataclasses.dataclass
+class CVResult:
+    run_dir: Path  # the CV directory
+    exit_code: int
+    summary: dict[str, Any]  # cv_summary.json; empty when the CV stopped early
 
 
 def mean_std(values: list[float | None]) -> dict[str, Any]:
@@ -40,40 +59,190 @@ def aggregate(fold_summaries: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def worst_status(statuses: list[str]) -> str:
+    """A CV is as healthy as its worst fold: one collapsed fold makes the method unreliable."""
+    return max(statuses, key=lambda s: SEVERITY.get(s, -1), default="unknown")
+
+
+# -- the manifest ---------------------------------------------------------------------------------
+
+
+def is_cv_dir(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / CV_FILE).is_file() or (path / CV_SUMMARY_FILE).is_file()
+
+
+def read_manifest(cv_dir: str | Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((Path(cv_dir) / CV_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_cv_summary(cv_dir: str | Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((Path(cv_dir) / CV_SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _set_status(cv_dir: Path, manifest: dict[str, Any], status: str) -> None:
+    manifest["status"] = status
+    write_json(cv_dir / CV_FILE, manifest)
+
+
+def resume_fields(cv_dir: str | Path) -> tuple[dict[str, Any], int]:
+    """(TrainRequest fields, folds) that continue the cross-validation in cv_dir as it started.
+
+    Plain fields, not a TrainRequest, so the TUI can take them without importing the engine."""
+    from mammo_tui.config import from_mapping
+    from mammo_tui.data.sources import DatasetSpec
+
+    cv_dir = Path(cv_dir)
+    manifest = read_manifest(cv_dir)
+    if manifest is None:
+        raise RunDirError(f"--resume {cv_dir}: not a cross-validation directory (no {CV_FILE})")
+    data = manifest.get("dataset")
+    fields = {"config": from_mapping(manifest["config"], source=str(cv_dir / CV_FILE)),
+              "dataset": DatasetSpec(**data) if data else None, "demo": bool(manifest.get("demo")),
+              "outdir": str(cv_dir.parent), "run_name": cv_dir.name,
+              "skip_bad_rows": bool(manifest.get("skip_bad_rows")), "preset": manifest.get("preset", "")}
+    if manifest.get("demo_size") is not None:
+        fields["demo_size"] = manifest["demo_size"]
+    return fields, int(manifest["folds"])
+
+
+def _open_manifest(cv_dir: Path, request, folds: int) -> dict[str, Any]:
+    """Check a re-run against the CV it continues (same K, same config), or start a new one."""
+    from mammo_tui.config import diff, from_mapping
+
+    manifest = read_manifest(cv_dir)
+    if manifest is not None:
+        if int(manifest["folds"]) != folds:
+            raise ConfigError(f"{cv_dir} is a {manifest['folds']}-fold cross-validation; its folds are "
+                              f"not those of {folds} folds. Pass --folds {manifest['folds']} to continue "
+                              "it, or another --run-name for a new one.")
+        changed = diff(from_mapping(manifest["config"], source=str(cv_dir / CV_FILE)), request.config)
+        if changed and not request.force:
+            listing = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            raise ConfigError(f"{cv_dir}: the config differs from the cross-validation's ({listing}); "
+                              "every fold must train the same way. Continue it with "
+                              f"`mammo-tui cv --resume {cv_dir}`, or use another --run-name.")
+        return manifest
+    spec = request.dataset
+    manifest = {
+        "folds": folds, "started": time.time(), "status": "running",
+        "preset": request.preset, "config": request.config.to_dict(),
+        "dataset": None if spec is None else {  # absolute: resumable from any working directory
+            key: str(Path(value).resolve()) if value else None
+            for key, value in (("csv", spec.csv), ("dicom_root", spec.dicom_root), ("images", spec.images))},
+        "demo": request.demo, "demo_size": request.demo_size if request.demo else None,
+        "skip_bad_rows": request.skip_bad_rows,
+    }
+    try:
+        cv_dir.mkdir(parents=True, exist_ok=True)
+        write_json(cv_dir / CV_FILE, manifest)
+    except OSError as exc:
+        raise RunDirError(f"cannot write the cross-validation directory {cv_dir}: "
+                          f"{exc.strerror or exc}. Pass --outdir on a writable disk.") from None
+    return manifest
+
+
+# -- running ----------------------------------------------------------------------------------------
+
+
 def run_cv(request, folds: int, sink: EventSink = lambda e: None,
-           cancel: threading.Event | None = None) -> tuple[Path, int, dict[str, Any]]:
-    """Train every fold (skipping finished ones, resuming interrupted ones); returns (dir, exit code, summary)."""
+           cancel: threading.Event | None = None) -> CVResult:
+    """Train every fold (keeping finished ones, resuming interrupted ones)."""
     from mammo_tui.engine.trainer import EXIT_COLLAPSED, EXIT_INTERRUPTED, TrainRequest, train
 
+    if not 2 <= folds <= MAX_FOLDS:
+        raise ConfigError(f"--folds must be between 2 and {MAX_FOLDS}; got {folds}")
+    if request.config is None:
+        raise ConfigError("no training config given")
     cancel = cancel or threading.Event()
     name = safe_run_name(request.run_name) if request.run_name else new_run_name(f"cv{folds}")
     cv_dir = Path(request.outdir) / name
+    new = not cv_dir.exists()
+    manifest = _open_manifest(cv_dir, request, folds)
+    _set_status(cv_dir, manifest, "running")
     rows: list[dict[str, Any]] = []
-    code = 0
-    for fold in range(folds):
-        fold_dir = cv_dir / f"fold-{fold + 1}"
-        summary = read_summary(fold_dir)
-        if summary and summary.get("status") in FINISHED:
-            sink(LogMessage("info", f"fold {fold + 1}/{folds} already finished ({summary['status']}); kept"))
-        else:
-            sink(LogMessage("info", f"fold {fold + 1}/{folds}"))
-            if (fold_dir / "config.toml").is_file():
-                fold_request = TrainRequest(resume=str(fold_dir))
-            else:
-                fold_request = dataclasses.replace(request, outdir=str(cv_dir), run_name=fold_dir.name,
-                                                   folds=folds, fold=fold, resume=None)
-            result = train(fold_request, sink, cancel)
-            summary = result.summary
-            if result.exit_code == EXIT_INTERRUPTED:
-                return cv_dir, EXIT_INTERRUPTED, {}
-        if summary.get("status") == "collapsed":
-            code = EXIT_COLLAPSED
-        rows.append({"fold": fold + 1, "status": summary.get("status"), "best_epoch": summary.get("best_epoch"),
-                     "best_metrics": summary.get("best_metrics") or {}})
-    cv_summary = {"folds": folds, "per_fold": rows, "aggregate": aggregate(rows),
+    try:
+        for fold in range(1, folds + 1):
+            fold_dir = cv_dir / f"fold-{fold}"
+            summary = read_summary(fold_dir)
+            kept = bool(summary and summary.get("status") in FINISHED)
+            sink(FoldStarted(fold=fold, folds=folds, cv_dir=str(cv_dir), run_dir=str(fold_dir)))
+            if not kept:
+                if cancel.is_set():
+                    _set_status(cv_dir, manifest, "interrupted")
+                    return CVResult(cv_dir, EXIT_INTERRUPTED, {})
+                if (fold_dir / "config.toml").is_file():
+                    fold_request = TrainRequest(resume=str(fold_dir))
+                else:
+                    fold_request = dataclasses.replace(request, outdir=str(cv_dir), run_name=fold_dir.name,
+                                                       folds=folds, fold=fold - 1, resume=None)
+                result = train(fold_request, sink, cancel)
+                summary = result.summary
+                if result.exit_code == EXIT_INTERRUPTED:
+                    _set_status(cv_dir, manifest, "interrupted")
+                    return CVResult(cv_dir, EXIT_INTERRUPTED, {})
+            row = {"fold": fold, "status": summary.get("status"), "best_epoch": summary.get("best_epoch"),
+                   "best_metrics": summary.get("best_metrics") or {}}
+            rows.append(row)
+            sink(FoldFinished(fold=fold, folds=folds, status=row["status"], best_epoch=row["best_epoch"],
+                              best_metrics=row["best_metrics"], kept=kept))
+    except BaseException:
+        if new and not any(cv_dir.glob("fold-*")):  # failed before any fold existed: leave no husk
+            (cv_dir / CV_FILE).unlink(missing_ok=True)
+            try:
+                cv_dir.rmdir()
+            except OSError:
+                pass
+        elif cv_dir.is_dir():
+            _set_status(cv_dir, manifest, "failed")
+        raise
+    cv_summary = {"folds": folds, "status": worst_status([r["status"] for r in rows]),
+                  "per_fold": rows, "aggregate": aggregate(rows),
                   "collapsed_folds": [r["fold"] for r in rows if r["status"] == "collapsed"]}
     write_json(cv_dir / CV_SUMMARY_FILE, cv_summary)
-    return cv_dir, code, cv_summary
+    _set_status(cv_dir, manifest, "finished")
+    code = EXIT_COLLAPSED if cv_summary["collapsed_folds"] else 0
+    sink(CVFinished(cv_dir=str(cv_dir), summary=cv_summary, exit_code=code))
+    return CVResult(cv_dir, code, cv_summary)
+
+
+def follow_cv(cv_dir: str | Path, should_stop: Callable[[], bool] = lambda: False,
+              poll_s: float = 0.25) -> Iterator[Event]:
+    """The event stream of a cross-validation, rebuilt from its directory (finished or live).
+
+    Ends after CVFinished, or where the CV stopped (a fold interrupted or failed), or on should_stop.
+    """
+    cv_dir = Path(cv_dir)
+    manifest = read_manifest(cv_dir) or {}
+    folds = int(manifest.get("folds") or (read_cv_summary(cv_dir) or {}).get("folds") or 0)
+    if not folds:
+        raise RunDirError(f"{cv_dir}: not a cross-validation directory (no {CV_FILE})")
+    for fold in range(1, folds + 1):
+        fold_dir = cv_dir / f"fold-{fold}"
+        yield FoldStarted(fold=fold, folds=folds, cv_dir=str(cv_dir), run_dir=str(fold_dir))
+        while not (fold_dir / EVENTS_FILE).exists():  # the CV process is still preparing this fold
+            if should_stop() or (read_manifest(cv_dir) or {}).get("status") in ("interrupted", "failed"):
+                return
+            time.sleep(poll_s)
+        last = None
+        for event in follow_events(fold_dir, should_stop, poll_s):
+            last = event
+            yield event
+        if last is None or last.type != "finished" or last.interrupted:
+            return  # stopped here (resume with `mammo-tui cv --resume`), failed, or should_stop
+        yield FoldFinished(fold=fold, folds=folds, status=last.status, best_epoch=last.best_epoch,
+                           best_metrics=last.best_metrics, time=last.time)
+    while (summary := read_cv_summary(cv_dir)) is None:  # written just after the last fold
+        if should_stop():
+            return
+        time.sleep(poll_s)
+    yield CVFinished(cv_dir=str(cv_dir), summary=summary, exit_code=3 if summary.get("collapsed_folds") else 0)
 
 
 def _pm(stat: dict[str, Any]) -> str:

@@ -125,10 +125,42 @@ class RunFailed(Event):
     exit_code: int = 1
 
 
+# -- cross-validation (cv.py): around each fold's own run events -----------------------------------
+
+
+@dataclass
+class FoldStarted(Event):
+    type: ClassVar[str] = "fold_started"
+    fold: int  # 1-based
+    folds: int
+    cv_dir: str
+    run_dir: str  # the fold's own run directory (cv_dir/fold-N)
+
+
+@dataclass
+class FoldFinished(Event):
+    type: ClassVar[str] = "fold_finished"
+    fold: int
+    folds: int
+    status: str  # healthy | warning | collapsed
+    best_epoch: int | None
+    best_metrics: dict[str, Any]
+    kept: bool = False  # finished in an earlier session of this cross-validation; not retrained
+
+
+@dataclass
+class CVFinished(Event):
+    type: ClassVar[str] = "cv_finished"
+    cv_dir: str
+    summary: dict[str, Any]  # what cv_summary.json holds
+    exit_code: int = 0
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (RunStarted, BatchProgress, EpochMetrics, CollapseStatus, CheckpointSaved,
-                ConfigChanged, LogMessage, RunFinished, RunFailed)
+                ConfigChanged, LogMessage, RunFinished, RunFailed, FoldStarted, FoldFinished,
+                CVFinished)
 }
 
 EventSink = Callable[[Event], None]

@@ -89,17 +89,21 @@ def follow_events(
     with open(path, encoding="utf-8", errors="replace") as handle:
         pending = ""
         while not should_stop():
-            chunk = handle.readline()
-            if not chunk:
-                time.sleep(poll_s)
-                continue
-            pending += chunk
             if not pending.endswith("\n"):
-                continue  # the writer is mid-line; wait for the rest
+                chunk = handle.readline()
+                if not chunk:
+                    time.sleep(poll_s)
+                    continue
+                pending += chunk
+                if not pending.endswith("\n"):
+                    continue  # the writer is mid-line; wait for the rest
             event = parse_line(pending)
             pending = ""
             if event is None:
                 continue
             yield event
             if event.type in ("finished", "failed"):
-                return
+                # A resumed run appends to its log: an end with more lines after it is not the end.
+                pending = handle.readline()
+                if not pending:
+                    return

@@ -1,4 +1,5 @@
 import json
+import threading
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ def test_mean_std_ignores_missing_values():
 
 
 def test_cv_runs_every_fold_with_patient_disjoint_validation_sets(tiny_demo, tmp_path):
-    args = [sys.executable, "-m", "mammo_tui", "cv", "--folds", "3", "--csv", tiny_demo.csv, "--dicom-root",
+    args = [sys.executable, "-m", "mammo_tui", "cv", "--no-ui", "--folds", "3", "--csv", tiny_demo.csv, "--dicom-root",
             tiny_demo.dicom_root, "--preset", "demo", "--epochs", "1", "--no-pretrained", "--img-size", "32",
             "--set", "augment=false", "--set", "max_batches_per_epoch=2", "--set", "num_workers=0",
             "--outdir", str(tmp_path), "--run-name", "cv"]
@@ -36,3 +37,100 @@ def test_cv_runs_every_fold_with_patient_disjoint_validation_sets(tiny_demo, tmp
     # running it again keeps the finished folds instead of retraining them
     again = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert again.stdout.count("already finished") == 3
+
+
+# -- in-process: events, the manifest, re-runs, resume ------------------------------------------
+
+from mammo_tui.cv import (CV_FILE, follow_cv, read_cv_summary, read_manifest, resume_fields,  # noqa: E402
+                          run_cv, worst_status)
+from mammo_tui.errors import ConfigError, MammoError  # noqa: E402
+from mammo_tui.tui.testing import tiny_config  # noqa: E402
+
+
+def cv_request(spec, outdir, name="cv", **overrides):
+    from mammo_tui.engine.trainer import TrainRequest
+
+    return TrainRequest(config=tiny_config(**overrides), dataset=spec, outdir=str(outdir), run_name=name,
+                        preset="test")
+
+
+def fold_view(events):
+    """What a fold-level consumer sees: fold starts / ends and the final summary, without timestamps."""
+    out = []
+    for e in events:
+        if e.type == "fold_started":
+            out.append(("started", e.fold, e.folds, e.run_dir))
+        elif e.type == "fold_finished":
+            out.append(("finished", e.fold, e.status, e.best_epoch, e.best_metrics["kappa_quadratic"]))
+        elif e.type == "cv_finished":
+            out.append(("cv", e.summary["status"], e.summary["aggregate"]["kappa_quadratic"]["mean"], e.exit_code))
+    return out
+
+
+def test_worst_fold_decides_the_cv_status():
+    assert worst_status(["healthy", "warning", "healthy"]) == "warning"
+    assert worst_status(["healthy", "collapsed", "warning"]) == "collapsed"
+    assert worst_status(["healthy", "healthy"]) == "healthy"
+
+
+def test_live_events_and_the_rebuilt_stream_of_a_finished_cv_agree(tiny_demo, tmp_path):
+    live = []
+    result = run_cv(cv_request(tiny_demo, tmp_path), 2, live.append)
+    assert result.exit_code in (0, 3) and result.run_dir == tmp_path / "cv"
+    assert read_manifest(result.run_dir)["status"] == "finished"
+    assert read_cv_summary(result.run_dir) == result.summary
+    watched = list(follow_cv(result.run_dir))
+    assert fold_view(watched) == fold_view(live)
+    assert [v[0] for v in fold_view(live)] == ["started", "finished", "started", "finished", "cv"]
+    # the folds' own run events come through too, one run per fold, between its start and end
+    starts = [e.run_dir for e in watched if e.type == "run_started"]
+    assert starts == [str(tmp_path / "cv" / "fold-1"), str(tmp_path / "cv" / "fold-2")]
+    assert [e.type for e in live].count("epoch") == [e.type for e in watched].count("epoch") == 2
+
+
+def test_a_re_run_must_match_the_cross_validation_it_continues(tiny_demo, tmp_path):
+    stop = threading.Event()
+
+    def sink(event):  # stop as soon as fold 2 begins: fold 1 stays finished
+        if event.type == "fold_started" and event.fold == 2:
+            stop.set()
+
+    first = run_cv(cv_request(tiny_demo, tmp_path), 2, sink, stop)
+    assert first.exit_code == 130 and first.summary == {}
+    assert read_manifest(first.run_dir)["status"] == "interrupted"
+    assert not (first.run_dir / "fold-2").exists()
+
+    with pytest.raises(ConfigError, match="is a 2-fold cross-validation"):
+        run_cv(cv_request(tiny_demo, tmp_path), 3)
+    with pytest.raises(ConfigError, match=r"config differs .*lr"):
+        run_cv(cv_request(tiny_demo, tmp_path, lr=0.5), 2)
+
+    from mammo_tui.engine.trainer import TrainRequest
+
+    fields, folds = resume_fields(first.run_dir)
+    assert folds == 2 and fields["config"] == tiny_config() and fields["run_name"] == "cv"
+    events = []
+    resumed = run_cv(TrainRequest(**fields), folds, events.append)
+    finished = [e for e in events if e.type == "fold_finished"]
+    assert [(e.fold, e.kept) for e in finished] == [(1, True), (2, False)]
+    assert [e.type for e in events].count("run_started") == 1  # fold 1 was not trained again
+    assert resumed.summary["folds"] == 2 and read_manifest(first.run_dir)["status"] == "finished"
+
+
+def test_bad_fold_counts_and_bad_data_leave_nothing_behind(tmp_path):
+    from mammo_tui.data.sources import DatasetSpec
+
+    with pytest.raises(ConfigError, match="between 2 and"):
+        run_cv(cv_request(None, tmp_path), 1)
+    missing = DatasetSpec(csv=str(tmp_path / "nope.csv"))
+    with pytest.raises(MammoError, match="nope.csv"):
+        run_cv(cv_request(missing, tmp_path), 3)
+    assert not (tmp_path / "cv").exists()  # no half-made CV directory to trip over later
+
+
+def test_cv_resume_of_a_folder_that_is_not_a_cv_is_a_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mammo_tui", "cv", "--no-ui", "--resume", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert f"not a cross-validation directory (no {CV_FILE})" in proc.stderr
+    assert "Traceback" not in proc.stderr

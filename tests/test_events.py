@@ -47,7 +47,18 @@ def test_every_event_type_round_trips_through_the_jsonl_log(tmp_path):
     assert replayed[1].loss is None  # NaN is written as null: the log stays valid JSON
     for line in (tmp_path / "events.jsonl").read_text().splitlines():
         assert "type" in json.loads(line)
-    assert set(ev.EVENT_TYPES) == {e.type for e in originals} | {"failed"}
+    assert set(ev.EVENT_TYPES) == {e.type for e in originals} | {"failed"} | {e.type for e in cv_events()}
+
+
+def cv_events():
+    return [ev.FoldStarted(fold=1, folds=3, cv_dir="runs/cv", run_dir="runs/cv/fold-1"),
+            ev.FoldFinished(fold=1, folds=3, status="healthy", best_epoch=2, best_metrics=_metrics(), kept=True),
+            ev.CVFinished(cv_dir="runs/cv", summary={"folds": 3, "per_fold": []}, exit_code=3)]
+
+
+def test_cross_validation_events_round_trip_through_json():
+    for event in cv_events():
+        assert ev.from_dict(json.loads(json.dumps(event.to_dict()))) == event
 
 
 def test_torn_last_line_is_ignored(tmp_path):
@@ -88,3 +99,36 @@ def test_console_printer_writes_plain_lines_without_cursor_codes_off_a_tty():
     assert "epoch 1/2 [head]" in text and "kappa_q 0.300" in text
     assert "WARNING: recall 0 for A" in text and "--set sampler=weighted" in text
     assert "finished: warning; best epoch 1" in text
+
+
+def test_follow_reads_past_the_interrupted_end_of_a_run_that_was_resumed(tmp_path):
+    started = ev.RunStarted(run_dir=str(tmp_path), run_name="r", config={}, class_names=list("ABCD"),
+                            n_train=8, n_val=2, train_counts=[2] * 4, val_counts=[1, 1, 0, 0],
+                            steps_per_epoch=1)
+    writer = RunLogWriter(tmp_path / "events.jsonl")
+    for event in (started, ev.RunFinished("interrupted", None, {}, 0, interrupted=True),
+                  started,
+                  ev.LogMessage("info", "second session")):
+        writer(event)
+    seen = []
+    thread = threading.Thread(target=lambda: seen.extend(follow_events(tmp_path, poll_s=0.02)))
+    thread.start()
+    time.sleep(0.2)
+    writer(ev.RunFinished("healthy", 1, {}, 1))  # the resumed session ends: now it is over
+    thread.join(timeout=5)
+    writer.close()
+    assert not thread.is_alive()
+    assert [e.type for e in seen] == ["run_started", "finished", "run_started", "log", "finished"]
+    assert seen[-1].status == "healthy"
+
+
+def test_console_prints_fold_progress_and_kept_folds():
+    out = io.StringIO()
+    printer = ConsolePrinter(out, tty=False)
+    printer(ev.FoldStarted(fold=2, folds=5, cv_dir="runs/cv", run_dir="runs/cv/fold-2"))
+    printer(ev.FoldFinished(fold=1, folds=5, status="healthy", best_epoch=None, best_metrics={}, kept=True))
+    printer(ev.FoldFinished(fold=2, folds=5, status="collapsed", best_epoch=3, best_metrics=_metrics()))
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "── fold 2/5 (runs/cv/fold-2) ──"
+    assert lines[1] == "fold 1/5 already finished (healthy); kept"
+    assert lines[2].startswith("fold 2/5: collapsed; best epoch 3: kappa_q 0.300 bal_acc_adj 0.200")

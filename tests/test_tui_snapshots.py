@@ -14,7 +14,7 @@ from mammo_tui.tui.configure import ConfigScreen
 from mammo_tui.tui.dashboard import DashboardScreen
 from mammo_tui.tui.decision import DecisionScreen
 from mammo_tui.tui.fingerprint_view import FingerprintScreen
-from mammo_tui.tui.sample import sample_events, sample_wizard_state
+from mammo_tui.tui.sample import sample_cv_events, sample_events, sample_wizard_state
 from mammo_tui.tui.testing import wait_until
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
@@ -89,4 +89,18 @@ def test_dashboard_mid_run(snap_compare, size):
     events = sample_events(finished=False)
     cut = max(i for i, e in enumerate(events) if e.type == "epoch" and e.epoch == 2) + 6
     assert snap_compare(MammoApp("watch", events=events[:cut]), terminal_size=size,
+                        run_before=replayed)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_dashboard_cross_validation_running(snap_compare, size):
+    """Fold 3 of 5 in progress: the fold table with two results, the running mean, fold 3's panels."""
+    assert snap_compare(MammoApp("watch", events=sample_cv_events(finished=False)), terminal_size=size,
+                        run_before=replayed)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_dashboard_cross_validation_finished(snap_compare, size):
+    """Every fold done, one collapsed: the banner says which, the progress line has mean ± std."""
+    assert snap_compare(MammoApp("watch", events=sample_cv_events()), terminal_size=size,
                         run_before=replayed)

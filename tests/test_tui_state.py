@@ -211,3 +211,75 @@ def test_a_config_change_updates_the_shown_config_to_the_new_values():
     state.apply(ConfigChanged(epoch=2, changes={"sampler": ["none", "weighted"]}, reason="collapse"))
     assert state.config["sampler"] == "weighted"
     assert any("sampler=weighted" in line.text for line in state.new_log)
+
+
+# -- cross-validation --------------------------------------------------------------------------
+
+
+def plain(renderable, width: int = 60) -> str:
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=__import__("io").StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_a_cross_validation_folds_into_one_row_per_fold_and_a_summary():
+    from mammo_tui.tui.sample import sample_cv_events
+
+    state = folded(sample_cv_events())
+    assert state.is_cv and state.folds_total == 5 and sorted(state.fold_results) == [1, 2, 3, 4, 5]
+    assert state.fold_results[2].status == "collapsed" and state.cv_finished.exit_code == 3
+    assert state.status_word == "finished"
+    table = plain(render.folds_table(state, 50))
+    assert [line.split()[:2] for line in table.splitlines()[1:6]] == [
+        ["1", "healthy"], ["2", "collapsed"], ["3", "healthy"], ["4", "healthy"], ["5", "healthy"]]
+    kappas = [r.best_metrics["kappa_quadratic"] for r in state.fold_results.values()]
+    mean = sum(kappas) / 5
+    assert f"{mean:.3f}" in table.splitlines()[6] and "mean" in table.splitlines()[6]
+    assert "COLLAPSED" in plain(render.progress_text(state, 100)) and "collapsed folds: 2" in plain(
+        render.progress_text(state, 120), 120)
+    status, banner = render.banner_text(state)
+    assert status == "collapsed" and "fold 2 of 5 collapsed" in banner.plain
+
+
+def test_a_running_cross_validation_shows_the_fold_and_a_partial_mean():
+    from mammo_tui.tui.sample import sample_cv_events
+
+    state = folded(sample_cv_events(finished=False))
+    assert state.fold == 3 and sorted(state.fold_results) == [1, 2] and not state.cv_finished
+    assert state.epochs and all(m.epoch <= 2 for m in state.epochs)  # fold 3's own epochs only
+    table = plain(render.folds_table(state, 50))
+    assert "running" in table and table.count("pending") == 2 and "mean (2)" in table
+    assert plain(render.progress_text(state, 100)).startswith("Fold 3/5 · Epoch")
+    stats = state.fold_mean_std("kappa_quadratic")
+    assert stats["n"] == 2 and stats["std"] > 0
+
+
+def test_each_fold_starts_with_empty_panels_and_a_new_cv_clears_the_old_folds():
+    from mammo_tui.events import FoldStarted
+    from mammo_tui.tui.sample import sample_cv_events
+
+    state = folded(sample_cv_events())
+    changed = state.apply(FoldStarted(fold=1, folds=3, cv_dir="runs/another", run_dir="runs/another/fold-1"))
+    assert state.fold_results == {} and state.cv_finished is None and state.folds_total == 3
+    assert state.epochs == [] and state.collapse is None and state.finished is None
+    assert {"folds", "epoch", "collapse"} <= changed
+
+
+def test_narrow_fold_tables_drop_the_recall_column():
+    from mammo_tui.tui.sample import sample_cv_events
+
+    state = folded(sample_cv_events())
+    assert "min recall" in plain(render.folds_table(state, 50))
+    assert "min recall" not in plain(render.folds_table(state, 38))
+    assert plain(render.folds_table(DashboardState(), 50)).strip() == ""  # not a CV: nothing
+
+
+def test_cv_warning_names_classes_rarer_than_the_folds():
+    from mammo_tui.tui.configure import cv_warnings
+
+    assert cv_warnings(0, [2, 50, 50, 50]) == []
+    assert cv_warnings(5, [5, 50, 50, 50]) == []
+    warning = cv_warnings(5, [3, 50, 50, 0])
+    assert len(warning) == 1 and "A (3)" in warning[0] and "D" not in warning[0]

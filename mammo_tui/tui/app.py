@@ -128,8 +128,7 @@ class MammoApp(App[int]):
                 self.run_worker(self._stop_and_exit(), group="quit", exclusive=True)
 
         self.push_screen(ConfirmScreen(
-            "Training is running. Stop it and quit?\n\nThe engine saves a checkpoint first; "
-            "continue later with: mammo-tui train --resume " + (live[0].state.run_dir or "RUN_DIR"),
+            f"Training is running. Stop it and quit?\n\n{live[0].resume_hint()}",
             yes="Stop and quit"), answered)
 
     async def _stop_and_exit(self) -> None:
@@ -157,12 +156,16 @@ class MammoApp(App[int]):
 
 
 def watch_screen(run_dir: str | None, events: Iterable[Event] | None = None) -> DashboardScreen:
-    """A finished run (or fixed events) is replayed at once; a live one is followed."""
+    """A finished run (or fixed events) is replayed at once; a live one is followed.
+    A cross-validation is always followed: its stream is rebuilt fold by fold from the folders."""
     if events is not None:
         return DashboardScreen(events=events, run_dir=run_dir)
+    from mammo_tui.cv import is_cv_dir
     from mammo_tui.runlog import EVENTS_FILE, read_events
 
     path = Path(run_dir or ".")
+    if is_cv_dir(path):
+        return DashboardScreen(run_dir=str(path), follow=True)
     events_path = path / EVENTS_FILE
     if events_path.is_file():
         replay = read_events(events_path)
@@ -172,10 +175,12 @@ def watch_screen(run_dir: str | None, events: Iterable[Event] | None = None) -> 
 
 
 def run_app(mode: str = "wizard", *, demo: bool = False, dataset: Any = None,
-            run_dir: str | None = None, runs_root: str = "runs", config: Any = None) -> int:
-    """Run the app in the terminal; returns the exit code (the training run's when one ran)."""
+            run_dir: str | None = None, runs_root: str = "runs", config: Any = None,
+            job: Any = None) -> int:
+    """Run the app in the terminal; returns the exit code (the training run's when one ran).
+    job: a TrainJob to start at once (train --resume, cv), skipping the wizard."""
     app = MammoApp(mode, demo=demo, dataset=dataset, run_dir=run_dir, runs_root=runs_root,
-                   config=config)
+                   config=config, job=job)
     app.run()
     # Belt and braces: the app waits for its threads on quit; if it was torn down another way,
     # wait here so the run directory is complete before the process exits.

@@ -34,6 +34,8 @@ FIELDS: list[tuple[str, str, str]] = [
     ("augment", "augment", "bool"),
     ("pretrained", "pretrained", "bool"),
 ]
+# 0: one patient-grouped train/val split; K: K-fold cross-validation (one run per fold)
+VALIDATION_CHOICES = [("one split", 0), ("3-fold CV", 3), ("5-fold CV", 5), ("10-fold CV", 10)]
 DEMO_PRESET = "demo"
 HIGH_IMBALANCE = 10.0
 FULL_FINETUNE_MIN_IMAGES = 10000  # DESIGN.md freezing depth by size: full fine-tuning above this
@@ -72,6 +74,19 @@ def config_warnings(cfg: TrainConfig, n_images: int | None, imbalance: float | N
     return out
 
 
+def cv_warnings(folds: int, class_counts: list[int] | None) -> list[str]:
+    """A class with fewer images than folds is missing from some folds' validation sets."""
+    from mammo_tui.labels import CLASS_NAMES
+
+    if not folds or not class_counts:
+        return []
+    rare = [f"{name} ({count})" for name, count in zip(CLASS_NAMES, class_counts) if 0 < count < folds]
+    if not rare:
+        return []
+    return [f"{folds}-fold CV: class {', '.join(rare)} has fewer images than folds, so some folds "
+            "validate without it and their κ / recall say little about it. Use fewer folds."]
+
+
 def initial_config(w: WizardState) -> tuple[TrainConfig, str, str]:
     """(config, preset name, where it came from) for the form."""
     from mammo_tui.config import resolve
@@ -89,7 +104,8 @@ def initial_config(w: WizardState) -> tuple[TrainConfig, str, str]:
 class ConfigScreen(WizardStep):
     HELP_TITLE = "wizard 4/4: configuration"
     HELP_TEXT = ("Edit any field (tab / shift+tab move, enter opens a list). Warnings name collapse "
-                 "risks; errors block the launch. F5 launches training; F2 saves the config as a "
+                 "risks; errors block the launch. Validation: one patient-grouped split, or K-fold "
+                 "cross-validation (K runs, mean ± std). F5 launches training; F2 saves the config as a "
                  "preset TOML at the path typed below (use it later with --preset FILE).")
     BINDINGS = [
         Binding("f5", "launch", "Launch", priority=True),
@@ -122,6 +138,8 @@ class ConfigScreen(WizardStep):
                         yield Input(repr(values[key]) if kind == "float" else str(values[key]),
                                     type="number" if kind == "float" else "integer", compact=True,
                                     id=widget_id)
+                yield Label("validation", classes="field-label")
+                yield Select(VALIDATION_CHOICES, value=0, allow_blank=False, compact=True, id="cv-folds")
                 yield Label("run name", classes="field-label")
                 yield Input(placeholder="automatic", compact=True, id="run-name")
             yield Static("", id="config-errors", classes="error-text")
@@ -174,6 +192,7 @@ class ConfigScreen(WizardStep):
         fp = self.wizard.fingerprint
         warnings = config_warnings(cfg, getattr(fp, "n_images", None),
                                    getattr(fp, "imbalance_ratio", None)) if cfg else []
+        warnings += cv_warnings(self.query_one("#cv-folds", Select).value, getattr(fp, "class_counts", None))
         self._show("#config-warnings", "\n".join(f"▲ {w}" for w in warnings))
         self.query_one("#launch", Button).disabled = cfg is None
         return cfg
@@ -206,7 +225,7 @@ class ConfigScreen(WizardStep):
             config=cfg, dataset=None if w.demo else w.spec, demo=w.demo,
             demo_size=w.demo_size, outdir=str(getattr(self.app, "runs_root", "runs")),
             run_name=name or None, skip_bad_rows=w.skip_bad_rows,
-            preset=self.preset or "custom")
+            preset=self.preset or "custom", cv_folds=self.query_one("#cv-folds", Select).value)
         self.app.launch(job)
 
     @on(Button.Pressed, "#save")

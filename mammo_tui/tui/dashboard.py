@@ -25,13 +25,14 @@ from mammo_tui.events import Event, RunFailed
 from mammo_tui.tui.dialogs import ConfirmScreen, HelpScreen
 from mammo_tui.tui.messages import EngineDone, EngineEvent
 from mammo_tui.tui.render import suggestion_label
-from mammo_tui.tui.state import COLLAPSE, EPOCH, LOG, PROGRESS, STATUS, DashboardState
+from mammo_tui.tui.state import COLLAPSE, EPOCH, FOLDS, LOG, PROGRESS, STATUS, DashboardState
 from mammo_tui.tui.widgets import (
     ClassesPanel,
     CollapseBanner,
     ConfusionPanel,
     CurvePlot,
     EventLog,
+    FoldsPanel,
     MetricsPanel,
     ProgressPanel,
     SuggestionList,
@@ -71,6 +72,7 @@ class TrainJob:
     restart_from_best: bool = False
     skip_bad_rows: bool = False
     preset: str = ""
+    cv_folds: int = 0  # >= 2: a K-fold cross-validation (cv.run_cv) instead of one run
 
     def to_request(self):
         from mammo_tui.engine.trainer import TrainRequest
@@ -131,6 +133,7 @@ class DashboardScreen(Screen):
                                     ("balanced_accuracy_adjusted", "bal-acc-adj", "yellow")],
                                 title="val", ylim=(0.0, 1.0), id="metric-plot")
             with Vertical(id="side"):
+                yield FoldsPanel(s, title="cross-validation", id="folds", classes="-empty")
                 yield ClassesPanel(s, title="recall · predicted vs true", id="classes")
                 yield ConfusionPanel(s, title="confusion (rows = true)", id="confusion")
                 yield MetricsPanel(s, title="metrics", id="metrics")
@@ -178,13 +181,23 @@ class DashboardScreen(Screen):
             self.query_one(CollapseBanner).refresh(layout=True)
         if COLLAPSE in dirty:
             self.query_one(SuggestionList).show(self.state.suggestions())
+        if FOLDS in dirty:
+            self.set_class(self.state.is_cv, "-cv")
+            folds = self.query_one(FoldsPanel)
+            folds.set_class(not self.state.is_cv, "-empty")
+            folds.refresh(layout=True)
         if LOG in dirty:
             self.query_one(EventLog).drain(self.state)
         if STATUS in dirty or PROGRESS in dirty:
-            name = self.state.run_name
-            word = self.state.status_word
+            s = self.state
             mode = "watch" if self.read_only else "training"
-            self.sub_title = f"{mode} · {name} · {word}" if name else mode
+            if s.is_cv:
+                mode = f"{mode} · cross-validation {Path(s.cv_dir).name}"
+                name = "" if s.cv_finished else f"fold {s.fold}/{s.folds_total}"
+            else:
+                name = s.run_name
+            self.sub_title = f"{mode} · {name} · {s.status_word}" if name else (
+                f"{mode} · {s.status_word}" if s.is_cv else mode)
 
     # -- live training ---------------------------------------------------------------------------
     @property
@@ -201,11 +214,17 @@ class DashboardScreen(Screen):
     def _train_thread(self, request: Any, cancel: threading.Event) -> None:
         # Runs in the worker thread: torch is imported here, never at UI start-up.
         try:
-            from mammo_tui.engine.trainer import train
-
+            folds = getattr(request, "cv_folds", 0)
             if hasattr(request, "to_request"):
                 request = request.to_request()
-            result = train(request, self._sink, cancel)
+            if folds:
+                from mammo_tui.cv import run_cv
+
+                result = run_cv(request, folds, self._sink, cancel)
+            else:
+                from mammo_tui.engine.trainer import train
+
+                result = train(request, self._sink, cancel)
             self.post_message(EngineDone(result=result))
         except BaseException as exc:  # noqa: BLE001 - shown in the log, never a silent thread death
             self.post_message(EngineDone(error=exc))
@@ -221,10 +240,12 @@ class DashboardScreen(Screen):
                                       thread=True, group="engine", name="follow", exit_on_error=False)
 
     def _follow_thread(self, run_dir: str, cancel: threading.Event) -> None:
+        from mammo_tui.cv import follow_cv, is_cv_dir
         from mammo_tui.runlog import follow_events
 
+        follow = follow_cv if is_cv_dir(run_dir) else follow_events
         try:
-            for event in follow_events(run_dir, should_stop=cancel.is_set):
+            for event in follow(run_dir, should_stop=cancel.is_set):
                 self.post_message(EngineEvent(event))
             self.post_message(EngineDone())
         except BaseException as exc:  # noqa: BLE001
@@ -269,9 +290,16 @@ class DashboardScreen(Screen):
                 self.cancel.set()
                 self._say("warning", "stop requested: the run stops after this batch")
 
-        self.app.push_screen(ConfirmScreen(
-            "Stop training? The engine saves a checkpoint; the run stays resumable "
-            "(mammo-tui train --resume RUN_DIR).", yes="Stop"), answered)
+        self.app.push_screen(ConfirmScreen(f"Stop training? {self.resume_hint()}", yes="Stop"), answered)
+
+    def resume_hint(self) -> str:
+        """How to continue this run (or cross-validation) after a stop."""
+        s = self.state
+        if s.is_cv:
+            return ("The engine saves a checkpoint; finished folds are kept and the cross-validation "
+                    f"continues with: mammo-tui cv --resume {s.cv_dir}")
+        return ("The engine saves a checkpoint; the run stays resumable: "
+                f"mammo-tui train --resume {s.run_dir or 'RUN_DIR'}")
 
     def action_apply(self) -> None:
         if self.read_only:
@@ -290,6 +318,13 @@ class DashboardScreen(Screen):
                if fresh else
                "The run stops (its checkpoint is kept) and continues from its last checkpoint "
                "with the changed config.")
+        if self.state.is_cv:  # folds must not differ in config, so a fix means a new CV
+            fresh = True
+            how = ("Every fold of a cross-validation trains the same way, so a new cross-validation "
+                   "starts with the change.")
+            if not self.state.cv_finished:
+                how += (" This one stops; its finished folds are kept (continue it with "
+                        f"mammo-tui cv --resume {self.state.cv_dir}).")
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -318,7 +353,8 @@ class DashboardScreen(Screen):
             return
         change = f"{suggestion.get('key')} = {suggestion.get('value')}"
         if fresh:
-            self._say("warning", f"applied {change}: starting a new run")
+            what = "cross-validation" if self.state.is_cv else "run"
+            self._say("warning", f"applied {change}: starting a new {what}")
             self.start_training(replace(self.request, config=config, resume=None, force=False,
                                         run_name=None))
             return

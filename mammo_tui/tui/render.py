@@ -7,7 +7,7 @@ from typing import Any, Sequence
 from rich.table import Table
 from rich.text import Text
 
-from mammo_tui.tui.state import DashboardState, fmt, fmt_duration
+from mammo_tui.tui.state import DashboardState, fmt, fmt_duration, fmt_pm
 
 _PARTIAL = " ▏▎▍▌▋▊▉"
 
@@ -32,12 +32,17 @@ def pct(value: float | None) -> str:
 
 
 def progress_text(state: DashboardState, width: int) -> Text:
-    """Two lines: epoch bar + ETA + throughput, batch bar + loss + what trains."""
-    bar_w = max(10, min(40, width - 52))
+    """Two lines: epoch bar + ETA + throughput, batch bar + loss + what trains.
+    In a cross-validation the first line starts with the fold; at its end, the folds' summary."""
+    if state.cv_finished is not None:
+        return cv_progress_text(state, width)
+    prefix = f"Fold {state.fold}/{state.folds_total} · " if state.is_cv else ""
+    bar_w = max(10, min(40, width - 52 - len(prefix)))
     last, batch = state.last, state.batch
     total = state.epochs_total or (last.epochs if last else 0)
     done_epochs = last.epoch if last else 0
     text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(prefix, style="bold")
     if state.done:
         word = state.status_word
         style = STATUS_STYLE.get(word, "bold")
@@ -80,9 +85,88 @@ def progress_text(state: DashboardState, width: int) -> Text:
     return text
 
 
+def cv_progress_text(state: DashboardState, width: int) -> Text:
+    """A finished cross-validation: every fold done, mean ± std of the headline metrics."""
+    summary = state.cv_finished.summary
+    word = summary.get("status", "finished")
+    style = STATUS_STYLE.get(word, "bold")
+    folds = summary.get("folds", state.folds_total)
+    agg = summary.get("aggregate", {})
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(f"CV {word.upper():<9}", style=style)
+    text.append(f" {folds}/{folds} folds ▕")
+    text.append(bar(1.0, max(10, min(40, width - 60))), style=style)
+    text.append(f"▏ κq {fmt_pm(agg.get('kappa_quadratic'))}")
+    collapsed = summary.get("collapsed_folds") or []
+    text.append(f"\n{'':<12} bal-acc-adj {fmt_pm(agg.get('balanced_accuracy_adjusted'))}  "
+                f"AUC {fmt_pm(agg.get('auc_macro'))}  ")
+    text.append(f"collapsed folds: {', '.join(map(str, collapsed))}" if collapsed else "no fold collapsed",
+                style="bold red" if collapsed else "green")
+    return text
+
+
+def cv_banner_text(state: DashboardState, compact: bool = False) -> tuple[str, Text]:
+    """A cross-validation is as healthy as its worst fold."""
+    summary = state.cv_finished.summary
+    status = summary.get("status", "healthy")
+    icon = {"healthy": "●", "warning": "▲", "collapsed": "✖"}.get(status, "●")
+    text = Text(f" {icon} {status.upper()} ", style="reverse bold")
+    rows = summary.get("per_fold", [])
+    flagged = [(word, [r["fold"] for r in rows if r.get("status") == word]) for word in ("collapsed", "warning")]
+    parts = [f"{'folds' if len(folds) > 1 else 'fold'} {', '.join(map(str, folds))} of {len(rows)} {word}"
+             for word, folds in flagged if folds]
+    text.append(" " + "; ".join(parts) if parts else f" all {len(rows)} folds healthy")
+    if flagged[0][1]:
+        text.append(": open the fold (runs browser, or watch its folder) for its suggestions")
+    if compact:
+        text.no_wrap, text.overflow = True, "ellipsis"
+    return status, text
+
+
+def folds_table(state: DashboardState, width: int) -> Table | Text:
+    """One row per fold (status, best-epoch κq, bal-acc-adj, lowest class recall), then mean / std."""
+    if not state.is_cv:
+        return Text("")
+    wide = width >= 44
+    table = Table(box=None, padding=(0, 1), collapse_padding=True, show_edge=False, pad_edge=False)
+    table.add_column("fold", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("κq", justify="right", no_wrap=True)
+    table.add_column("bal-acc-adj", justify="right", no_wrap=True)
+    if wide:
+        table.add_column("min recall", justify="right", no_wrap=True)
+    for fold in range(1, state.folds_total + 1):
+        result = state.fold_results.get(fold)
+        if result is not None:
+            m = result.best_metrics
+            recall = m.get("recall_per_class") or []
+            cells = [Text(result.status, style=STATUS_STYLE.get(result.status, "")),
+                     fmt(m.get("kappa_quadratic")), fmt(m.get("balanced_accuracy_adjusted")),
+                     fmt(min(recall)) if recall else "–"]
+        elif fold == state.fold and not state.cv_finished:
+            word = "stopped" if state.cv_stopped else "running"
+            cells = [Text(word, style="bold yellow" if state.cv_stopped else "bold blue"), "", "", ""]
+        else:
+            cells = [Text("pending", style="dim"), "", "", ""]
+        table.add_row(str(fold), *cells[:4 if wide else 3])
+    if state.fold_results:
+        keys = ("kappa_quadratic", "balanced_accuracy_adjusted")
+        agg = state.cv_finished.summary.get("aggregate", {}) if state.cv_finished else {
+            key: state.fold_mean_std(key) for key in keys}
+        n = len(state.fold_results)
+        for row, stat in (("mean", "mean"), ("std", "std")):
+            values = [fmt(agg.get(key, {}).get(stat)) for key in keys]
+            label = Text(f"{row}" + (f" ({n})" if row == "mean" and n < state.folds_total else ""),
+                         style="bold")
+            table.add_row("", label, *values, *([""] if wide else []), style="bold")
+    return table
+
+
 def banner_text(state: DashboardState, compact: bool = False) -> tuple[str, Text]:
     """(status, text) for the collapse banner: status drives the CSS class (colour).
     compact: one line per rule, cut at the edge (80x24; the event log has the full text)."""
+    if state.cv_finished is not None:
+        return cv_banner_text(state, compact)
     c = state.collapse
     last = state.last
     if c is None:

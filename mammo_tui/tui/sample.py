@@ -10,8 +10,11 @@ from mammo_tui.events import (
     BatchProgress,
     CheckpointSaved,
     CollapseStatus,
+    CVFinished,
     EpochMetrics,
     Event,
+    FoldFinished,
+    FoldStarted,
     LogMessage,
     RunFinished,
     RunStarted,
@@ -66,19 +69,22 @@ COLLAPSED_CONFUSIONS = [
 ]
 
 
-def sample_events(collapsed: bool = False, finished: bool = True, epochs: int | None = None) -> list[Event]:
-    """A short run: RunStarted, batches, epochs with metrics, collapse checks, checkpoints, end."""
+def sample_events(collapsed: bool = False, finished: bool = True, epochs: int | None = None,
+                  name: str = "", run_dir: str = "", trained: int | None = None) -> list[Event]:
+    """A short run: RunStarted, batches, epochs with metrics, collapse checks, checkpoints, end.
+    trained: how many of the sample epochs happen (default all)."""
     epochs = epochs or len(COLLAPSED_CONFUSIONS if collapsed else HEALTHY_CONFUSIONS)
     if collapsed:
         cfg = TrainConfig(arch="resnet18", freeze="none", sampler="none", class_weights="none",
                           lr=0.1, epochs=epochs, img_size=64, warmup_epochs=0)
-        confusions, name = COLLAPSED_CONFUSIONS, "sample-collapsed"
+        confusions, name = COLLAPSED_CONFUSIONS, name or "sample-collapsed"
     else:
         cfg = TrainConfig(arch="resnet18", freeze="last_block", epochs=epochs, img_size=64)
-        confusions, name = HEALTHY_CONFUSIONS, "sample-healthy"
+        confusions, name = HEALTHY_CONFUSIONS, name or "sample-healthy"
+    confusions = confusions[:trained or len(confusions)]
     t = T0
     out: list[Event] = [RunStarted(
-        run_dir=f"runs/{name}", run_name=name, config=cfg.to_dict(), class_names=list("ABCD"),
+        run_dir=run_dir or f"runs/{name}", run_name=name, config=cfg.to_dict(), class_names=list("ABCD"),
         n_train=1270, n_val=318, train_counts=[32, 290, 680, 268], val_counts=[8, 73, 170, 67],
         steps_per_epoch=40, device="cpu", time=t)]
     previous = None
@@ -110,6 +116,34 @@ def sample_events(collapsed: bool = False, finished: bool = True, epochs: int | 
         out.append(RunFinished(status="collapsed" if collapsed else "healthy", best_epoch=best,
                                best_metrics=_metrics(confusions[best - 1]),
                                epochs_completed=len(confusions), time=t))
+    return out
+
+
+def sample_cv_events(folds: int = 5, finished: bool = True) -> list[Event]:
+    """A cross-validation in runs/cv5-sample: fold 2 collapses; unfinished, it stops in fold 3."""
+    from mammo_tui.cv import aggregate, worst_status
+
+    cv_dir = "runs/cv5-sample"
+    out: list[Event] = []
+    rows = []
+    for fold in range(1, folds + 1):
+        run_dir = f"{cv_dir}/fold-{fold}"
+        out.append(FoldStarted(fold=fold, folds=folds, cv_dir=cv_dir, run_dir=run_dir, time=T0))
+        live = not finished and fold == 3
+        events = sample_events(collapsed=fold == 2, finished=not live, epochs=4, name=f"fold-{fold}",
+                               run_dir=run_dir, trained=2 if live else 4 - fold % 2)
+        out += events
+        if live:
+            return out
+        end = events[-1]
+        rows.append({"fold": fold, "status": end.status, "best_epoch": end.best_epoch,
+                     "best_metrics": end.best_metrics})
+        out.append(FoldFinished(fold=fold, folds=folds, status=end.status, best_epoch=end.best_epoch,
+                                best_metrics=end.best_metrics, time=T0))
+    summary = {"folds": folds, "status": worst_status([r["status"] for r in rows]), "per_fold": rows,
+               "aggregate": aggregate(rows),
+               "collapsed_folds": [r["fold"] for r in rows if r["status"] == "collapsed"]}
+    out.append(CVFinished(cv_dir=cv_dir, summary=summary, exit_code=3, time=T0))
     return out
 
 

@@ -14,8 +14,11 @@ from mammo_tui.events import (
     CheckpointSaved,
     CollapseStatus,
     ConfigChanged,
+    CVFinished,
     EpochMetrics,
     Event,
+    FoldFinished,
+    FoldStarted,
     LogMessage,
     RunFailed,
     RunFinished,
@@ -24,7 +27,7 @@ from mammo_tui.events import (
 from mammo_tui.labels import CLASS_NAMES
 
 # Panel names returned by `apply` so the screen refreshes only what changed.
-PROGRESS, EPOCH, COLLAPSE, LOG, STATUS = "progress", "epoch", "collapse", "log", "status"
+PROGRESS, EPOCH, COLLAPSE, LOG, STATUS, FOLDS = "progress", "epoch", "collapse", "log", "status", "folds"
 
 
 @dataclass
@@ -51,6 +54,12 @@ class DashboardState:
     finished: RunFinished | None = None
     failed: RunFailed | None = None
     new_log: list[LogLine] = field(default_factory=list)  # drained by the log panel
+    # cross-validation: the panels above show the current fold; these hold every fold
+    cv_dir: str = ""
+    folds_total: int = 0
+    fold: int = 0  # the current fold, 1-based
+    fold_results: dict[int, FoldFinished] = field(default_factory=dict)
+    cv_finished: CVFinished | None = None
 
     # -- folding ---------------------------------------------------------------------------------
     def apply(self, event: Event) -> set[str]:
@@ -129,6 +138,36 @@ class DashboardState:
         self.note("error", f"run failed: {e.error}")
         return {PROGRESS, LOG, STATUS}
 
+    def _on_fold_started(self, e: FoldStarted) -> set[str]:
+        if e.cv_dir != self.cv_dir:  # another cross-validation on this dashboard (apply a fix)
+            self.fold_results, self.cv_finished = {}, None
+        self.cv_dir, self.folds_total, self.fold = e.cv_dir, e.folds, e.fold
+        # the fold panels start empty: a fold that is kept, not retrained, sends no run events
+        self.epochs, self.collapse, self.best_epoch = [], None, None
+        self.batch, self.finished, self.failed = None, None, None
+        self.note("info", f"── fold {e.fold}/{e.folds} ──")
+        return {PROGRESS, EPOCH, COLLAPSE, LOG, STATUS, FOLDS}
+
+    def _on_fold_finished(self, e: FoldFinished) -> set[str]:
+        self.fold_results[e.fold] = e
+        kappa = fmt(e.best_metrics.get("kappa_quadratic"))
+        how = "kept from an earlier session" if e.kept else f"best epoch {e.best_epoch}, κq {kappa}"
+        self.note("error" if e.status == "collapsed" else "info",
+                  f"fold {e.fold}/{e.folds}: {e.status} ({how})")
+        return {FOLDS, LOG, STATUS}
+
+    def _on_cv_finished(self, e: CVFinished) -> set[str]:
+        self.cv_finished = e
+        agg = e.summary.get("aggregate", {})
+        self.note("info", f"cross-validation finished: {e.summary.get('status', '')}; "
+                          f"κq {fmt_pm(agg.get('kappa_quadratic'))}, "
+                          f"bal-acc-adj {fmt_pm(agg.get('balanced_accuracy_adjusted'))} over {e.summary.get('folds')} folds")
+        collapsed = e.summary.get("collapsed_folds") or []
+        if collapsed:
+            self.note("error", f"collapsed folds: {', '.join(map(str, collapsed))}: the method is not "
+                               "reliable on this data; see each fold's suggestions")
+        return {FOLDS, LOG, STATUS, PROGRESS}
+
     def note(self, level: str, text: str) -> None:
         """A line for the event log (also used by the screen for its own messages)."""
         self.new_log.append(LogLine(level, text))
@@ -143,7 +182,25 @@ class DashboardState:
         return self.finished is not None or self.failed is not None
 
     @property
+    def is_cv(self) -> bool:
+        return self.folds_total > 0
+
+    @property
+    def cv_stopped(self) -> bool:
+        """The cross-validation ended without a summary (a fold interrupted or failed)."""
+        return self.is_cv and self.cv_finished is None and (
+            self.failed is not None or (self.finished is not None and self.finished.interrupted))
+
+    def fold_mean_std(self, key: str) -> dict[str, Any]:
+        """cv.mean_std of a best-epoch metric over the folds finished so far (the live summary row)."""
+        from mammo_tui.cv import mean_std
+
+        return mean_std([r.best_metrics.get(key) for r in self.fold_results.values()])
+
+    @property
     def status_word(self) -> str:
+        if self.cv_finished:
+            return "finished"
         if self.failed:
             return "failed"
         if self.finished:
@@ -178,6 +235,13 @@ def fmt(value: Any, digits: int = 3) -> str:
         text = f"{value:.{digits}f}"
         return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.00"
     return str(value)
+
+
+def fmt_pm(stat: dict[str, Any] | None) -> str:
+    """A cv_summary mean ± std entry."""
+    if not stat or stat.get("mean") is None:
+        return "–"
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
 
 
 def fmt_duration(seconds: float | None) -> str:

@@ -59,6 +59,13 @@ class MetricsPanel(StatePanel):
         return render.metrics_table(self.state)
 
 
+class FoldsPanel(StatePanel):
+    """Cross-validation only: every fold's result and the running mean / std."""
+
+    def render(self):
+        return render.folds_table(self.state, self.content_size.width or 48)
+
+
 class CurvePlot(PlotextPlot):
     """Per-epoch curves; replotted from the state on each repaint (once per epoch at most)."""
 
