@@ -86,6 +86,44 @@ def read_cv_summary(cv_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
+def fold_dirs(cv_dir: str | Path) -> list[Path]:
+    """The fold run directories that exist, in fold order (fold-10 after fold-9)."""
+    found = [p for p in Path(cv_dir).glob("fold-*") if p.is_dir() and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def cv_details(cv_dir: str | Path) -> dict[str, Any]:
+    """A cross-validation in the shape of a run's summary (the runs browser and compare screen):
+    status, config, and for metrics the means over the folds that have finished so far."""
+    cv_dir = Path(cv_dir)
+    manifest = read_manifest(cv_dir) or {}
+    summary = read_cv_summary(cv_dir)
+    rows = summary["per_fold"] if summary else [
+        {"status": s.get("status"), "best_metrics": s.get("best_metrics") or {}}
+        for s in map(read_summary, fold_dirs(cv_dir)) if s and s.get("status") in FINISHED]
+    agg = summary["aggregate"] if summary else aggregate(rows)
+    means = {key: agg[key]["mean"] for key in SCALARS}
+    means["recall_per_class"] = [stat["mean"] for stat in agg["recall_per_class"].values()]
+    folds = int(manifest.get("folds") or (summary or {}).get("folds") or 0)
+    return {"run_name": cv_dir.name, "status": summary["status"] if summary else manifest.get("status", "unknown"),
+            "config": manifest.get("config") or {}, "preset": manifest.get("preset", ""),
+            "best_metrics": means if rows else {}, "best_epoch": None,
+            "epochs_completed": f"{len(rows)}/{folds} folds", "folds": folds, "folds_done": len(rows),
+            "started": manifest.get("started", 0.0)}
+
+
+def cv_info(cv_dir: str | Path):
+    """The runs browser's row for a cross-validation."""
+    from mammo_tui.rundir import RunInfo
+
+    d = cv_details(cv_dir)
+    return RunInfo(path=Path(cv_dir), name=d["run_name"], status=d["status"], preset=d["preset"],
+                   arch=d["config"].get("arch", ""), epochs_completed=0, best_epoch=None,
+                   kappa_quadratic=d["best_metrics"].get("kappa_quadratic"),
+                   bal_acc_adj=d["best_metrics"].get("balanced_accuracy_adjusted"),
+                   started=float(d["started"] or 0.0), kind="cv", folds=d["folds"], folds_done=d["folds_done"])
+
+
 def _set_status(cv_dir: Path, manifest: dict[str, Any], status: str) -> None:
     manifest["status"] = status
     write_json(cv_dir / CV_FILE, manifest)
@@ -192,7 +230,7 @@ def run_cv(request, folds: int, sink: EventSink = lambda e: None,
             rows.append(row)
             sink(FoldFinished(fold=fold, folds=folds, status=row["status"], best_epoch=row["best_epoch"],
                               best_metrics=row["best_metrics"], kept=kept))
-    except BaseException:
+    except BaseException as exc:
         if new and not any(cv_dir.glob("fold-*")):  # failed before any fold existed: leave no husk
             (cv_dir / CV_FILE).unlink(missing_ok=True)
             try:
@@ -200,7 +238,7 @@ def run_cv(request, folds: int, sink: EventSink = lambda e: None,
             except OSError:
                 pass
         elif cv_dir.is_dir():
-            _set_status(cv_dir, manifest, "failed")
+            _set_status(cv_dir, manifest, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
         raise
     cv_summary = {"folds": folds, "status": worst_status([r["status"] for r in rows]),
                   "per_fold": rows, "aggregate": aggregate(rows),

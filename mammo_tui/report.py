@@ -6,6 +6,10 @@ config.toml and dataset.json. Curves are plotext text plots inside ``` fences, s
 reads well in a terminal (`less report.md`) and on GitHub. Tables are padded so their columns line
 up in plain text too. A run that was interrupted, failed or never finished an epoch still gets a
 report that says so; only a folder that is not a run directory is an error.
+
+A cross-validation directory (cv.json, fold-1/ ... fold-K/) gets one report over its folds: a
+per-fold table with mean ± std from cv_summary.json, each fold's collapse checks and config changes
+in short, and links to the folds' own reports; an unfinished CV says how to continue it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import re
 import time
 import tomllib
@@ -21,6 +26,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mammo_tui.collapse import format_distribution, format_percent
+from mammo_tui.cv import (CV_FILE, CV_SUMMARY_FILE, FINISHED, is_cv_dir, read_cv_summary, read_manifest,
+                          worst_status)
 from mammo_tui.errors import RunDirError
 from mammo_tui.labels import CLASS_NAMES
 from mammo_tui.rundir import (CHECKPOINT_DIR, CONFIG_FILE, DATASET_FILE, SPLITS_FILE, SUMMARY_FILE,
@@ -317,6 +324,12 @@ def _config_section(run: RunData) -> list[str]:
     if not final:
         return ["## Configuration", "", f"No configuration found ({CONFIG_FILE} is missing)."]
     preset = (run.summary or {}).get("preset") or (run.dataset or {}).get("preset") or "not recorded"
+    return ["## Configuration", "", f"Preset: `{preset}`. Every key is in `{CONFIG_FILE}`; "
+            "reuse it with `--preset <run>/config.toml`.", "", *_config_table(final, launched)]
+
+
+def _config_table(final: dict[str, Any], launched: dict[str, Any]) -> list[str]:
+    """The collapse-relevant keys (launched -> final where a recovery changed one); shared with CV."""
     rows = []
     for key in CONFIG_TABLE_KEYS:
         if key not in final and key not in launched:
@@ -324,8 +337,7 @@ def _config_section(run: RunData) -> list[str]:
         before, after = launched.get(key, final.get(key)), final.get(key, launched.get(key))
         shown = _value(after) if before == after else f"{_value(before)} -> {_value(after)} (changed during the run)"
         rows.append([key, shown])
-    lines = ["## Configuration", "", f"Preset: `{preset}`. Every key is in `{CONFIG_FILE}`; "
-             "reuse it with `--preset <run>/config.toml`.", "", table(["key", "value"], rows)]
+    lines = [table(["key", "value"], rows)]
     if final.get("sampler") == "weighted" and final.get("class_weights") == "balanced":
         lines += ["", "Note: weighted sampler and class weights are both on (double balancing)."]
     return lines
@@ -448,34 +460,47 @@ def _best_epoch_section(run: RunData) -> list[str]:
 
 
 def _collapse_section(run: RunData) -> list[str]:
-    lines = ["## Collapse checks", ""]
+    lines = ["## Collapse checks", "", *_collapse_lines(run)]
+    if run.of_type("collapse"):  # no check in the log: the summary's short list says it all
+        lines += ["", "### Config changes during the run", "", *_change_lines(run)]
+    return lines
+
+
+def _collapse_lines(run: RunData, suggestions: bool = True) -> list[str]:
+    """One bullet per flagged epoch (with the suggested fixes unless `suggestions` is off), or a
+    one-line verdict; the CV report lists each fold's with suggestions off."""
     checks = {e.epoch: e for e in run.of_type("collapse")}  # the last check per epoch wins
     if not checks:
         summary_events = (run.summary or {}).get("collapse_events") or []
         if not summary_events:
-            return lines + ["No collapse check ran (no epoch finished)." if not run.epochs
-                            else "Every epoch passed the collapse checks."]
-        return lines + [f"- epoch {c['epoch']}: **{c['status']}**" for c in summary_events]
+            return ["No collapse check ran (no epoch finished)." if not run.epochs
+                    else "Every epoch passed the collapse checks."]
+        return [f"- epoch {c['epoch']}: **{c['status']}**" for c in summary_events]
     flagged = [checks[k] for k in sorted(checks) if checks[k].status != "healthy"]
-    if not flagged:
-        lines.append(f"All {len(checks)} checked epochs were healthy.")
+    lines = [] if flagged else [f"All {len(checks)} checked epochs were healthy."]
     shown: tuple = ()
     shown_at = None
     for check in flagged:
         lines.append(f"- epoch {check.epoch}: **{check.status}**: {'; '.join(check.reasons)}")
         top = tuple((s["key"], str(s["value"])) for s in check.suggestions[:3])
+        if not suggestions:
+            continue
         if top and top == shown:  # a run stuck in one state repeats itself; say it once
             lines.append(f"  - same suggestions as epoch {shown_at}")
             continue
         shown, shown_at = top, check.epoch
         for s in check.suggestions[:3]:
             lines.append(f"  - suggested `--set {s['key']}={_value(s['value'])}`: {s['reason']}")
-    lines += ["", "### Config changes during the run", ""]
+    return lines
+
+
+def _change_lines(run: RunData) -> list[str]:
     changes = [(e.epoch, e.changes, e.reason) for e in run.of_type("config_changed")]
     if not changes:
         changes = [(c["epoch"], c["changes"], c["reason"]) for c in (run.summary or {}).get("changes") or []]
     if not changes:
-        lines.append("None: the config stayed as launched.")
+        return ["None: the config stayed as launched."]
+    lines = []
     for epoch, diff, reason in changes:
         listing = ", ".join(f"{k} {_value(a)} -> {_value(b)}" for k, (a, b) in diff.items()) or "no key changed"
         lines.append(f"- after epoch {epoch}: {listing} ({reason})")
@@ -560,8 +585,197 @@ def render_report(run: RunData, figures: Sequence[str] = ()) -> str:
 
 
 def build_report(run_dir: str | Path) -> str:
-    """The Markdown report of one run; RunDirError when run_dir is not a run directory."""
+    """The Markdown report of one run or of a cross-validation directory (fold links relative to it);
+    RunDirError when run_dir is neither."""
+    if is_cv_dir(run_dir):
+        cv = load_cv(run_dir)
+        return render_cv_report(cv, cv.path)
     return render_report(load_run(run_dir))
+
+
+# ---------------------------------------------------------------------------------------------
+# cross-validation: one report over the folds, each fold keeping its own run report
+
+
+@dataclass
+class CVData:
+    """cv.json, cv_summary.json (None until every fold finished) and each fold's run (None: not started)."""
+
+    path: Path
+    manifest: dict[str, Any]
+    summary: dict[str, Any] | None
+    folds: dict[int, RunData | None]
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per fold: cv_summary.json's when there is one, else each fold's summary.json."""
+        if self.summary:
+            return list(self.summary.get("per_fold") or [])
+        rows = []
+        for fold, run in self.folds.items():
+            s = (run.summary if run else None) or {}
+            rows.append({"fold": fold, "status": s.get("status"),
+                         "best_epoch": s.get("best_epoch"), "best_metrics": s.get("best_metrics") or {}})
+        return rows
+
+    @property
+    def status(self) -> str:
+        if self.summary:
+            return self.summary.get("status") or worst_status([r["status"] for r in self.rows()])
+        return self.manifest.get("status") or "running"  # running, interrupted or failed
+
+    @property
+    def collapsed_folds(self) -> list[int]:
+        if self.summary:
+            return list(self.summary.get("collapsed_folds") or [])
+        return [r["fold"] for r in self.rows() if r["status"] == "collapsed"]
+
+
+def load_cv(cv_dir: str | Path) -> CVData:
+    path = Path(cv_dir).expanduser()
+    manifest, summary = read_manifest(path) or {}, read_cv_summary(path)
+    count = int(manifest.get("folds") or (summary or {}).get("folds") or 0)
+    if not count:
+        raise RunDirError(f"{path}: {CV_FILE} and {CV_SUMMARY_FILE} cannot be read; not a usable "
+                          "cross-validation directory")
+    folds: dict[int, RunData | None] = {}
+    for fold in range(1, count + 1):
+        try:
+            folds[fold] = load_run(path / f"fold-{fold}")
+        except RunDirError:  # not started yet (or its folder holds nothing of a run)
+            folds[fold] = None
+    return CVData(path=path, manifest=manifest, summary=summary, folds=folds)
+
+
+def _fold_link(cv: CVData, fold: int, base: Path) -> str:
+    """A link to the fold's report.md, relative to the folder the CV report is written in."""
+    target = os.path.relpath((cv.path / f"fold-{fold}" / REPORT_FILE).resolve(), base.resolve())
+    target = Path(target).as_posix()
+    return f"[{target}]({target})"
+
+
+def _cv_status_section(cv: CVData) -> list[str]:
+    rows = cv.rows()
+    done = [r for r in rows if r["status"] in FINISHED]
+    started = cv.manifest.get("started")
+    facts = [f"**Status: {cv.status}**", f"{len(done)}/{len(cv.folds)} folds finished",
+             f"started {_when(started)}"]
+    ends = [run.summary.get("finished") for run in cv.folds.values() if run and run.summary]
+    if cv.finished and started and all(ends):
+        facts.append(f"took {_duration(max(ends) - started)}")
+    lines = [" · ".join(facts), ""]
+    collapsed = cv.collapsed_folds
+    if collapsed:  # one collapsed fold makes the method unreliable on this data: say it first
+        lines += [f"> **COLLAPSED: fold {', '.join(map(str, collapsed))}.** Its best checkpoint predicts "
+                  "(almost) only one class, so this configuration is not reliable on this data; see its "
+                  "collapse checks under *Folds* and its own report.", ""]
+    if cv.finished:
+        lines.append(f"{cv.status.capitalize()}, the worst fold's status (a cross-validation is as healthy "
+                     f"as its worst fold): {STATUS_MEANING.get(cv.status, 'unknown status.')}")
+    else:
+        lines.append(f"Not finished: {len(cv.folds) - len(done)} of {len(cv.folds)} folds have no result "
+                     "yet, so there is no mean ± std over the folds.")
+        resume = f"`mammo-tui cv --resume {cv.path}`"
+        if cv.status == "running":
+            lines += ["", f"Follow it live with `mammo-tui watch {cv.path}`; if its process is gone, "
+                          f"continue it with {resume}."]
+        else:
+            lines += ["", f"Continue it with {resume} (finished folds are kept)."]
+    return lines
+
+
+def _cv_folds_section(cv: CVData) -> list[str]:
+    rows = []
+    for r in cv.rows():
+        m = r.get("best_metrics") or {}
+        run = cv.folds.get(r["fold"])
+        status = r["status"] if r["status"] in FINISHED else \
+            "not finished" + (f" ({run.status})" if run and run.status != "running" else "")
+        recall = list(m.get("recall_per_class") or [])
+        rows.append([r["fold"], status, _value(r.get("best_epoch")), _num(m.get("kappa_quadratic")),
+                     _num(m.get("balanced_accuracy_adjusted")), _num(m.get("auc_macro")),
+                     *[_num(v) for v in (recall + [None] * len(CLASS_NAMES))[:len(CLASS_NAMES)]]])
+    agg = (cv.summary or {}).get("aggregate")
+    if agg:  # mean and std as two rows keep the table narrow enough for a terminal
+        stats = [agg.get(k) or {} for k in ("kappa_quadratic", "balanced_accuracy_adjusted", "auc_macro")]
+        stats += [(agg.get("recall_per_class") or {}).get(name) or {} for name in CLASS_NAMES]
+        for label in ("mean", "std"):
+            rows.append([label, "", "", *[_num(st.get(label)) for st in stats]])
+    headers = ["fold", "status", "best epoch", "kappa_q", "bal_acc_adj", "AUC",
+               *[f"recall {name}" for name in CLASS_NAMES]]
+    lines = ["## Folds", "", "Validation metrics of each fold's best checkpoint.", "",
+             table(headers, rows, right=range(2, len(headers)))]
+    if agg:
+        spec = [("kappa (quadratic weights) - headline", agg.get("kappa_quadratic")),
+                ("balanced accuracy, adjusted", agg.get("balanced_accuracy_adjusted")),
+                ("macro AUC (one-vs-rest)", agg.get("auc_macro")),
+                ("accuracy (misleading on imbalanced data)", agg.get("accuracy")),
+                *[(f"recall {name}", st) for name, st in (agg.get("recall_per_class") or {}).items()]]
+        summary = [[label, _mean_std(st), _value((st or {}).get("n"))] for label, st in spec]
+        lines += ["", "### Mean ± std over the folds", "",
+                  table(["metric", "mean ± std", "folds"], summary, right=(1, 2))]
+    return lines
+
+
+def _mean_std(stat: dict[str, Any] | None) -> str:
+    stat = stat or {}
+    return "n/a" if stat.get("mean") is None else f"{_num(stat['mean'])} ± {_num(stat.get('std'))}"
+
+
+def _cv_fold_details(cv: CVData, base: Path) -> list[str]:
+    """Each fold's collapse checks and config changes in short (no suggestions: the fold report
+    has them), and where its own report is."""
+    lines = ["## Collapse checks and config changes per fold", ""]
+    for fold, run in cv.folds.items():
+        if run is None:
+            lines.append(f"- **fold {fold}**: not started; no report yet.")
+            continue
+        lines.append(f"- **fold {fold}** ({run.status}, best epoch {_value(run.best_epoch)}): "
+                     f"{_fold_link(cv, fold, base)}")
+        for line in [*_collapse_lines(run, suggestions=False), *_change_lines(run)]:
+            lines.append("  " + (line if line.startswith("- ") else f"- {line}"))
+    return lines
+
+
+def _cv_config_section(cv: CVData) -> list[str]:
+    config = cv.manifest.get("config") or {}
+    data = cv.manifest.get("dataset") or {}
+    if cv.manifest.get("demo"):
+        source = "the built-in demo dataset" + (f" (size {_value(cv.manifest['demo_size'])})"
+                                                if cv.manifest.get("demo_size") is not None else "")
+    else:
+        source = ", ".join(f"{key} `{value}`" for key, value in data.items() if value) or "not recorded"
+    fp = next(((run.dataset or {}).get("fingerprint") for run in cv.folds.values()
+               if run and (run.dataset or {}).get("fingerprint")), None) or {}
+    counts = fp.get("class_counts") or []
+    lines = ["## Dataset and configuration", "", f"- dataset: {source}"]
+    if fp:
+        lines.append(f"- images: {fp.get('n_images', 'n/a')}, patients (groups): {fp.get('n_patients', 'n/a')}"
+                     + (", classes: " + ", ".join(f"{n} {c}" for n, c in zip(_class_names(len(counts)), counts))
+                        if counts else ""))
+    lines += [f"- preset: `{cv.manifest.get('preset') or 'not recorded'}`",
+              f"- folds: {len(cv.folds)}, patient-grouped and stratified: every patient's images are in "
+              "one fold's validation set", ""]
+    if not config:
+        return lines + [f"No configuration found ({CV_FILE} is missing or unreadable)."]
+    return lines + [f"Every fold trains with this config (all keys in `{CV_FILE}`); a change made by "
+                    "`--on-collapse recover` is listed under that fold above.", "", *_config_table(config, config)]
+
+
+def render_cv_report(cv: CVData, base: Path) -> str:
+    """The Markdown text of a cross-validation; `base`: the folder the report goes to (for links)."""
+    sections = [[f"# Cross-validation report: {cv.path.name}", "", *_cv_status_section(cv)],
+                _cv_folds_section(cv), _cv_fold_details(cv, base), _cv_config_section(cv),
+                ["## Files", "", f"Cross-validation directory: `{cv.path.resolve()}`",
+                 *[f"- `{name}`: {what}" for name, what in
+                   ((CV_FILE, "what to train, where it stands (for --resume)"),
+                    (CV_SUMMARY_FILE, "per-fold results and mean ± std")) if (cv.path / name).is_file()],
+                 "- `fold-N/`: each fold's own run directory (`mammo-tui watch`, `evaluate`, `predict`, `report`)"]]
+    body = "\n\n".join("\n".join(section) for section in sections if section)
+    return body + f"\n\n---\nWritten by mammo-tui on {_when(time.time())}.\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -601,16 +815,26 @@ def write_figures(run: RunData, folder: Path) -> list[str]:
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, figures: bool = True) -> Path:
-    """Write the report (default RUN_DIR/report.md; `out` may be a file or a folder); return its path."""
-    run = load_run(run_dir)
-    target = Path(out).expanduser() if out else run.path / REPORT_FILE
+    """Write the report (default RUN_DIR/report.md; `out` may be a file or a folder); return its path.
+
+    For a cross-validation directory it also (re)writes every started fold's own fold-N/report.md,
+    always, not only missing ones: a fold report written while that fold was running would be stale,
+    and the CV report links to them (relative to wherever the CV report goes)."""
+    cv = load_cv(run_dir) if is_cv_dir(run_dir) else None
+    run = None if cv else load_run(run_dir)
+    target = Path(out).expanduser() if out else (cv or run).path / REPORT_FILE
     if target.is_dir():
         target = target / REPORT_FILE
     if not target.parent.is_dir():
         raise RunDirError(f"cannot write the report to {target}: folder {target.parent} does not exist")
-    names = write_figures(run, target.parent) if figures else []
+    if cv:
+        for fold_run in filter(None, cv.folds.values()):
+            write_report(fold_run.path, figures=figures)
+        text = render_cv_report(cv, target.parent)
+    else:
+        text = render_report(run, write_figures(run, target.parent) if figures else [])
     try:
-        atomic_write_text(target, render_report(run, names))
+        atomic_write_text(target, text)
     except OSError as exc:
         raise RunDirError(f"cannot write the report to {target}: {exc.strerror or exc}") from None
     return target

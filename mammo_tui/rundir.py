@@ -66,9 +66,12 @@ class RunInfo:
     arch: str
     epochs_completed: int
     best_epoch: int | None
-    kappa_quadratic: float | None
+    kappa_quadratic: float | None  # a cross-validation: the mean over its finished folds
     bal_acc_adj: float | None
     started: float
+    kind: str = "run"  # run | cv | fold (a fold of the cross-validation listed just above it)
+    folds: int = 0  # cv: K
+    folds_done: int = 0  # cv: folds with a result
 
 
 def run_info(run_dir: str | Path) -> RunInfo:
@@ -106,9 +109,22 @@ def run_info(run_dir: str | Path) -> RunInfo:
 
 
 def list_runs(root: str | Path = "runs") -> list[RunInfo]:
+    """Runs under root, newest first; a cross-validation is one row followed by its folds."""
+    from mammo_tui.cv import cv_info, fold_dirs, is_cv_dir
+
     root = Path(root)
     if not root.is_dir():
         return []
-    runs = [run_info(p) for p in root.iterdir()
-            if p.is_dir() and ((p / EVENTS_FILE).exists() or (p / SUMMARY_FILE).exists())]
-    return sorted(runs, key=lambda r: r.started, reverse=True)
+    groups: list[list[RunInfo]] = []
+    for path in root.iterdir():
+        if not path.is_dir():
+            continue
+        if is_cv_dir(path):
+            folds = [run_info(f) for f in fold_dirs(path)]
+            for fold in folds:
+                fold.kind = "fold"
+            groups.append([cv_info(path), *folds])
+        elif (path / EVENTS_FILE).exists() or (path / SUMMARY_FILE).exists():
+            groups.append([run_info(path)])
+    groups.sort(key=lambda group: group[0].started, reverse=True)
+    return [info for group in groups for info in group]

@@ -1,12 +1,17 @@
-"""`mammo-tui report`: the Markdown report of a real tiny run, an interrupted one, and bad inputs."""
+"""`mammo-tui report`: the Markdown report of a real tiny run, an interrupted one, bad inputs, and of
+a cross-validation directory (finished, stopped before its last fold, with a collapsed fold)."""
 
 import json
+import re
 import shutil
+import subprocess
+import sys
 import threading
 
 import pytest
 
 from mammo_tui import config
+from mammo_tui.cv import CV_SUMMARY_FILE, read_cv_summary, run_cv
 from mammo_tui.engine.trainer import TrainRequest, train
 from mammo_tui.errors import MammoError
 from mammo_tui.events import CollapseStatus, ConfigChanged
@@ -14,6 +19,7 @@ from mammo_tui.report import (FIGURE_FILE, REPORT_FILE, build_report, matplotlib
                               write_report)
 from mammo_tui.rundir import read_summary
 from mammo_tui.runlog import RunLogWriter
+from mammo_tui.tui.testing import tiny_config
 
 TINY = {"arch": "resnet18", "pretrained": False, "img_size": 32, "batch_size": 16, "augment": False,
         "epochs": 2, "max_batches_per_epoch": 2, "num_workers": 0, "early_stop_patience": 0}
@@ -167,3 +173,139 @@ def test_missing_or_foreign_directories_raise_a_clear_error(tmp_path):
 def test_table_pads_columns_and_escapes_pipes():
     text = table(["k", "value"], [["a|b", 1], ["c", 22]], right=[1])
     assert text.splitlines() == ["| k    | value |", "|------|------:|", "| a\\|b |     1 |", "| c    |    22 |"]
+
+
+# -- cross-validation ---------------------------------------------------------------------------------
+
+
+def _cv(spec, outdir, sink=lambda e: None, cancel=None):
+    request = TrainRequest(config=tiny_config(), dataset=spec, outdir=str(outdir), run_name="cv", preset="test")
+    return run_cv(request, 2, sink, cancel)
+
+
+@pytest.fixture(scope="module")
+def finished_cv(tiny_demo, tmp_path_factory):
+    result = _cv(tiny_demo, tmp_path_factory.mktemp("cv"))
+    assert result.summary
+    return result.run_dir
+
+
+@pytest.fixture(scope="module")
+def stopped_cv(tiny_demo, tmp_path_factory):
+    cancel = threading.Event()
+
+    def sink(event):  # stop as fold 2 starts: fold-1 finished, fold-2 never created
+        if event.type == "fold_started" and event.fold == 2:
+            cancel.set()
+
+    result = _cv(tiny_demo, tmp_path_factory.mktemp("cv"), sink, cancel)
+    assert not result.summary and not (result.run_dir / "fold-2").exists()
+    return result.run_dir
+
+
+def _copy_cv(cv_dir, tmp_path):
+    copy = tmp_path / cv_dir.name
+    shutil.copytree(cv_dir, copy, ignore=shutil.ignore_patterns("*.pt", REPORT_FILE))
+    return copy
+
+
+def _fold_rows(text):
+    return {row[0]: row for row in _table_rows(_section(text, "## Folds", "## Collapse checks and config"))}
+
+
+def _pm(stat):
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
+def test_cv_report_has_each_folds_metrics_and_the_mean_and_std_over_folds(finished_cv):
+    text = build_report(finished_cv)
+    summary = read_cv_summary(finished_cv)
+    assert text.startswith("# Cross-validation report: cv")
+    assert f"**Status: {summary['status']}** · 2/2 folds finished" in text
+    rows = _fold_rows(text)
+    for fold in summary["per_fold"]:
+        m = fold["best_metrics"]
+        row = rows[str(fold["fold"])]
+        assert row[1:3] == [fold["status"], str(fold["best_epoch"])]
+        assert row[3:6] == [f"{m[k]:.3f}" for k in ("kappa_quadratic", "balanced_accuracy_adjusted", "auc_macro")]
+        assert row[6:10] == [f"{r:.3f}" for r in m["recall_per_class"]]
+    agg = summary["aggregate"]
+    assert rows["mean"][3] == f"{agg['kappa_quadratic']['mean']:.3f}"
+    assert rows["std"][3] == f"{agg['kappa_quadratic']['std']:.3f}"
+    assert [rows["mean"][6 + i] for i in range(4)] == [f"{agg['recall_per_class'][c]['mean']:.3f}" for c in "ABCD"]
+    stats = {row[0]: row[1:] for row in _table_rows(_section(text, "### Mean ± std", "## Collapse"))}
+    assert stats["kappa (quadratic weights) - headline"] == [_pm(agg["kappa_quadratic"]), "2"]
+    assert stats["macro AUC (one-vs-rest)"] == [_pm(agg["auc_macro"]), "2"]
+    for c in "ABCD":
+        assert stats[f"recall {c}"] == [_pm(agg["recall_per_class"][c]), "2"]
+    assert "COLLAPSED" not in text and "cv --resume" not in text
+    config_rows = {row[0]: row[1] for row in _table_rows(_section(text, "## Dataset and configuration", "## Files"))}
+    assert config_rows["arch"] == "resnet18" and config_rows["img_size"] == "32"
+    assert "- preset: `test`" in text and "labels.csv" in text and "images: 81" in text
+
+
+def test_write_report_on_a_cv_writes_every_fold_report_and_links_to_them(finished_cv, tmp_path):
+    for fold in (1, 2):
+        (finished_cv / f"fold-{fold}" / REPORT_FILE).unlink(missing_ok=True)
+    path = write_report(finished_cv, figures=False)
+    assert path == finished_cv / REPORT_FILE
+    text = path.read_text(encoding="utf-8")
+    links = re.findall(r"\[([^]]+)\]\(([^)]+)\)", text)
+    assert links == [("fold-1/report.md", "fold-1/report.md"), ("fold-2/report.md", "fold-2/report.md")]
+    for fold, (_, target) in enumerate(links, 1):
+        fold_text = (path.parent / target).read_text(encoding="utf-8")
+        assert fold_text.startswith(f"# Run report: fold-{fold}") and "### Confusion matrix" in fold_text
+    # written elsewhere, the links still lead to the folds' reports
+    other = write_report(finished_cv, out=tmp_path, figures=False)
+    targets = re.findall(r"\]\(([^)]+)\)", other.read_text(encoding="utf-8"))
+    assert len(targets) == 2 and not targets[0].startswith("fold-1")
+    assert [(tmp_path / t).resolve() for t in targets] == [
+        (finished_cv / f"fold-{n}" / REPORT_FILE).resolve() for n in (1, 2)]
+
+
+def test_a_stopped_cv_lists_its_finished_fold_and_says_how_to_resume(stopped_cv):
+    path = write_report(stopped_cv, figures=False)
+    text = path.read_text(encoding="utf-8")
+    best = read_summary(stopped_cv / "fold-1")["best_metrics"]
+    assert "**Status: interrupted** · 1/2 folds finished" in text
+    assert f"Continue it with `mammo-tui cv --resume {stopped_cv}`" in text
+    rows = _fold_rows(text)
+    assert rows["1"][3] == f"{best['kappa_quadratic']:.3f}" and rows["1"][6:10] == [
+        f"{r:.3f}" for r in best["recall_per_class"]]
+    assert rows["2"][1] == "not finished" and rows["2"][3] == "n/a"
+    assert "mean" not in rows and "### Mean ± std" not in text and not (stopped_cv / CV_SUMMARY_FILE).exists()
+    assert "- **fold 2**: not started; no report yet." in text
+    assert "[fold-1/report.md](fold-1/report.md)" in text and "fold-2/report.md" not in text
+    assert (stopped_cv / "fold-1" / REPORT_FILE).is_file() and not (stopped_cv / "fold-2").exists()
+
+
+def test_a_collapsed_fold_is_called_out_with_its_collapse_checks_and_config_changes(finished_cv, tmp_path):
+    cv = _copy_cv(finished_cv, tmp_path)
+    summary = read_cv_summary(cv)
+    summary["per_fold"][1]["status"] = "collapsed"
+    summary.update(status="collapsed", collapsed_folds=[2])
+    (cv / CV_SUMMARY_FILE).write_text(json.dumps(summary))
+    writer = RunLogWriter(cv / "fold-2" / "events.jsonl")  # what a `--on-collapse recover` fold writes
+    writer(CollapseStatus(epoch=1, status="collapsed", reasons=["D takes 100 % of predictions"],
+                          suggestions=[{"key": "sampler", "value": "weighted", "reason": "no sampler"}]))
+    writer(ConfigChanged(epoch=1, changes={"lr": [0.0001, 1e-05]}, reason="collapse: lower lr"))
+    writer.close()
+    text = build_report(cv)
+    assert "**Status: collapsed**" in text and "> **COLLAPSED: fold 2.**" in text
+    assert _fold_rows(text)["2"][1] == "collapsed"
+    details = _section(text, "## Collapse checks and config changes per fold", "## Dataset")
+    fold2 = details[details.index("- **fold 2**"):]
+    assert "  - epoch 1: **collapsed**: D takes 100 % of predictions" in fold2
+    assert "  - after epoch 1: lr 0.0001 -> 1e-05 (collapse: lower lr)" in fold2
+    assert "suggested `--set" not in details  # the short form; the fold's own report has the suggestions
+    assert "None: the config stayed as launched." in details[:details.index("- **fold 2**")]
+
+
+def test_cli_report_on_a_cv_dir_writes_it(finished_cv, tmp_path):
+    cv = _copy_cv(finished_cv, tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "mammo_tui", "report", str(cv)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"report written: {cv / REPORT_FILE}" in proc.stdout
+    text = (cv / REPORT_FILE).read_text(encoding="utf-8")
+    assert text.startswith("# Cross-validation report: cv") and (cv / "fold-2" / REPORT_FILE).is_file()

@@ -13,74 +13,13 @@ from mammo_tui.tui.configure import ConfigScreen
 from mammo_tui.tui.dashboard import DashboardScreen
 from mammo_tui.tui.decision import DecisionScreen
 from mammo_tui.tui.fingerprint_view import FingerprintScreen
-from mammo_tui.tui.testing import async_test, screen_text, tiny_config, wait_until
+from mammo_tui.tui.testing import async_test, screen_text, tiny_config, to_config_screen, wait_until
 from mammo_tui.tui.widgets import CollapseBanner
 from mammo_tui.tui.wizard import DatasetScreen
 
 
 def on(app, screen_type):
     return lambda: isinstance(app.screen, screen_type)
-
-
-async def to_config_screen(pilot, app) -> ConfigScreen:
-    await wait_until(pilot, on(app, DatasetScreen), what="dataset screen")
-    await pilot.press("ctrl+d")
-    await wait_until(pilot, on(app, FingerprintScreen), what="fingerprint screen")
-    await pilot.press("enter")
-    await wait_until(pilot, on(app, DecisionScreen), what="decision screen")
-    await pilot.press("enter")
-    await wait_until(pilot, on(app, ConfigScreen), what="config screen")
-    await pilot.pause()
-    return app.screen
-
-
-@async_test
-async def test_dataset_errors_are_shown_inline(tmp_path):
-    app = MammoApp("wizard", runs_root=str(tmp_path))
-    async with app.run_test(size=(80, 24)) as pilot:
-        await wait_until(pilot, on(app, DatasetScreen), what="dataset screen")
-        await pilot.press("enter")  # nothing typed
-        await pilot.pause()
-        assert "type the path of the label CSV" in screen_text(app)
-        app.screen.query_one("#first", Input).value = str(tmp_path / "missing.csv")
-        app.screen.query_one("#first", Input).focus()
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: "Label CSV not found" in screen_text(app), timeout=30,
-                         what="the DatasetError text")
-        assert isinstance(app.screen, DatasetScreen)
-        assert not app.screen.query_one("#scan", Button).disabled  # ready for another try
-
-
-@async_test
-async def test_bad_rows_are_counted_and_can_be_left_out(tmp_path, demo_dataset):
-    (tmp_path / "img").mkdir()
-    table = tmp_path / "labels.csv"
-    with open(table, "w", newline="") as handle:
-        out = csv.writer(handle)
-        out.writerow(["image_path", "label"])
-        for i, path in enumerate(sorted(Path(demo_dataset.dicom_root).rglob("*.dcm"))[:12]):
-            shutil.copy(path, tmp_path / "img" / f"{i}.dcm")  # images must sit under the CSV
-            out.writerow([f"img/{i}.dcm", "ABCD"[i % 4]])
-        out.writerow(["img/gone.dcm", "B"])
-    app = MammoApp("wizard", runs_root=str(tmp_path / "runs"))
-    async with app.run_test(size=(100, 40)) as pilot:
-        await wait_until(pilot, on(app, DatasetScreen), what="dataset screen")
-        screen = app.screen
-        screen.query_one("#layout", Select).value = "generic"
-        screen.query_one("#first", Input).value = str(table)
-        screen.query_one("#first", Input).focus()
-        await pilot.press("enter")
-        await wait_until(pilot, on(app, FingerprintScreen), timeout=20, what="fingerprint")
-        text = screen_text(app)
-        assert "missing_file" in text and "gone.dcm" in text
-        assert "Continue without 1 bad rows" in text
-        assert "Patients" in text and "Imbalance" in text
-        await pilot.press("enter")
-        await wait_until(pilot, on(app, DecisionScreen), what="decision screen")
-        assert app.screen.wizard.skip_bad_rows
-        assert "◀" in screen_text(app)
-        await pilot.press("escape")
-        await wait_until(pilot, on(app, FingerprintScreen), what="back")
 
 
 @async_test

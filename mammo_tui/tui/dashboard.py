@@ -181,7 +181,7 @@ class DashboardScreen(Screen):
             self.query_one(CollapseBanner).refresh(layout=True)
         if COLLAPSE in dirty:
             self.query_one(SuggestionList).show(self.state.suggestions())
-        if FOLDS in dirty:
+        if FOLDS in dirty or STATUS in dirty:  # a fold's end (stopped, failed) shows in its row
             self.set_class(self.state.is_cv, "-cv")
             folds = self.query_one(FoldsPanel)
             folds.set_class(not self.state.is_cv, "-empty")

@@ -27,10 +27,14 @@ def started_text(timestamp: float) -> str:
 
 
 def run_details(path: Path) -> dict[str, Any]:
-    """summary.json, or what the event log says so far for a run that has none yet."""
+    """summary.json, or what the event log says so far for a run that has none yet;
+    for a cross-validation, the means over its finished folds."""
+    from mammo_tui.cv import cv_details, is_cv_dir
     from mammo_tui.rundir import read_summary, run_info
     from mammo_tui.runlog import read_events
 
+    if is_cv_dir(path):
+        return cv_details(path)
     summary = read_summary(path)
     if summary:
         return summary
@@ -112,7 +116,9 @@ def compare_tables(a: dict[str, Any], b: dict[str, Any]) -> tuple[Table, Table]:
 
 class RunsScreen(Screen):
     HELP_TITLE = "runs browser"
-    HELP_TEXT = ("Runs under the runs root, newest first. enter opens the dashboard of a run (a "
+    HELP_TEXT = ("Runs under the runs root, newest first. A cross-validation is one row (κq and "
+                 "bal-acc-adj: the mean over its finished folds) with its folds below it. enter opens "
+                 "the dashboard of a run or CV (a "
                  "replay when it is finished, live when it is still running). space marks runs; c "
                  "compares the two marked runs (or the marked one with the one under the cursor).")
     BINDINGS = [
@@ -165,8 +171,15 @@ class RunsScreen(Screen):
 
     def _cells(self, run) -> list[Any]:
         mark = Text("●", style="bold cyan") if run.path in self.marked else ""
-        return [mark, run.name, Text(run.status, style=STATUS_STYLE.get(run.status, "")),
-                run.preset or "–", run.arch or "–", str(run.epochs_completed),
+        name: Any = run.name
+        epochs = str(run.epochs_completed)
+        if run.kind == "cv":
+            name = Text.assemble(run.name, (f"  {run.folds}-fold CV", "bold"))
+            epochs = f"{run.folds_done}/{run.folds} folds"
+        elif run.kind == "fold":
+            name = Text(f"  └ {run.name}", style="dim")
+        return [mark, name, Text(run.status, style=STATUS_STYLE.get(run.status, "")),
+                run.preset or "–", run.arch or "–", epochs,
                 str(run.best_epoch) if run.best_epoch is not None else "–",
                 fmt(run.kappa_quadratic), fmt(run.bal_acc_adj), started_text(run.started)]
 

@@ -58,3 +58,19 @@ def async_test(test: Callable) -> Callable:
         return asyncio.run(test(*args, **kwargs))
 
     return wrapper
+
+
+async def to_config_screen(pilot, app):
+    """Walk the wizard on the demo dataset (ctrl+d) to the config screen and return it."""
+    from mammo_tui.tui.configure import ConfigScreen
+    from mammo_tui.tui.decision import DecisionScreen
+    from mammo_tui.tui.fingerprint_view import FingerprintScreen
+    from mammo_tui.tui.wizard import DatasetScreen
+
+    for screen_type, key in ((DatasetScreen, "ctrl+d"), (FingerprintScreen, "enter"),
+                             (DecisionScreen, "enter")):
+        await wait_until(pilot, lambda: isinstance(app.screen, screen_type), what=screen_type.__name__)
+        await pilot.press(key)
+    await wait_until(pilot, lambda: isinstance(app.screen, ConfigScreen), what="ConfigScreen")
+    await pilot.pause()
+    return app.screen
