@@ -79,7 +79,7 @@ def format_distribution(fractions: Sequence[float]) -> str:
 
 def _below(value: float, threshold: float) -> str:
     """`0.00 < 0.20`, with more digits when two decimals would print `0.20 < 0.20`."""
-    for digits in (2, 3, 4):
+    for digits in (2, 3, 4, 5, 6):
         a, b = f"{value:.{digits}f}", f"{threshold:.{digits}f}"
         if a != b:
             break
@@ -140,7 +140,7 @@ def detect_collapse(
     zero = _zero_recall(metrics)
     top, share = _dominance(metrics)
 
-    low_kappa = kappa < cfg.collapse_kappa
+    low_kappa = kappa < cfg.collapse_kappa - _EPS  # a value equal to a threshold passes it
     checked = low_kappa or bool(zero)
     dominant = share >= cfg.collapse_dominance - _EPS
 
@@ -156,7 +156,7 @@ def detect_collapse(
     if low_kappa:
         reasons.append(f"kappa {_below(kappa, cfg.collapse_kappa)} (unweighted)")
     bal_adj = float(metrics["balanced_accuracy_adjusted"])
-    if bal_adj < cfg.warn_bal_acc_adj:
+    if bal_adj < cfg.warn_bal_acc_adj - _EPS:  # e.g. (0.475 - 0.25) / 0.75 is 0.29999999999999993
         reasons.append(f"balanced accuracy adj. {_below(bal_adj, cfg.warn_bal_acc_adj)}")
     drift = _drift(metrics, previous, cfg.warn_drift)
     if drift:

@@ -138,6 +138,14 @@ def test_low_balanced_accuracy_warns() -> None:
     assert detect_collapse(m).reasons == ["balanced accuracy adj. 0.12 < 0.30"]
 
 
+def test_values_just_below_a_threshold_print_as_below_and_float_noise_passes() -> None:
+    # seen in a demo run: bal-acc-adj 0.299983 printed as "0.3000 < 0.3000"
+    m = {**_dist_metrics([0.25] * 4), "balanced_accuracy_adjusted": 0.299983113812901}
+    assert detect_collapse(m).reasons == ["balanced accuracy adj. 0.29998 < 0.30000"]
+    m["balanced_accuracy_adjusted"] = 0.3 - 1e-12  # equal up to floating-point rounding: passes
+    assert detect_collapse(m).reasons == []
+
+
 def test_thresholds_come_from_config() -> None:
     m = from_cm(HEALTHY_CM)
     strict = TrainConfig(collapse_kappa=0.99, collapse_dominance=0.5)
