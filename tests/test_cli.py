@@ -72,3 +72,42 @@ def test_default_demo_run_learns_every_class(tmp_path):
     assert min(best["prediction_counts"]) > 0, best["prediction_counts"]
     assert min(best["recall_per_class"]) > 0
     assert best["kappa_quadratic"] > 0.5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["cv", "--no-ui", "--demo", "--folds", "1"], "--folds must be between 2 and 20"),
+    (["cv", "--no-ui"], "no dataset"),
+    (["cv", "--no-ui", "--resume", "nowhere"], "nowhere is not a directory"),
+])
+def test_cv_bad_input_exits_2_with_a_message(args, message, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mammo_tui", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_without_a_terminal_train_and_cv_run_headless_and_say_so(tmp_path):
+    # subprocess pipes are not terminals: a script that forgets --no-ui gets the plain output
+    proc = subprocess.run([sys.executable, "-m", "mammo_tui", "train"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert "no terminal; running headless as with --no-ui" in proc.stderr
+    assert proc.returncode == 2 and "no dataset" in proc.stderr  # the headless path's own message
+
+
+def test_in_a_terminal_cv_and_train_resume_open_the_dashboard_with_the_job(monkeypatch, tmp_path):
+    """What the terminal path hands the TUI (the TUI itself is tested through run_test)."""
+    from mammo_tui import cli
+    from mammo_tui.tui import app
+
+    jobs = []
+    monkeypatch.setattr(cli, "_wants_ui", lambda args: True)
+    monkeypatch.setattr(app, "run_app", lambda **kwargs: jobs.append(kwargs) or 0)
+    assert cli.main(["cv", "--demo", "--folds", "3", "--epochs", "2", "--outdir", str(tmp_path)]) == 0
+    job = jobs[-1]["job"]
+    assert job.cv_folds == 3 and job.demo and job.config.epochs == 2 and job.outdir == str(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    assert cli.main(["train", "--resume", str(run)]) == 0
+    job = jobs[-1]["job"]
+    assert job.resume == str(run) and job.config is None and not job.cv_folds
+    assert jobs[-1]["runs_root"] == str(tmp_path)

@@ -134,3 +134,11 @@ def test_cv_resume_of_a_folder_that_is_not_a_cv_is_a_clear_error(tmp_path):
     assert proc.returncode == 2
     assert f"not a cross-validation directory (no {CV_FILE})" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_train_resume_of_a_cv_folder_points_to_cv_resume(tmp_path):
+    (tmp_path / "cv").mkdir()
+    (tmp_path / "cv" / CV_FILE).write_text('{"folds": 3}')
+    proc = subprocess.run([sys.executable, "-m", "mammo_tui", "train", "--no-ui", "--resume", str(tmp_path / "cv")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and f"mammo-tui cv --resume {tmp_path / 'cv'}" in proc.stderr

@@ -222,6 +222,11 @@ class _Setup:
     def _resume(self) -> None:
         req = self.request
         self.run_dir = Path(req.resume)
+        from mammo_tui.cv import is_cv_dir
+
+        if is_cv_dir(self.run_dir):
+            raise RunDirError(f"--resume {self.run_dir}: this is a cross-validation; continue it with "
+                              f"`mammo-tui cv --resume {self.run_dir}`")
         if not (self.run_dir / CONFIG_FILE).is_file() or not (self.run_dir / DATASET_FILE).is_file():
             raise RunDirError(f"--resume {self.run_dir}: not a mammo-tui run directory "
                               f"(no {CONFIG_FILE} / {DATASET_FILE})")
