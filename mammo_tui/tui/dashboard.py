@@ -87,7 +87,10 @@ class TrainJob:
 class DashboardScreen(Screen):
     HELP_TITLE = "training dashboard"
     HELP_TEXT = ("Stop keeps a resumable run. Apply takes the highlighted suggestion (up/down "
-                 "in the list) and restarts from the best checkpoint with it. 1-6 hide / show panels.")
+                 "in the list) and restarts from the best checkpoint with it. 1-6 hide / show panels. "
+                 "In a cross-validation the panels show the current fold and the fold table every "
+                 "fold; stop keeps the finished folds (cv --resume continues), and apply starts a "
+                 "new cross-validation, since all folds must train the same way.")
     BINDINGS = [
         Binding("s", "stop", "Stop", tooltip="stop training (asks first); a checkpoint is saved"),
         Binding("a", "apply", "Apply fix",
