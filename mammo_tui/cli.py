@@ -97,13 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=float, default=None, help="scale of the reference counts (1.0 = 1587 images)")
     p.add_argument("--seed", type=int, default=0)
 
-    p = sub.add_parser("report", help="write a Markdown report of a run (report.md in the run dir)")
+    p = sub.add_parser("report", help="write a Markdown report of a run or a cross-validation (report.md in its folder)")
     p.add_argument("run_dir")
     p.add_argument("--out", help="file or folder for the report (default: RUN_DIR/report.md)")
     p.add_argument("--no-figures", action="store_true", help="skip PNG figures even if matplotlib is installed")
     p.add_argument("--stdout", action="store_true", help="print the report instead of writing it")
 
-    p = sub.add_parser("eval", aliases=["evaluate"], help="evaluate a run's best checkpoint on another labelled set")
+    p = sub.add_parser("eval", aliases=["evaluate"], help="evaluate a run's best checkpoint (a CV: each fold and their ensemble) on another labelled set")
     p.add_argument("run_dir")
     p.add_argument("--csv")
     p.add_argument("--dicom-root")
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="name of the eval-<name>.json written into the run dir")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 
-    p = sub.add_parser("predict", help="class probabilities for images, as CSV")
+    p = sub.add_parser("predict", help="class probabilities for images, as CSV (a CV folder: the folds' ensemble)")
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+")
     p.add_argument("--out", help="CSV path (default: RUN_DIR/predictions.csv)")
@@ -327,16 +327,28 @@ def cmd_report(args) -> int:
 
 def cmd_eval(args) -> int:
     from mammo_tui.collapse import format_distribution
+    from mammo_tui.cv import format_mean_std
     from mammo_tui.evaluate import evaluate
+
+    def scores(m: dict) -> str:
+        auc = m.get("auc_macro")
+        return (f"kappa_q {m['kappa_quadratic']:.3f} bal_acc_adj {m['balanced_accuracy_adjusted']:.3f} "
+                f"auc {'n/a' if auc is None else f'{auc:.3f}'}")
 
     spec = _dataset_spec(args)
     if spec is None:
         raise MammoError("eval: pass --csv FILE [--dicom-root DIR] or --images DIR")
     result = evaluate(args.run_dir, spec, skip_bad_rows=args.skip_bad_rows, name=args.name, device=args.device)
-    auc = result.get("auc_macro")
-    print(f"{result['n']} images: kappa_q {result['kappa_quadratic']:.3f} "
-          f"bal_acc_adj {result['balanced_accuracy_adjusted']:.3f} auc {'n/a' if auc is None else f'{auc:.3f}'} "
-          f"pred {format_distribution(result['prediction_distribution'])}")
+    line = f"{result['n']} images: {scores(result)} pred {format_distribution(result['prediction_distribution'])}"
+    if result.get("ensemble"):  # a cross-validation: each fold alone, their spread, then the ensemble
+        k = len(result["folds_used"])
+        for row in result["per_fold"]:
+            print(f"fold {row['fold']} (epoch {row['checkpoint_epoch']}): {scores(row)}")
+        agg = result["aggregate"]
+        print(f"mean ± std over {k} folds: kappa_q {format_mean_std(agg['kappa_quadratic'])}, "
+              f"bal_acc_adj {format_mean_std(agg['balanced_accuracy_adjusted'])}, auc {format_mean_std(agg['auc_macro'])}")
+        line = f"ensemble of {k} folds: {line}"
+    print(line)
     for line in [*result.get("warnings", []), *result.get("validation_summary", [])]:
         print(f"  {line}")
     if result.get("output"):
@@ -349,10 +361,12 @@ def cmd_predict(args) -> int:
 
     from mammo_tui.evaluate import predict
 
-    out = predict(args.run_dir, args.images, args.out, device=args.device)
+    out = predict(args.run_dir, args.images, args.out, device=args.device, warn=lambda m: print(f"  {m}"))
     with open(out, newline="", encoding="utf-8") as handle:
-        failed = sum(1 for row in csv.DictReader(handle) if row.get("error"))
-    print(f"predictions written: {out}")
+        rows = list(csv.DictReader(handle))
+    failed = sum(1 for row in rows if row.get("error"))
+    folds = next((row["folds"] for row in rows if row.get("folds")), None)  # only a CV's CSV has it
+    print(f"predictions written: {out}" + (f" (ensemble of {folds} folds)" if folds else ""))
     if failed:
         print(f"{failed} of {len(args.images)} images could not be read (see the error column)")
     return 0

@@ -283,8 +283,11 @@ def follow_cv(cv_dir: str | Path, should_stop: Callable[[], bool] = lambda: Fals
     yield CVFinished(cv_dir=str(cv_dir), summary=summary, exit_code=3 if summary.get("collapsed_folds") else 0)
 
 
-def _pm(stat: dict[str, Any]) -> str:
-    return "n/a" if stat["mean"] is None else f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+def format_mean_std(stat: dict[str, Any] | None, missing: str = "n/a") -> str:
+    """A mean_std entry as `0.812 ± 0.034`."""
+    if not stat or stat.get("mean") is None:
+        return missing
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
 
 
 def format_cv(summary: dict[str, Any]) -> str:
@@ -296,9 +299,9 @@ def format_cv(summary: dict[str, Any]) -> str:
         lines.append(f"{row['fold']:>4}  {row['status']:9}  {m.get('kappa_quadratic', 0):7.3f}  "
                      f"{m.get('balanced_accuracy_adjusted', 0):11.3f}  {'n/a' if auc is None else f'{auc:.3f}':>6}  {recall}")
     agg = summary["aggregate"]
-    lines.append(f"mean ± std over {summary['folds']} folds: kappa_q {_pm(agg['kappa_quadratic'])}, "
-                 f"bal_acc_adj {_pm(agg['balanced_accuracy_adjusted'])}, auc {_pm(agg['auc_macro'])}")
-    lines.append("recall: " + ", ".join(f"{n} {_pm(s)}" for n, s in agg["recall_per_class"].items()))
+    lines.append(f"mean ± std over {summary['folds']} folds: kappa_q {format_mean_std(agg['kappa_quadratic'])}, "
+                 f"bal_acc_adj {format_mean_std(agg['balanced_accuracy_adjusted'])}, auc {format_mean_std(agg['auc_macro'])}")
+    lines.append("recall: " + ", ".join(f"{n} {format_mean_std(s)}" for n, s in agg["recall_per_class"].items()))
     if summary["collapsed_folds"]:
         lines.append(f"COLLAPSED folds: {summary['collapsed_folds']}")
     return "\n".join(lines)

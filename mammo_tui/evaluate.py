@@ -1,5 +1,10 @@
 """Use a run's best checkpoint: evaluate it on another labelled set, or predict single images.
 
+A cross-validation directory is used as an ensemble of its folds: every fold's best checkpoint
+predicts, and the softmax probabilities are averaged (evaluate also reports each fold alone and
+the mean ± std over folds). One code path serves both: `load_members` gives one member for a
+run, one per usable fold for a CV.
+
 The checkpoint is self-describing (arch, class names, image size, normalisation, config), so no
 training flag has to be repeated. Images go through the training decode path (scan_dataset ->
 PreprocessCache(img_size) -> ImageDataset(augment=False)): a model is only as good as the match
@@ -12,25 +17,27 @@ torch is imported inside the functions, like everywhere outside engine/, so impo
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 import re
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from mammo_tui.errors import DatasetError, MammoError, RunDirError
 from mammo_tui.metrics import compute_metrics
-from mammo_tui.rundir import CHECKPOINT_DIR, SPLITS_FILE, atomic_write_text, write_json
+from mammo_tui.rundir import CHECKPOINT_DIR, SPLITS_FILE, atomic_write_text, read_summary, write_json
 
 BEST_CHECKPOINT = "best.pt"
 PREDICTIONS_FILE = "predictions.csv"
 BATCH_SIZE = 64
 REQUIRED_KEYS = ("model", "arch", "class_names", "img_size")
+SHARED_KEYS = ("img_size", "class_names")  # what fold models must agree on to share images and average
+FOLD_METRICS = ("kappa_quadratic", "balanced_accuracy_adjusted", "auc_macro", "accuracy", "recall_per_class")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,6 +100,57 @@ def predict_probabilities(model: Any, checkpoint: dict[str, Any], images: np.nda
     return torch.cat(chunks).double().numpy()
 
 
+@dataclasses.dataclass
+class Member:
+    """One model behind RUN_DIR: the run's best checkpoint, or one fold's in a CV ensemble."""
+    run_dir: Path
+    model: Any
+    checkpoint: dict[str, Any]
+    fold: int | None = None  # the fold number; None for a plain run
+
+
+def load_members(path: str | Path, device: str = "cpu") -> tuple[list[Member], list[str]]:
+    """(members, warnings): one member for a run; for a CV, every fold with a best checkpoint.
+
+    A fold without one is left out with a warning (the ensemble of the others is still useful);
+    a CV without any raises RunDirError saying how to continue it.
+    """
+    from mammo_tui.cv import FINISHED, fold_dirs, is_cv_dir, read_manifest
+
+    path = Path(path).expanduser()
+    if not is_cv_dir(path):
+        return [Member(path, *load_run_model(path, device))], []
+    k = int((read_manifest(path) or {}).get("folds") or 0)
+    # folds the manifest expects but that were never started count as missing too
+    dirs = sorted(set(fold_dirs(path)) | {path / f"fold-{i}" for i in range(1, k + 1)},
+                  key=lambda d: int(d.name[5:]))
+    members: list[Member] = []
+    warnings: list[str] = []
+    for fold_dir in dirs:
+        if not (fold_dir / CHECKPOINT_DIR / BEST_CHECKPOINT).is_file():
+            warnings.append(f"{fold_dir.name} has no {CHECKPOINT_DIR}/{BEST_CHECKPOINT}: left out of the ensemble")
+            continue
+        members.append(Member(fold_dir, *load_run_model(fold_dir, device), fold=int(fold_dir.name[5:])))
+        status = (read_summary(fold_dir) or {}).get("status", "unknown")
+        if status not in FINISHED:
+            warnings.append(f"{fold_dir.name} has not finished ({status}): its best checkpoint so far is used")
+    if not members:
+        raise RunDirError(f"{path}: this cross-validation has no finished fold (no fold-N/{CHECKPOINT_DIR}/"
+                          f"{BEST_CHECKPOINT}). Continue it with `mammo-tui cv --resume {path}`.")
+    first = members[0]
+    for member in members[1:]:
+        for key in SHARED_KEYS:
+            if member.checkpoint[key] != first.checkpoint[key]:
+                raise MammoError(f"{path}: the folds' checkpoints disagree on {key} ({first.run_dir.name}: "
+                                 f"{first.checkpoint[key]}, {member.run_dir.name}: {member.checkpoint[key]}); "
+                                 "their predictions cannot be averaged")
+    return members, warnings
+
+
+def _member_probabilities(members: Sequence[Member], images: np.ndarray, device: str) -> list[np.ndarray]:
+    return [predict_probabilities(m.model, m.checkpoint, images, device) for m in members]
+
+
 # ---------------------------------------------------------------------------------------------
 # evaluate on another labelled set
 
@@ -107,25 +165,25 @@ def default_eval_name(spec: Any) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", raw).strip("-.") or "dataset"
 
 
-def _overlap_with_run(run_dir: Path, records: Sequence[Any]) -> dict[str, int]:
-    """How many evaluated images were in this run's train / val split (by path)."""
-    split_file = run_dir / SPLITS_FILE
-    if not split_file.is_file():
-        return {}
+def _overlap_with_runs(run_dirs: Sequence[Path], records: Sequence[Any]) -> dict[str, int]:
+    """How many evaluated images these runs saw (by path): train = in any run's training split;
+    val = only ever in validation splits. For one run these are its plain train / val counts."""
     from mammo_tui.data.split import read_splits_csv
 
-    split_of = read_splits_csv(split_file)
-    counts = Counter(split_of.get(record.path) for record in records)
-    return {"train": counts.get("train", 0), "val": counts.get("val", 0)}
+    splits = [read_splits_csv(d / SPLITS_FILE) for d in run_dirs if (d / SPLITS_FILE).is_file()]
+    if not splits:
+        return {}
+    seen = [{split.get(record.path) for split in splits} for record in records]
+    return {"train": sum("train" in s for s in seen), "val": sum("val" in s and "train" not in s for s in seen)}
 
 
-def _overlap_warnings(overlap: dict[str, int], n: int) -> list[str]:
+def _overlap_warnings(overlap: dict[str, int], n: int, whose: str = "this run's") -> list[str]:
     warnings = []
     if overlap.get("train"):
-        warnings.append(f"{overlap['train']} of the {n} images were in this run's training split: the "
+        warnings.append(f"{overlap['train']} of the {n} images were in {whose} training split: the "
                         "metrics are optimistic, not an independent test")
     if overlap.get("val"):
-        warnings.append(f"{overlap['val']} of the {n} images were in this run's validation split, which "
+        warnings.append(f"{overlap['val']} of the {n} images were in {whose} validation split, which "
                         "chose the best epoch: not an independent test")
     return warnings
 
@@ -139,12 +197,19 @@ def evaluate(run_dir: str | Path, spec: Any, skip_bad_rows: bool = False, name: 
     validation_summary (its lines), overlap (images shared with the run's split), warnings, output.
     Problems in the dataset stop here unless skip_bad_rows, as in training; a class missing from
     the set does not (evaluating on a set without class A images is legitimate).
+
+    On a CV directory the top-level metrics are the ensemble's (mean of the folds' probabilities),
+    so readers of one run's result read a CV's the same way; added: ensemble (True), folds_used,
+    per_fold (each fold's checkpoint_epoch and FOLD_METRICS alone), aggregate (mean ± std over
+    folds, as cv_summary.json); checkpoint lists the folds' checkpoints.
     """
+    from mammo_tui.cv import aggregate
     from mammo_tui.data.cache import PreprocessCache, load_images
     from mammo_tui.data.sources import scan_dataset
 
     run_dir = Path(run_dir).expanduser()
-    model, checkpoint = load_run_model(run_dir, device)
+    members, warnings = load_members(run_dir, device)
+    checkpoint = members[0].checkpoint  # img_size and class_names: the same for every member
     report = scan_dataset(spec, check_images=True)
     blocking = [p for p in report.problems if p.kind != "empty_class"]
     if blocking and not skip_bad_rows:
@@ -153,32 +218,45 @@ def evaluate(run_dir: str | Path, spec: Any, skip_bad_rows: bool = False, name: 
                            "Fix them, or evaluate without the bad rows with --skip-bad-rows "
                            "(they are listed in the eval-*.json file).")
     records = report.records
-    images = load_images(records, PreprocessCache(int(checkpoint["img_size"])))
+    images = load_images(records, PreprocessCache(int(checkpoint["img_size"])))  # decoded once for all
     labels = np.array([record.label for record in records], dtype=np.int64)
-    probs = predict_probabilities(model, checkpoint, images, device)
-    metrics = compute_metrics(labels, probs.argmax(axis=1), probs, len(checkpoint["class_names"]))
+    n_classes = len(checkpoint["class_names"])
+    each = _member_probabilities(members, images, device)
+    probs = np.mean(each, axis=0)  # one member: its own probabilities
+    metrics = compute_metrics(labels, probs.argmax(axis=1), probs, n_classes)
 
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") if name else default_eval_name(spec)
     output = run_dir / f"eval-{name or 'dataset'}.json"
-    overlap = _overlap_with_run(run_dir, records)
+    overlap = _overlap_with_runs([m.run_dir for m in members], records)
+    cv = members[0].fold is not None
+    checkpoints = [str(m.run_dir / CHECKPOINT_DIR / BEST_CHECKPOINT) for m in members]
     result = {
         **metrics,
         "eval_name": name,
         "run": run_dir.name,
         "dataset": spec.describe(),
         "spec": {"csv": spec.csv, "dicom_root": spec.dicom_root, "images": spec.images},
-        "checkpoint": str(run_dir / CHECKPOINT_DIR / BEST_CHECKPOINT),
-        "checkpoint_epoch": checkpoint.get("epoch"),
+        "checkpoint": checkpoints if cv else checkpoints[0],
+        "checkpoint_epoch": None if cv else checkpoint.get("epoch"),  # a CV's: in per_fold
         "class_names": list(checkpoint["class_names"]),
         "img_size": int(checkpoint["img_size"]),
         "skip_bad_rows": skip_bad_rows,
         "validation": report.to_dict(),
         "validation_summary": report.summary_lines(),
         "overlap": overlap,
-        "warnings": _overlap_warnings(overlap, metrics["n"]),
+        "warnings": warnings + _overlap_warnings(overlap, metrics["n"],
+                                                 "at least one fold's" if cv else "this run's"),
         "created": time.time(),
         "output": str(output),
     }
+    if cv:
+        per_fold = []
+        for member, fold_probs in zip(members, each):
+            alone = compute_metrics(labels, fold_probs.argmax(axis=1), fold_probs, n_classes)
+            per_fold.append({"fold": member.fold, "checkpoint_epoch": member.checkpoint.get("epoch"),
+                             **{key: alone[key] for key in FOLD_METRICS}})
+        result.update(ensemble=True, folds_used=[m.fold for m in members], per_fold=per_fold,
+                      aggregate=aggregate([{"best_metrics": row} for row in per_fold]))
     write_json(output, result)
     return result
 
@@ -221,18 +299,23 @@ def _load_each(paths: Sequence[str], cache: Any) -> tuple[np.ndarray, dict[int, 
 
 
 def predict(run_dir: str | Path, paths: Sequence[str], out_csv: str | Path | None = None,
-            device: str = "cpu") -> Path:
+            device: str = "cpu", warn: Callable[[str], None] = lambda message: None) -> Path:
     """Write a CSV with one row per path: path, prediction, prob_<class>..., error.
 
     An image that cannot be read still gets its row, with the reason in `error` and empty
-    prediction/probabilities. Default output: RUN_DIR/predictions.csv.
+    prediction/probabilities. Default output: RUN_DIR/predictions.csv. On a CV directory the
+    probabilities are the mean over the folds' models, and a `folds` column (before `error`) says
+    how many were averaged; folds left out are reported through `warn`.
     """
     from mammo_tui.data.cache import PreprocessCache
 
     if not paths:
         raise MammoError("no images given: pass one or more image files (DICOM, PNG or JPEG)")
     run_dir = Path(run_dir).expanduser()
-    model, checkpoint = load_run_model(run_dir, device)
+    members, warnings = load_members(run_dir, device)
+    for message in warnings:
+        warn(message)
+    checkpoint = members[0].checkpoint
     out = Path(out_csv).expanduser() if out_csv else run_dir / PREDICTIONS_FILE
     if not out.parent.is_dir():
         raise MammoError(f"cannot write {out}: folder {out.parent} does not exist")
@@ -240,18 +323,19 @@ def predict(run_dir: str | Path, paths: Sequence[str], out_csv: str | Path | Non
     resolved = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
     images, errors = _load_each(resolved, PreprocessCache(int(checkpoint["img_size"])))
     readable = [i for i in range(len(paths)) if i not in errors]
-    probs = predict_probabilities(model, checkpoint, images[readable], device)
+    probs = np.mean(_member_probabilities(members, images[readable], device), axis=0)
     prob_of = dict(zip(readable, probs))
+    folds = [str(len(members))] if members[0].fold is not None else []  # the column only for a CV
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "prediction", *[f"prob_{c}" for c in names], "error"])
+    writer.writerow(["path", "prediction", *[f"prob_{c}" for c in names], *(["folds"] if folds else []), "error"])
     for index, given in enumerate(paths):
         if index in errors:
-            writer.writerow([given, "", *[""] * len(names), errors[index]])
+            writer.writerow([given, "", *[""] * len(names), *[""] * len(folds), errors[index]])
         else:
             p = prob_of[index]
-            writer.writerow([given, names[int(p.argmax())], *[f"{v:.6f}" for v in p], ""])
+            writer.writerow([given, names[int(p.argmax())], *[f"{v:.6f}" for v in p], *folds, ""])
     try:
         atomic_write_text(out, buffer.getvalue())
     except OSError as exc:

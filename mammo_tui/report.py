@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mammo_tui.collapse import format_distribution, format_percent
-from mammo_tui.cv import (CV_FILE, CV_SUMMARY_FILE, FINISHED, is_cv_dir, read_cv_summary, read_manifest,
-                          worst_status)
+from mammo_tui.cv import (CV_FILE, CV_SUMMARY_FILE, FINISHED, format_mean_std, is_cv_dir, read_cv_summary,
+                          read_manifest, worst_status)
 from mammo_tui.errors import RunDirError
 from mammo_tui.labels import CLASS_NAMES
 from mammo_tui.rundir import (CHECKPOINT_DIR, CONFIG_FILE, DATASET_FILE, SPLITS_FILE, SUMMARY_FILE,
@@ -714,15 +714,10 @@ def _cv_folds_section(cv: CVData) -> list[str]:
                 ("macro AUC (one-vs-rest)", agg.get("auc_macro")),
                 ("accuracy (misleading on imbalanced data)", agg.get("accuracy")),
                 *[(f"recall {name}", st) for name, st in (agg.get("recall_per_class") or {}).items()]]
-        summary = [[label, _mean_std(st), _value((st or {}).get("n"))] for label, st in spec]
+        summary = [[label, format_mean_std(st), _value((st or {}).get("n"))] for label, st in spec]
         lines += ["", "### Mean ± std over the folds", "",
                   table(["metric", "mean ± std", "folds"], summary, right=(1, 2))]
     return lines
-
-
-def _mean_std(stat: dict[str, Any] | None) -> str:
-    stat = stat or {}
-    return "n/a" if stat.get("mean") is None else f"{_num(stat['mean'])} ± {_num(stat.get('std'))}"
 
 
 def _cv_fold_details(cv: CVData, base: Path) -> list[str]:

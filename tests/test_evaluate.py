@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +129,145 @@ def test_clear_errors_without_a_checkpoint_or_without_images(run_dir, tmp_path):
         predict(tmp_path / "nope", ["x.dcm"], tmp_path / "p.csv")
     with pytest.raises(MammoError, match="no images given"):
         predict(run_dir, [], tmp_path / "p.csv")
+
+
+# -- a cross-validation directory: the ensemble of its folds -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cv_dir(tiny_demo, tmp_path_factory):
+    from mammo_tui.cv import run_cv
+    from mammo_tui.tui.testing import tiny_config
+
+    request = TrainRequest(config=tiny_config(), dataset=tiny_demo, outdir=str(tmp_path_factory.mktemp("cvs")),
+                           run_name="cv", preset="test")
+    return run_cv(request, 2).run_dir
+
+
+def _whole(tiny_demo):
+    return DatasetSpec(csv=str(tiny_demo.csv), dicom_root=str(tiny_demo.dicom_root))
+
+
+def _fold_probabilities(fold_dir, records):
+    """A fold model's probabilities through the single-run path, independently of evaluate()."""
+    from mammo_tui.data.cache import PreprocessCache, load_images
+    from mammo_tui.evaluate import predict_probabilities
+
+    model, checkpoint = load_run_model(fold_dir)
+    return predict_probabilities(model, checkpoint, load_images(records, PreprocessCache(checkpoint["img_size"])))
+
+
+def _read_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_cv_evaluate_is_the_mean_of_the_fold_models_and_reports_each_fold(cv_dir, tiny_demo):
+    from mammo_tui.data.sources import scan_dataset
+
+    spec = _whole(tiny_demo)
+    result = evaluate(cv_dir, spec, name="all")
+    folds = [cv_dir / "fold-1", cv_dir / "fold-2"]
+    assert result["ensemble"] is True and result["folds_used"] == [1, 2]
+
+    # the ensemble: compute_metrics of the mean of the two models' probabilities, computed here
+    records = scan_dataset(spec, check_images=True).records
+    labels = [record.label for record in records]
+    each = [_fold_probabilities(fold, records) for fold in folds]
+    assert not np.allclose(each[0], each[1])  # two different models, or the test proves nothing
+    mean = np.mean(each, axis=0)
+    expected = compute_metrics(labels, mean.argmax(axis=1), mean)
+    assert result["confusion_matrix"] == expected["confusion_matrix"] and result["n"] == len(records)
+    for key in ("kappa_quadratic", "balanced_accuracy_adjusted", "auc_macro", "accuracy"):
+        assert result[key] == pytest.approx(expected[key], abs=1e-9), key
+
+    # each fold alone: what evaluating that fold's directory on its own gives
+    alone = [evaluate(fold, spec, name="all") for fold in folds]
+    for row, single, fold in zip(result["per_fold"], alone, (1, 2)):
+        assert row["fold"] == fold and row["checkpoint_epoch"] == single["checkpoint_epoch"]
+        for key in ("kappa_quadratic", "balanced_accuracy_adjusted", "auc_macro", "accuracy"):
+            assert row[key] == pytest.approx(single[key], abs=1e-9), (fold, key)
+        assert row["recall_per_class"] == pytest.approx(single["recall_per_class"])
+    for key in ("kappa_quadratic", "balanced_accuracy_adjusted", "auc_macro"):
+        assert result["aggregate"][key]["mean"] == pytest.approx(np.mean([s[key] for s in alone]))
+        assert result["aggregate"][key]["n"] == 2
+
+    # every image trained at least one fold model
+    assert result["overlap"]["train"] == result["n"]
+    assert any("at least one fold's training split" in w for w in result["warnings"])
+    saved = json.loads((cv_dir / "eval-all.json").read_text())
+    assert saved["per_fold"] == result["per_fold"] and saved["output"] == str(cv_dir / "eval-all.json")
+
+
+def test_cv_predict_writes_the_average_of_the_fold_models(cv_dir, val_split, tmp_path):
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image at all")
+    paths = [*val_split[0][:3], str(junk)]
+    rows = _read_rows(predict(cv_dir, paths, tmp_path / "cv.csv"))
+    fold_rows = [_read_rows(predict(cv_dir / f"fold-{i}", paths, tmp_path / f"f{i}.csv")) for i in (1, 2)]
+    assert list(rows[0]) == ["path", "prediction", "prob_A", "prob_B", "prob_C", "prob_D", "folds", "error"]
+    assert "folds" not in fold_rows[0][0]  # a plain run's columns are unchanged
+    for index in range(3):
+        probs = [float(rows[index][f"prob_{c}"]) for c in "ABCD"]
+        mean = np.mean([[float(f[index][f"prob_{c}"]) for c in "ABCD"] for f in fold_rows], axis=0)
+        assert np.allclose(probs, mean, atol=2e-6)  # the CSV keeps 6 digits
+        assert rows[index]["prediction"] == "ABCD"[int(np.argmax(probs))] and rows[index]["folds"] == "2"
+    assert "not a DICOM, PNG or JPEG" in rows[3]["error"] and rows[3]["prediction"] == rows[3]["folds"] == ""
+
+
+def test_cv_fold_without_a_checkpoint_is_left_out_with_a_warning(cv_dir, tiny_demo, val_split, tmp_path):
+    import shutil
+
+    copy = Path(shutil.copytree(cv_dir, tmp_path / "cv"))
+    (copy / "fold-2" / "checkpoints" / "best.pt").unlink()
+    result = evaluate(copy, _whole(tiny_demo), name="one")
+    alone = evaluate(copy / "fold-1", _whole(tiny_demo), name="one")
+    assert result["folds_used"] == [1] and len(result["per_fold"]) == 1
+    assert any("fold-2" in w and "left out" in w for w in result["warnings"])
+    assert result["confusion_matrix"] == alone["confusion_matrix"]  # an ensemble of one is that fold
+    warnings = []
+    rows = _read_rows(predict(copy, val_split[0][:1], tmp_path / "p.csv", warn=warnings.append))
+    assert any("fold-2" in w for w in warnings) and rows[0]["folds"] == "1"
+
+
+def test_cv_without_any_checkpoint_says_how_to_continue(cv_dir, tiny_demo, tmp_path):
+    import shutil
+
+    from mammo_tui.errors import RunDirError
+
+    copy = shutil.copytree(cv_dir, tmp_path / "cv", ignore=shutil.ignore_patterns("*.pt"))
+    with pytest.raises(RunDirError, match=r"no finished fold.*mammo-tui cv --resume"):
+        evaluate(copy, _whole(tiny_demo))
+    with pytest.raises(RunDirError, match="no finished fold"):
+        predict(copy, ["x.dcm"], tmp_path / "p.csv")
+
+
+def test_cv_folds_with_different_image_sizes_are_refused(cv_dir, tiny_demo, tmp_path):
+    import shutil
+
+    copy = Path(shutil.copytree(cv_dir, tmp_path / "cv"))
+    path = copy / "fold-2" / "checkpoints" / "best.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    torch.save({**checkpoint, "img_size": 64}, path)
+    with pytest.raises(MammoError, match="disagree on img_size"):
+        evaluate(copy, _whole(tiny_demo))
+
+
+def test_cli_eval_and_predict_on_a_cv_print_folds_spread_and_ensemble(cv_dir, tiny_demo, val_split):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "mammo_tui", "eval", str(cv_dir), "--csv", str(tiny_demo.csv),
+                           "--dicom-root", str(tiny_demo.dicom_root), "--name", "cli"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    lines = proc.stdout.splitlines()
+    assert [line.split(" (")[0] for line in lines[:2]] == ["fold 1", "fold 2"], proc.stdout
+    assert all("kappa_q" in line and "bal_acc_adj" in line and "auc" in line for line in lines[:2])
+    assert lines[2].startswith("mean ± std over 2 folds: kappa_q ")
+    assert re.match(r"ensemble of 2 folds: \d+ images: kappa_q \S+ bal_acc_adj \S+ auc \S+ pred ", lines[3])
+    assert "at least one fold's training split" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "mammo_tui", "predict", str(cv_dir), val_split[0][0],
+                           "--out", str(cv_dir / "cli.csv")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "(ensemble of 2 folds)" in proc.stdout

@@ -238,10 +238,10 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 
 def fmt_pm(stat: dict[str, Any] | None) -> str:
-    """A cv_summary mean ± std entry."""
-    if not stat or stat.get("mean") is None:
-        return "–"
-    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+    """A cv_summary mean ± std entry ("–" when there is none, like fmt)."""
+    from mammo_tui.cv import format_mean_std
+
+    return format_mean_std(stat, missing="–")
 
 
 def fmt_duration(seconds: float | None) -> str:
