@@ -520,21 +520,31 @@ def _log_section(run: RunData) -> list[str]:
     return lines
 
 
-def _evaluations_section(run: RunData) -> list[str]:
-    files = sorted(run.path.glob("eval-*.json"))
+def _evaluations_section(folder: Path) -> list[str]:
+    """The eval-*.json files in a run's (or a CV's) folder; a CV's are the folds' ensemble."""
     rows = []
-    for path in files:
+    cv = False
+    for path in sorted(folder.glob("eval-*.json")):
         data = _read_json(path, [])
         if data is None:
             continue
+        spread = ""
+        if data.get("ensemble"):  # ensemble metrics, plus how much the folds alone vary
+            cv = True
+            spread = format_mean_std((data.get("aggregate") or {}).get("kappa_quadratic"))
         rows.append([path.name, data.get("dataset", "n/a"), data.get("n", "n/a"),
                      _num(data.get("kappa_quadratic")), _num(data.get("balanced_accuracy_adjusted")),
-                     _num(data.get("auc_macro")), format_distribution(data.get("prediction_distribution") or [])])
+                     _num(data.get("auc_macro")), format_distribution(data.get("prediction_distribution") or []),
+                     spread])
     if not rows:
         return []
-    return ["## Evaluations on other data", "",
-            table(["file", "dataset", "n", "kappa_q", "bal_acc_adj", "AUC", "predictions"], rows,
-                  right=(2, 3, 4, 5))]
+    headers = ["file", "dataset", "n", "kappa_q", "bal_acc_adj", "AUC", "predictions"]
+    if cv:
+        return ["## Evaluations on other data", "",
+                "Metrics of the folds' ensemble (mean of their probabilities); the last column is "
+                "kappa_q of the fold models alone, mean ± std.", "",
+                table([*headers, "folds kappa_q"], rows, right=(2, 3, 4, 5, 7))]
+    return ["## Evaluations on other data", "", table(headers, [r[:-1] for r in rows], right=(2, 3, 4, 5))]
 
 
 def _files_section(run: RunData) -> list[str]:
@@ -577,7 +587,7 @@ def render_report(run: RunData, figures: Sequence[str] = ()) -> str:
         _best_epoch_section(run),
         _collapse_section(run),
         _log_section(run),
-        _evaluations_section(run),
+        _evaluations_section(run.path),
         _files_section(run),
     ]
     body = "\n\n".join("\n".join(section) for section in sections if section)
@@ -763,7 +773,8 @@ def _cv_config_section(cv: CVData) -> list[str]:
 def render_cv_report(cv: CVData, base: Path) -> str:
     """The Markdown text of a cross-validation; `base`: the folder the report goes to (for links)."""
     sections = [[f"# Cross-validation report: {cv.path.name}", "", *_cv_status_section(cv)],
-                _cv_folds_section(cv), _cv_fold_details(cv, base), _cv_config_section(cv),
+                _cv_folds_section(cv), _evaluations_section(cv.path), _cv_fold_details(cv, base),
+                _cv_config_section(cv),
                 ["## Files", "", f"Cross-validation directory: `{cv.path.resolve()}`",
                  *[f"- `{name}`: {what}" for name, what in
                    ((CV_FILE, "what to train, where it stands (for --resume)"),

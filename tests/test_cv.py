@@ -142,3 +142,25 @@ def test_train_resume_of_a_cv_folder_points_to_cv_resume(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mammo_tui", "train", "--no-ui", "--resume", str(tmp_path / "cv")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and f"mammo-tui cv --resume {tmp_path / 'cv'}" in proc.stderr
+
+
+def test_following_a_live_cv_sees_every_fold_as_it_happens(tiny_demo, tmp_path):
+    """watch on a CV that is still training: fold folders appear one by one while it follows."""
+    live = []
+    worker = threading.Thread(target=lambda: run_cv(cv_request(tiny_demo, tmp_path, epochs=2), 2, live.append))
+    cv_dir = tmp_path / "cv"
+    worker.start()
+    try:
+        while not (cv_dir / CV_FILE).is_file():  # follow from the moment the CV folder exists
+            assert worker.is_alive(), "the CV ended before it wrote cv.json"
+            threading.Event().wait(0.02)
+        assert not (cv_dir / "fold-2").exists()  # the follower really waits for folds to appear
+        give_up = threading.Event()
+        timer = threading.Timer(300, give_up.set)
+        timer.start()
+        watched = list(follow_cv(cv_dir, should_stop=give_up.is_set, poll_s=0.05))
+        timer.cancel()
+    finally:
+        worker.join(timeout=300)
+    assert fold_view(watched) == fold_view(live)
+    assert [e.type for e in watched].count("epoch") == 4

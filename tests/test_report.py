@@ -309,3 +309,17 @@ def test_cli_report_on_a_cv_dir_writes_it(finished_cv, tmp_path):
     assert f"report written: {cv / REPORT_FILE}" in proc.stdout
     text = (cv / REPORT_FILE).read_text(encoding="utf-8")
     assert text.startswith("# Cross-validation report: cv") and (cv / "fold-2" / REPORT_FILE).is_file()
+
+
+def test_a_cv_report_lists_its_ensemble_evaluations(finished_cv, tiny_demo, tmp_path):
+    from mammo_tui.evaluate import evaluate
+
+    copy = tmp_path / finished_cv.name
+    shutil.copytree(finished_cv, copy, ignore=shutil.ignore_patterns(REPORT_FILE))
+    result = evaluate(copy, tiny_demo, name="external")
+    text = build_report(copy)
+    section = _section(text, "## Evaluations on other data", "## Collapse checks and config")
+    row = {r[0]: r for r in _table_rows(section)}["eval-external.json"]
+    assert row[3] == f"{result['kappa_quadratic']:.3f}"  # the ensemble's
+    assert row[-1] == _pm(result["aggregate"]["kappa_quadratic"])  # the folds alone
+    assert "ensemble" in section

@@ -239,12 +239,15 @@ class CompareScreen(Screen):
         self.a, self.b = Path(a), Path(b)
 
     def compose(self) -> ComposeResult:
+        from mammo_tui.cv import is_cv_dir
+
         metrics, config = compare_tables(run_details(self.a), run_details(self.b))
         yield Header()
         with VerticalScroll(id="compare-body"):
             with Horizontal(id="compare-columns"):
                 left = Static(metrics, id="compare-metrics", classes="panel")
-                left.border_title = "best epoch metrics"
+                left.border_title = "best epoch metrics" + (
+                    " (a CV: mean over its folds)" if any(map(is_cv_dir, (self.a, self.b))) else "")
                 yield left
                 right = Static(config, id="compare-config", classes="panel")
                 right.border_title = "config differences"
