@@ -269,11 +269,15 @@ def cmd_cv(args) -> int:
 
     from mammo_tui.console import ConsolePrinter
     from mammo_tui.cv import format_cv, run_cv
+    from mammo_tui.engine.distributed import main_process
     from mammo_tui.engine.trainer import EXIT_INTERRUPTED, TrainRequest
 
     cancel = threading.Event()
     _install_signal_handlers(cancel)
-    result = run_cv(TrainRequest(**fields), folds, ConsolePrinter(), cancel)
+    main = main_process()  # under torchrun only rank 0 prints
+    result = run_cv(TrainRequest(**fields), folds, ConsolePrinter() if main else (lambda event: None), cancel)
+    if not main:
+        return result.exit_code
     if result.summary:
         _print_safely(format_cv(result.summary))
     if result.exit_code == EXIT_INTERRUPTED:

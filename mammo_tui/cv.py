@@ -124,9 +124,17 @@ def cv_info(cv_dir: str | Path):
                    started=float(d["started"] or 0.0), kind="cv", folds=d["folds"], folds_done=d["folds_done"])
 
 
+def _is_main() -> bool:
+    """Under torchrun every rank runs the CV in lockstep; only rank 0 writes its files."""
+    from mammo_tui.engine.distributed import main_process
+
+    return main_process()
+
+
 def _set_status(cv_dir: Path, manifest: dict[str, Any], status: str) -> None:
     manifest["status"] = status
-    write_json(cv_dir / CV_FILE, manifest)
+    if _is_main():
+        write_json(cv_dir / CV_FILE, manifest)
 
 
 def resume_fields(cv_dir: str | Path) -> tuple[dict[str, Any], int]:
@@ -177,6 +185,8 @@ def _open_manifest(cv_dir: Path, request, folds: int) -> dict[str, Any]:
         "demo": request.demo, "demo_size": request.demo_size if request.demo else None,
         "skip_bad_rows": request.skip_bad_rows,
     }
+    if not _is_main():
+        return manifest
     try:
         cv_dir.mkdir(parents=True, exist_ok=True)
         write_json(cv_dir / CV_FILE, manifest)
@@ -189,9 +199,31 @@ def _open_manifest(cv_dir: Path, request, folds: int) -> dict[str, Any]:
 # -- running ----------------------------------------------------------------------------------------
 
 
+def _fold_state(fold_dir: Path) -> tuple[str, dict[str, Any] | None]:
+    """("kept", its summary) for a finished fold, ("resume", None) for a started one, else ("new", None)."""
+    summary = read_summary(fold_dir)
+    if summary and summary.get("status") in FINISHED:
+        return "kept", summary
+    return ("resume" if (fold_dir / "config.toml").is_file() else "new"), None
+
+
+def _agreed(value: Any) -> Any:
+    """Rank 0's value on every rank under torchrun (a timestamped name, what is on disk); else value."""
+    from mammo_tui.engine import distributed
+
+    return distributed.broadcast(value) if distributed.joined() else value
+
+
 def run_cv(request, folds: int, sink: EventSink = lambda e: None,
            cancel: threading.Event | None = None) -> CVResult:
     """Train every fold (keeping finished ones, resuming interrupted ones)."""
+    from mammo_tui.engine import distributed
+
+    with distributed.process_group():  # under torchrun: one group for every fold's run
+        return _run_cv(request, folds, sink, cancel)
+
+
+def _run_cv(request, folds: int, sink: EventSink, cancel: threading.Event | None) -> CVResult:
     from mammo_tui.engine.trainer import EXIT_COLLAPSED, EXIT_INTERRUPTED, TrainRequest, train
 
     if not 2 <= folds <= MAX_FOLDS:
@@ -199,23 +231,25 @@ def run_cv(request, folds: int, sink: EventSink = lambda e: None,
     if request.config is None:
         raise ConfigError("no training config given")
     cancel = cancel or threading.Event()
-    name = safe_run_name(request.run_name) if request.run_name else new_run_name(f"cv{folds}")
+    name = _agreed(safe_run_name(request.run_name) if request.run_name else new_run_name(f"cv{folds}"))
     cv_dir = Path(request.outdir) / name
     new = not cv_dir.exists()
+    # what each fold needs, decided once from what is on disk now (rank 0's view under torchrun)
+    plan = _agreed({fold: _fold_state(cv_dir / f"fold-{fold}") for fold in range(1, folds + 1)})
     manifest = _open_manifest(cv_dir, request, folds)
     _set_status(cv_dir, manifest, "running")
     rows: list[dict[str, Any]] = []
     try:
         for fold in range(1, folds + 1):
             fold_dir = cv_dir / f"fold-{fold}"
-            summary = read_summary(fold_dir)
-            kept = bool(summary and summary.get("status") in FINISHED)
+            state, summary = plan[fold]
+            kept = state == "kept"
             sink(FoldStarted(fold=fold, folds=folds, cv_dir=str(cv_dir), run_dir=str(fold_dir)))
             if not kept:
                 if cancel.is_set():
                     _set_status(cv_dir, manifest, "interrupted")
                     return CVResult(cv_dir, EXIT_INTERRUPTED, {})
-                if (fold_dir / "config.toml").is_file():
+                if state == "resume":
                     fold_request = TrainRequest(resume=str(fold_dir))
                 else:
                     fold_request = dataclasses.replace(request, outdir=str(cv_dir), run_name=fold_dir.name,
@@ -231,7 +265,9 @@ def run_cv(request, folds: int, sink: EventSink = lambda e: None,
             sink(FoldFinished(fold=fold, folds=folds, status=row["status"], best_epoch=row["best_epoch"],
                               best_metrics=row["best_metrics"], kept=kept))
     except BaseException as exc:
-        if new and not any(cv_dir.glob("fold-*")):  # failed before any fold existed: leave no husk
+        if not _is_main():
+            pass
+        elif new and not any(cv_dir.glob("fold-*")):  # failed before any fold existed: leave no husk
             (cv_dir / CV_FILE).unlink(missing_ok=True)
             try:
                 cv_dir.rmdir()
@@ -243,7 +279,8 @@ def run_cv(request, folds: int, sink: EventSink = lambda e: None,
     cv_summary = {"folds": folds, "status": worst_status([r["status"] for r in rows]),
                   "per_fold": rows, "aggregate": aggregate(rows),
                   "collapsed_folds": [r["fold"] for r in rows if r["status"] == "collapsed"]}
-    write_json(cv_dir / CV_SUMMARY_FILE, cv_summary)
+    if _is_main():
+        write_json(cv_dir / CV_SUMMARY_FILE, cv_summary)
     _set_status(cv_dir, manifest, "finished")
     code = EXIT_COLLAPSED if cv_summary["collapsed_folds"] else 0
     sink(CVFinished(cv_dir=str(cv_dir), summary=cv_summary, exit_code=code))

@@ -8,6 +8,7 @@ and emits events, so `watch` and the run log work unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -90,3 +91,22 @@ class DistributedWeightedSampler(Sampler[int]):
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def joined() -> bool:
+    """Whether this process is in a process group already (then its owner leaves it, not us)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+@contextlib.contextmanager
+def process_group() -> Iterator[DistInfo | None]:
+    """from_env() for a block; leaves the group after it only if the block joined it. A CV joins
+    once for all its folds: leaving and re-joining torchrun's rendezvous between runs is not
+    reliable (gloo connections reset)."""
+    owner = not joined()
+    info = from_env()
+    try:
+        yield info
+    finally:
+        if info and owner:
+            cleanup()

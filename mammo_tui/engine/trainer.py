@@ -781,6 +781,7 @@ def train(request: TrainRequest, sink: EventSink = lambda event: None,
     failures during the run (NaN loss, disk full) end in a `failed` event and exit code.
     """
     cancel = cancel or threading.Event()
+    leave_group = not distributed.joined()  # a caller in the group already (a CV) stays in it
     setup = _Setup(request)
     setup.build_model()
     setup.materialise()
@@ -794,5 +795,5 @@ def train(request: TrainRequest, sink: EventSink = lambda event: None,
         return trainer._fail(str(exc), None, None, exc.exit_code)
     finally:
         trainer.writer.close()
-        if setup.dist:
+        if setup.dist and leave_group:
             distributed.cleanup()
