@@ -24,7 +24,7 @@ from mammo_tui.errors import ConfigError, RunDirError
 from mammo_tui.events import CVFinished, Event, EventSink, FoldFinished, FoldStarted
 from mammo_tui.labels import CLASS_NAMES
 from mammo_tui.rundir import new_run_name, read_summary, safe_run_name, write_json
-from mammo_tui.runlog import EVENTS_FILE, follow_events
+from mammo_tui.runlog import EVENTS_FILE, follow_events, read_events
 
 CV_FILE = "cv.json"
 CV_SUMMARY_FILE = "cv_summary.json"
@@ -199,6 +199,27 @@ def _open_manifest(cv_dir: Path, request, folds: int) -> dict[str, Any]:
 # -- running ----------------------------------------------------------------------------------------
 
 
+def _noting_checks(sink: EventSink, checks: list[Event]) -> EventSink:
+    """The sink, keeping the fold's collapse checks on the side (for its FoldFinished)."""
+    def forward(event: Event) -> None:
+        if event.type == "collapse":
+            checks.append(event)
+        sink(event)
+    return forward
+
+
+def _fixes(checks: list[Event]) -> list[dict[str, Any]]:
+    """What the fold's last collapse check suggested (nothing when it ended healthy)."""
+    return list(checks[-1].suggestions) if checks and checks[-1].status != "healthy" else []
+
+
+def read_events_safely(run_dir: Path) -> list[Event]:
+    try:
+        return read_events(run_dir)
+    except OSError:
+        return []
+
+
 def _fold_state(fold_dir: Path) -> tuple[str, dict[str, Any] | None]:
     """("kept", its summary) for a finished fold, ("resume", None) for a started one, else ("new", None)."""
     summary = read_summary(fold_dir)
@@ -254,7 +275,8 @@ def _run_cv(request, folds: int, sink: EventSink, cancel: threading.Event | None
                 else:
                     fold_request = dataclasses.replace(request, outdir=str(cv_dir), run_name=fold_dir.name,
                                                        folds=folds, fold=fold - 1, resume=None)
-                result = train(fold_request, sink, cancel)
+                checks: list[Event] = []
+                result = train(fold_request, _noting_checks(sink, checks), cancel)
                 summary = result.summary
                 if result.exit_code == EXIT_INTERRUPTED:
                     _set_status(cv_dir, manifest, "interrupted")
@@ -262,8 +284,10 @@ def _run_cv(request, folds: int, sink: EventSink, cancel: threading.Event | None
             row = {"fold": fold, "status": summary.get("status"), "best_epoch": summary.get("best_epoch"),
                    "best_metrics": summary.get("best_metrics") or {}}
             rows.append(row)
+            if kept:
+                checks = [e for e in read_events_safely(fold_dir) if e.type == "collapse"]
             sink(FoldFinished(fold=fold, folds=folds, status=row["status"], best_epoch=row["best_epoch"],
-                              best_metrics=row["best_metrics"], kept=kept))
+                              best_metrics=row["best_metrics"], kept=kept, suggestions=_fixes(checks)))
     except BaseException as exc:
         if not _is_main():
             pass
@@ -306,13 +330,16 @@ def follow_cv(cv_dir: str | Path, should_stop: Callable[[], bool] = lambda: Fals
                 return
             time.sleep(poll_s)
         last = None
+        checks = []
         for event in follow_events(fold_dir, should_stop, poll_s):
             last = event
+            if event.type == "collapse":
+                checks.append(event)
             yield event
         if last is None or last.type != "finished" or last.interrupted:
             return  # stopped here (resume with `mammo-tui cv --resume`), failed, or should_stop
         yield FoldFinished(fold=fold, folds=folds, status=last.status, best_epoch=last.best_epoch,
-                           best_metrics=last.best_metrics, time=last.time)
+                           best_metrics=last.best_metrics, suggestions=_fixes(checks), time=last.time)
     while (summary := read_cv_summary(cv_dir)) is None:  # written just after the last fold
         if should_stop():
             return

@@ -146,6 +146,7 @@ class FoldFinished(Event):
     best_epoch: int | None
     best_metrics: dict[str, Any]
     kept: bool = False  # finished in an earlier session of this cross-validation; not retrained
+    suggestions: list[dict[str, Any]] = field(default_factory=list)  # its last collapse check's
 
 
 @dataclass

@@ -61,7 +61,8 @@ def fold_view(events):
         if e.type == "fold_started":
             out.append(("started", e.fold, e.folds, e.run_dir))
         elif e.type == "fold_finished":
-            out.append(("finished", e.fold, e.status, e.best_epoch, e.best_metrics["kappa_quadratic"]))
+            out.append(("finished", e.fold, e.status, e.best_epoch, e.best_metrics["kappa_quadratic"],
+                        [(x["key"], x["value"]) for x in e.suggestions]))
         elif e.type == "cv_finished":
             out.append(("cv", e.summary["status"], e.summary["aggregate"]["kappa_quadratic"]["mean"], e.exit_code))
     return out
@@ -164,3 +165,25 @@ def test_following_a_live_cv_sees_every_fold_as_it_happens(tiny_demo, tmp_path):
         worker.join(timeout=300)
     assert fold_view(watched) == fold_view(live)
     assert [e.type for e in watched].count("epoch") == 4
+
+
+def test_a_collapsed_fold_carries_its_last_suggestions_live_kept_and_watched(tiny_demo, tmp_path):
+    from mammo_tui.runlog import read_events
+    from mammo_tui.tui.testing import collapse_config
+    from mammo_tui.engine.trainer import TrainRequest
+
+    request = TrainRequest(config=collapse_config(), dataset=tiny_demo, outdir=str(tmp_path), run_name="cv",
+                           preset="test")
+    live = []
+    run_cv(request, 2, live.append)
+    finished = [e for e in live if e.type == "fold_finished"]
+    for e in finished:
+        checks = [c for c in read_events(tmp_path / "cv" / f"fold-{e.fold}") if c.type == "collapse"]
+        expected = checks[-1].suggestions if checks[-1].status != "healthy" else []
+        assert e.suggestions == expected
+    assert any(e.suggestions for e in finished)  # the collapse config gets a fix to try
+    assert fold_view(follow_cv(tmp_path / "cv")) == fold_view(live)
+    again = []  # a re-run keeps both folds and reads their suggestions back from their logs
+    run_cv(request, 2, again.append)
+    kept = [e for e in again if e.type == "fold_finished"]
+    assert all(e.kept for e in kept) and [e.suggestions for e in kept] == [e.suggestions for e in finished]

@@ -283,3 +283,16 @@ def test_cv_warning_names_classes_rarer_than_the_folds():
     assert cv_warnings(5, [5, 50, 50, 50]) == []
     warning = cv_warnings(5, [3, 50, 50, 0])
     assert len(warning) == 1 and "A (3)" in warning[0] and "D" not in warning[0]
+
+
+def test_a_finished_cv_offers_its_worst_folds_fix():
+    from mammo_tui.tui.sample import sample_cv_events
+
+    events = sample_cv_events()
+    state = folded(events)
+    assert state.collapse.status == "healthy"  # the last fold is fine ...
+    collapsed = state.fold_results[2]
+    assert collapsed.status == "collapsed" and collapsed.suggestions
+    assert state.suggestions() == collapsed.suggestions  # ... the fix offered is fold 2's
+    before = folded(events[:-1])  # until the CV has finished, the current fold's own (none)
+    assert before.suggestions() == []

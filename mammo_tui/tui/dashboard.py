@@ -183,7 +183,10 @@ class DashboardScreen(Screen):
         if COLLAPSE in dirty or EPOCH in dirty:
             self.query_one(CollapseBanner).refresh(layout=True)
         if COLLAPSE in dirty:
-            self.query_one(SuggestionList).show(self.state.suggestions())
+            panel = self.query_one(SuggestionList)
+            panel.show(self.state.suggestions())
+            source = self.state.suggesting_fold
+            panel.border_title = f"suggestions from fold {source.fold}" if source else "suggestions"
         if FOLDS in dirty or STATUS in dirty:  # a fold's end (stopped, failed) shows in its row
             self.set_class(self.state.is_cv, "-cv")
             folds = self.query_one(FoldsPanel)

@@ -116,8 +116,9 @@ def cv_banner_text(state: DashboardState, compact: bool = False) -> tuple[str, T
     parts = [f"{'folds' if len(folds) > 1 else 'fold'} {', '.join(map(str, folds))} of {len(rows)} {word}"
              for word, folds in flagged if folds]
     text.append(" " + "; ".join(parts) if parts else f" all {len(rows)} folds healthy")
-    if flagged[0][1]:
-        text.append(": open the fold (runs browser, or watch its folder) for its suggestions")
+    source = state.suggesting_fold
+    if source is not None:
+        text.append(f": fold {source.fold}'s suggestions are listed")
     if compact:
         text.no_wrap, text.overflow = True, "ellipsis"
     return status, text

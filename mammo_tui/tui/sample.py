@@ -138,8 +138,10 @@ def sample_cv_events(folds: int = 5, finished: bool = True) -> list[Event]:
         end = events[-1]
         rows.append({"fold": fold, "status": end.status, "best_epoch": end.best_epoch,
                      "best_metrics": end.best_metrics})
+        last_check = [e for e in events if e.type == "collapse"][-1]
+        fixes = last_check.suggestions if last_check.status != "healthy" else []
         out.append(FoldFinished(fold=fold, folds=folds, status=end.status, best_epoch=end.best_epoch,
-                                best_metrics=end.best_metrics, time=T0))
+                                best_metrics=end.best_metrics, suggestions=fixes, time=T0))
     summary = {"folds": folds, "status": worst_status([r["status"] for r in rows]), "per_fold": rows,
                "aggregate": aggregate(rows),
                "collapsed_folds": [r["fold"] for r in rows if r["status"] == "collapsed"]}

@@ -24,6 +24,7 @@ from mammo_tui.events import (
     RunFinished,
     RunStarted,
 )
+from mammo_tui.cv import SEVERITY, mean_std
 from mammo_tui.labels import CLASS_NAMES
 
 # Panel names returned by `apply` so the screen refreshes only what changed.
@@ -164,9 +165,9 @@ class DashboardState:
                           f"bal-acc-adj {fmt_pm(agg.get('balanced_accuracy_adjusted'))} over {e.summary.get('folds')} folds")
         collapsed = e.summary.get("collapsed_folds") or []
         if collapsed:
-            self.note("error", f"collapsed folds: {', '.join(map(str, collapsed))}: the method is not "
-                               "reliable on this data; see each fold's suggestions")
-        return {FOLDS, LOG, STATUS, PROGRESS}
+            self.note("error", f"collapsed folds: {', '.join(map(str, collapsed))}: this configuration "
+                               "is not reliable on this data")
+        return {FOLDS, LOG, STATUS, PROGRESS, COLLAPSE}
 
     def note(self, level: str, text: str) -> None:
         """A line for the event log (also used by the screen for its own messages)."""
@@ -193,8 +194,6 @@ class DashboardState:
 
     def fold_mean_std(self, key: str) -> dict[str, Any]:
         """cv.mean_std of a best-epoch metric over the folds finished so far (the live summary row)."""
-        from mammo_tui.cv import mean_std
-
         return mean_std([r.best_metrics.get(key) for r in self.fold_results.values()])
 
     @property
@@ -225,7 +224,20 @@ class DashboardState:
         return dict(self.finished.best_metrics) if self.finished else {}
 
     def suggestions(self) -> list[dict[str, Any]]:
+        """The current collapse check's; once a CV has finished, its worst fold's (the fix a new
+        CV should try), else the last fold's."""
+        worst = self.suggesting_fold
+        if worst is not None:
+            return list(worst.suggestions)
         return list(self.collapse.suggestions) if self.collapse else []
+
+    @property
+    def suggesting_fold(self) -> FoldFinished | None:
+        """After a CV: the worst fold that has suggestions (ties: the first), if any."""
+        if not self.cv_finished:
+            return None
+        flagged = [r for r in self.fold_results.values() if r.suggestions]
+        return max(flagged, key=lambda r: (SEVERITY.get(r.status, -1), -r.fold)) if flagged else None
 
 
 def fmt(value: Any, digits: int = 3) -> str:
