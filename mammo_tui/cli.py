@@ -282,6 +282,8 @@ def cmd_cv(args) -> int:
         _print_safely(format_cv(result.summary))
     if result.exit_code == EXIT_INTERRUPTED:
         _print_safely(f"cross-validation stopped; continue it with: mammo-tui cv --no-ui --resume {result.run_dir}")
+    elif not result.summary:
+        _print_safely("cross-validation stopped: a fold failed (see above); the finished folds are kept")
     _print_safely(f"cross-validation directory: {result.run_dir}")
     return result.exit_code
 

@@ -213,9 +213,10 @@ def _fixes(checks: list[Event]) -> list[dict[str, Any]]:
     return list(checks[-1].suggestions) if checks and checks[-1].status != "healthy" else []
 
 
-def read_events_safely(run_dir: Path) -> list[Event]:
+def _collapse_checks(run_dir: Path) -> list[Event]:
+    """A finished fold's collapse checks, from its log (a kept fold sends no events)."""
     try:
-        return read_events(run_dir)
+        return [e for e in read_events(run_dir) if e.type == "collapse"]
     except OSError:
         return []
 
@@ -278,14 +279,16 @@ def _run_cv(request, folds: int, sink: EventSink, cancel: threading.Event | None
                 checks: list[Event] = []
                 result = train(fold_request, _noting_checks(sink, checks), cancel)
                 summary = result.summary
-                if result.exit_code == EXIT_INTERRUPTED:
-                    _set_status(cv_dir, manifest, "interrupted")
-                    return CVResult(cv_dir, EXIT_INTERRUPTED, {})
+                if result.exit_code == EXIT_INTERRUPTED or result.status not in FINISHED:
+                    # stopped, or failed (a NaN loss): no mean over folds with a hole in it
+                    stopped = "interrupted" if result.exit_code == EXIT_INTERRUPTED else "failed"
+                    _set_status(cv_dir, manifest, stopped)
+                    return CVResult(cv_dir, result.exit_code, {})
             row = {"fold": fold, "status": summary.get("status"), "best_epoch": summary.get("best_epoch"),
                    "best_metrics": summary.get("best_metrics") or {}}
             rows.append(row)
             if kept:
-                checks = [e for e in read_events_safely(fold_dir) if e.type == "collapse"]
+                checks = _collapse_checks(fold_dir)
             sink(FoldFinished(fold=fold, folds=folds, status=row["status"], best_epoch=row["best_epoch"],
                               best_metrics=row["best_metrics"], kept=kept, suggestions=_fixes(checks)))
     except BaseException as exc:

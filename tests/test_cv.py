@@ -187,3 +187,15 @@ def test_a_collapsed_fold_carries_its_last_suggestions_live_kept_and_watched(tin
     run_cv(request, 2, again.append)
     kept = [e for e in again if e.type == "fold_finished"]
     assert all(e.kept for e in kept) and [e.suggestions for e in kept] == [e.suggestions for e in finished]
+
+
+def test_a_failed_fold_stops_the_cv_without_a_summary(tiny_demo, tmp_path):
+    # lr 1e30 with no clipping: the loss becomes NaN in fold 1 (as in the engine's NaN test)
+    request = cv_request(tiny_demo, tmp_path, lr=1e30, grad_clip=0.0, max_batches_per_epoch=6, epochs=2)
+    events = []
+    result = run_cv(request, 2, events.append)
+    assert result.exit_code == 1 and result.summary == {}
+    assert read_manifest(result.run_dir)["status"] == "failed"
+    assert not (result.run_dir / "cv_summary.json").exists() and not (result.run_dir / "fold-2").exists()
+    assert [e.type for e in events if e.type.startswith(("fold", "cv"))] == ["fold_started"]
+    assert [e.type for e in follow_cv(result.run_dir) if e.type.startswith(("fold", "cv"))] == ["fold_started"]

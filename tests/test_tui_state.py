@@ -296,3 +296,13 @@ def test_a_finished_cv_offers_its_worst_folds_fix():
     assert state.suggestions() == collapsed.suggestions  # ... the fix offered is fold 2's
     before = folded(events[:-1])  # until the CV has finished, the current fold's own (none)
     assert before.suggestions() == []
+
+
+def test_a_failed_fold_shows_as_failed_in_the_fold_table():
+    from mammo_tui.events import RunFailed
+    from mammo_tui.tui.sample import sample_cv_events
+
+    state = folded(sample_cv_events(finished=False))
+    state.apply(RunFailed(error="loss became nan at epoch 2, batch 3", epoch=2, batch=3))
+    assert state.cv_stopped
+    assert "failed" in [line.split()[1] for line in plain(render.folds_table(state, 50)).splitlines()[1:6]]

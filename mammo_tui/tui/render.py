@@ -145,7 +145,7 @@ def folds_table(state: DashboardState, width: int) -> Table | Text:
                      fmt(m.get("kappa_quadratic")), fmt(m.get("balanced_accuracy_adjusted")),
                      fmt(min(recall)) if recall else "–"]
         elif fold == state.fold and not state.cv_finished:
-            word = "stopped" if state.cv_stopped else "running"
+            word = ("failed" if state.failed else "stopped") if state.cv_stopped else "running"
             cells = [Text(word, style="bold yellow" if state.cv_stopped else "bold blue"), "", "", ""]
         else:
             cells = [Text("pending", style="dim"), "", "", ""]
