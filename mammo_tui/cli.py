@@ -213,14 +213,14 @@ def cmd_train(args) -> int:
         return run_app("wizard", demo=args.demo, dataset=spec, runs_root=args.outdir or args.runs_dir,
                        config=chosen)
     from mammo_tui.console import ConsolePrinter
-    from mammo_tui.engine.trainer import train
+    from mammo_tui.engine.distributed import main_process
+    from mammo_tui.engine.trainer import TrainRequest, train
 
     cancel = threading.Event()
     _install_signal_handlers(cancel)
-    from mammo_tui.engine.distributed import main_process
-
     main = main_process()  # under torchrun only rank 0 prints
-    result = train(_train_request(args, config, spec), ConsolePrinter() if main else (lambda event: None), cancel)
+    request = TrainRequest(**_request_fields(args, config, spec))
+    result = train(request, ConsolePrinter() if main else (lambda event: None), cancel)
     if main:
         _print_safely(f"run directory: {result.run_dir}")
     return result.exit_code
@@ -233,16 +233,15 @@ def _print_safely(text: str) -> None:
         pass
 
 
-def _train_request(args, config, spec):
-    from mammo_tui.engine.trainer import TrainRequest
-
+def _request_fields(args, config, spec) -> dict:
+    """TrainRequest fields from the command line (plain values: the TUI takes them without torch)."""
     resume = getattr(args, "resume", None)
     if not (args.demo or spec or resume):
-        raise MammoError("no dataset: pass --demo, --csv FILE [--dicom-root DIR], --images DIR or --resume RUN_DIR")
-    return TrainRequest(config=config, dataset=spec, demo=args.demo, outdir=args.outdir or args.runs_dir,
-                        run_name=args.run_name, resume=resume, force=getattr(args, "force", False),
-                        skip_bad_rows=args.skip_bad_rows,
-                        preset=args.preset or ("demo" if args.demo else "last_block"))
+        what = "CV_DIR" if args.command == "cv" else "RUN_DIR"
+        raise MammoError(f"no dataset: pass --demo, --csv FILE [--dicom-root DIR], --images DIR or --resume {what}")
+    return dict(config=config, dataset=spec, demo=args.demo, outdir=args.outdir or args.runs_dir,
+                run_name=args.run_name, resume=resume, force=getattr(args, "force", False),
+                skip_bad_rows=args.skip_bad_rows, preset=args.preset or ("demo" if args.demo else "last_block"))
 
 
 def cmd_cv(args) -> int:
@@ -253,14 +252,7 @@ def cmd_cv(args) -> int:
             raise MammoError(f"cv --resume: {args.resume} is not a directory")
         fields, folds = resume_fields(args.resume)
     else:
-        if not (args.demo or args.csv or args.images):
-            raise MammoError("no dataset: pass --demo, --csv FILE [--dicom-root DIR], --images DIR "
-                             "or --resume CV_DIR")
-        fields = {"config": _resolve_config(args), "dataset": _dataset_spec(args), "demo": args.demo,
-                  "outdir": args.outdir or args.runs_dir, "run_name": args.run_name,
-                  "skip_bad_rows": args.skip_bad_rows,
-                  "preset": args.preset or ("demo" if args.demo else "last_block")}
-        folds = args.folds
+        fields, folds = _request_fields(args, _resolve_config(args), _dataset_spec(args)), args.folds
     if _wants_ui(args):
         from mammo_tui.tui.app import run_app
         from mammo_tui.tui.dashboard import TrainJob
