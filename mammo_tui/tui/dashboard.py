@@ -196,14 +196,16 @@ class DashboardScreen(Screen):
             self.query_one(EventLog).drain(self.state)
         if STATUS in dirty or PROGRESS in dirty:
             s = self.state
-            mode = "watch" if self.read_only else "training"
+            parts = ["watch" if self.read_only else "training"]
             if s.is_cv:
-                mode = f"{mode} · cross-validation {Path(s.cv_dir).name}"
-                name = "" if s.cv_finished else f"fold {s.fold}/{s.folds_total}"
-            else:
-                name = s.run_name
-            self.sub_title = f"{mode} · {name} · {s.status_word}" if name else (
-                f"{mode} · {s.status_word}" if s.is_cv else mode)
+                parts.append(f"cross-validation {Path(s.cv_dir).name}")
+                if not s.cv_finished:
+                    parts.append(f"fold {s.fold}/{s.folds_total}")
+            elif s.run_name:
+                parts.append(s.run_name)
+            if len(parts) > 1:
+                parts.append(s.status_word)
+            self.sub_title = " · ".join(parts)
 
     # -- live training ---------------------------------------------------------------------------
     @property
