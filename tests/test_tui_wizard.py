@@ -138,3 +138,17 @@ async def test_a_dataset_from_the_command_line_is_scanned_at_once(tmp_path, demo
         await wait_until(pilot, on(app, FingerprintScreen), timeout=60, what="fingerprint")
         fp = app.screen.wizard.fingerprint
         assert fp.n_images == sum(fp.class_counts) > 0 and not app.screen.wizard.demo
+
+
+@async_test
+async def test_the_back_button_of_each_step_returns_to_the_previous_screen():
+    from mammo_tui.tui.sample import sample_wizard_state
+
+    app = MammoApp("wizard")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, on(app, DatasetScreen), what="dataset screen")
+        for step in (FingerprintScreen, DecisionScreen):
+            await app.push_screen(step(sample_wizard_state()))
+            await pilot.pause()
+            await pilot.click("#back")
+            await wait_until(pilot, on(app, DatasetScreen), what=f"back from {step.__name__}")

@@ -109,10 +109,6 @@ class DecisionScreen(WizardStep):
         self.sub_title = "new run: decision flow"
         self.query_one("#next", Button).focus()
 
-    @on(Button.Pressed, "#back")
-    def _back(self) -> None:
-        self.action_back()
-
     @on(Button.Pressed, "#next")
     def action_next(self) -> None:
         from mammo_tui.tui.configure import ConfigScreen

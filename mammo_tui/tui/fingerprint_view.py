@@ -116,10 +116,6 @@ class FingerprintScreen(WizardStep):
         self.query_one("#facts").border_title = "dataset"
         self.query_one("#next", Button).focus()
 
-    @on(Button.Pressed, "#back")
-    def _back(self) -> None:
-        self.action_back()
-
     @on(Button.Pressed, "#next")
     def action_next(self) -> None:
         from mammo_tui.planner import plan

@@ -95,6 +95,10 @@ class WizardStep(Screen):
         if len(self.app.screen_stack) > 2:
             self.app.pop_screen()
 
+    @on(Button.Pressed, "#back")
+    def _back_pressed(self) -> None:
+        self.action_back()
+
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         # The first screen has nowhere to go back to: hide the key rather than ignore it.
         if action == "back" and self.app.screen_stack[:2] == [self.app.screen_stack[0], self]:
