@@ -57,7 +57,8 @@ def finished_cv(tmp_path_factory) -> tuple[Path, dict]:
             mid = {"text": screen_text(app), "sub_title": dash.sub_title}
             await wait_until(pilot, lambda: dash.state.cv_finished is not None, timeout=300, what="the CV")
             await wait_until(pilot, lambda: not dash.engine_running, timeout=30, what="worker exit")
-            await pilot.pause(0.3)
+            # a capture can catch a partial repaint: wait for the finished screen, then read it
+            await wait_until(pilot, lambda: "3/3 folds" in screen_text(app), timeout=10, what="the CV summary")
             return {"mid": mid, "text": screen_text(app), "rows": fold_rows(dash.state),
                     "exit_code": dash.result.exit_code, "panel": dash.query_one(FoldsPanel).display}
 
@@ -94,7 +95,7 @@ async def test_watching_a_finished_cv_shows_the_same_folds(finished_cv):
         await wait_until(pilot, lambda: dash.state.cv_finished is not None, what="the replayed CV")
         await pilot.pause(0.3)
         assert dash.read_only and fold_rows(dash.state) == seen["rows"]
-        assert "3/3 folds" in screen_text(app)
+        await wait_until(pilot, lambda: "3/3 folds" in screen_text(app), timeout=10, what="the CV summary")
 
 
 @async_test
@@ -103,6 +104,7 @@ async def test_runs_browser_lists_a_cv_with_its_folds_and_opens_it(finished_cv):
     app = MammoApp("runs", runs_root=str(runs))
     async with app.run_test(size=(120, 30)) as pilot:
         await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), what="runs screen")
+        await wait_until(pilot, lambda: "3/3 folds" in screen_text(app), timeout=10, what="the CV row")
         text = screen_text(app)
         assert "cv-run  3-fold CV" in text and "3/3 folds" in text
         assert all(f"└ fold-{k}" in text for k in (1, 2, 3))
