@@ -36,6 +36,9 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
                                  "or image_path,label[,patient_id,view]")
     g.add_argument("--dicom-root", help="folder with one sub-folder per accession")
     g.add_argument("--images", help="folder with one sub-folder per class (A/ B/ C/ D/ or 1/ 2/ 3/ 4/)")
+    g.add_argument("--group-pattern", metavar="REGEX",
+                   help="patient id from each image's path (first group of the regex), for files without "
+                        "a patient_id column or DICOM PatientID, e.g. '^(P\\d+)_'")
     g.add_argument("--skip-bad-rows", action="store_true",
                    help="continue without rows the validation report lists (they are counted, not lost)")
 
@@ -96,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--size", type=float, default=None, help="scale of the reference counts (1.0 = 1587 images)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--difficulty", type=float, default=0.0,
+                   help="0 = clearly separated density classes (default); up to 1 = classes that "
+                        "overlap like different readers' calls (a hard task for collapse benchmarks)")
 
     p = sub.add_parser("report", help="write a Markdown report of a run or a cross-validation (report.md in its folder)")
     p.add_argument("run_dir")
@@ -134,7 +140,8 @@ def _dataset_spec(args):
         return None
     from mammo_tui.data.sources import DatasetSpec
 
-    return DatasetSpec(csv=args.csv, dicom_root=args.dicom_root, images=args.images)
+    return DatasetSpec(csv=args.csv, dicom_root=args.dicom_root, images=args.images,
+                       group_pattern=getattr(args, "group_pattern", None))
 
 
 def _config_overrides(args) -> dict:
@@ -308,7 +315,8 @@ def cmd_demo_data(args) -> int:
     from mammo_tui.data.demo import make_demo_dataset
     from mammo_tui.prepare import DEMO_SIZE
 
-    csv = make_demo_dataset(args.dir, size=args.size if args.size is not None else DEMO_SIZE, seed=args.seed)
+    csv = make_demo_dataset(args.dir, size=args.size if args.size is not None else DEMO_SIZE, seed=args.seed,
+                            difficulty=args.difficulty)
     print(f"demo dataset written: {csv}")
     return 0
 

@@ -44,10 +44,14 @@ class TrainConfig:
     arch: str = "resnet50"
     pretrained: bool = True
     weights: str = ""  # local weights file; "" = torchvision's weights API and cache
+    allow_partial_weights: bool = False  # accept a weights file that leaves backbone layers unset
     freeze: str = "last_block"
     warmup_epochs: int = 2  # head-only epochs before the `freeze` blocks unfreeze
     # imbalance defenses
     sampler: str = "weighted"
+    # weighted sampler: per-image weight count(class) ** -sampler_power; 1 = near-uniform batches,
+    # 0.5 = square-root sampling (rare classes over-sampled, but less), 0 = the natural frequencies
+    sampler_power: float = 1.0
     class_weights: str = "none"
     loss: str = "ce"
     focal_gamma: float = 2.0
@@ -77,6 +81,7 @@ class TrainConfig:
     collapse_dominance: float = 0.99
     warn_bal_acc_adj: float = 0.3
     warn_drift: float = 0.2  # rise of the top class's prediction share between epochs
+    warn_dominance: float = 0.9  # a class this far ahead in the predictions (but not in the truth)
     # runtime
     device: str = "auto"
     amp: bool = True  # CUDA only

@@ -150,7 +150,7 @@ def resume_fields(cv_dir: str | Path) -> tuple[dict[str, Any], int]:
         raise RunDirError(f"--resume {cv_dir}: not a cross-validation directory (no {CV_FILE})")
     data = manifest.get("dataset")
     fields = {"config": from_mapping(manifest["config"], source=str(cv_dir / CV_FILE)),
-              "dataset": DatasetSpec(**data) if data else None, "demo": bool(manifest.get("demo")),
+              "dataset": DatasetSpec.from_dict(data) if data else None, "demo": bool(manifest.get("demo")),
               "outdir": str(cv_dir.parent), "run_name": cv_dir.name,
               "skip_bad_rows": bool(manifest.get("skip_bad_rows")), "preset": manifest.get("preset", "")}
     if manifest.get("demo_size") is not None:
@@ -179,9 +179,9 @@ def _open_manifest(cv_dir: Path, request, folds: int) -> dict[str, Any]:
     manifest = {
         "folds": folds, "started": time.time(), "status": "running",
         "preset": request.preset, "config": request.config.to_dict(),
-        "dataset": None if spec is None else {  # absolute: resumable from any working directory
-            key: str(Path(value).resolve()) if value else None
-            for key, value in (("csv", spec.csv), ("dicom_root", spec.dicom_root), ("images", spec.images))},
+        "dataset": None if spec is None else {  # absolute paths: resumable from any working directory
+            key: str(Path(value).resolve()) if value and key != "group_pattern" else value
+            for key, value in spec.to_dict().items()},
         "demo": request.demo, "demo_size": request.demo_size if request.demo else None,
         "skip_bad_rows": request.skip_bad_rows,
     }

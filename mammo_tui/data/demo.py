@@ -163,7 +163,8 @@ def _prepare_out_dir(out_dir: Path) -> None:
     (out_dir / _MARKER).write_text("written by mammo_tui.data.demo.make_demo_dataset\n")
 
 
-def make_demo_dataset(out_dir: str | os.PathLike, size: float = 0.5, seed: int = 0) -> Path:
+def make_demo_dataset(out_dir: str | os.PathLike, size: float = 0.5, seed: int = 0,
+                      difficulty: float = 0.0) -> Path:
     """Write labels.csv + dicom/<accession>/<view>.dcm under out_dir; return the CSV path."""
     if size <= 0:
         raise DatasetError(f"Demo dataset size must be > 0 (1.0 = 1587 images); got {size}.")

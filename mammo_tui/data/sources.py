@@ -43,6 +43,19 @@ class DatasetSpec:
     csv: str | None = None  # reference CSV (with dicom_root) or generic image_path,label CSV
     dicom_root: str | None = None
     images: str | None = None  # folder with one sub-folder per class
+    # regex on an image's path (relative to the CSV's folder / the class-folder root); its first
+    # group (or whole match) names the patient, for datasets whose files carry no patient id
+    group_pattern: str | None = None
+
+    def to_dict(self) -> dict[str, str | None]:
+        """What dataset.json / cv.json record (paths as given; callers may make them absolute)."""
+        return {"csv": self.csv, "dicom_root": self.dicom_root, "images": self.images,
+                "group_pattern": self.group_pattern}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "DatasetSpec":
+        data = data or {}
+        return cls(**{key: data.get(key) for key in ("csv", "dicom_root", "images", "group_pattern")})
 
     def describe(self) -> str:
         if self.images:

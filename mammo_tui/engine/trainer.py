@@ -108,17 +108,6 @@ def resolve_device(name: str) -> torch.device:
 # run directory set-up
 
 
-def _dataset_spec_from_json(data: dict[str, Any]):
-    from mammo_tui.data.sources import DatasetSpec
-
-    spec = data.get("spec") or {}
-    return DatasetSpec(csv=spec.get("csv"), dicom_root=spec.get("dicom_root"), images=spec.get("images"))
-
-
-def _spec_dict(spec) -> dict[str, Any]:
-    return {"csv": spec.csv, "dicom_root": spec.dicom_root, "images": spec.images}
-
-
 class _Setup:
     """Everything a run needs before its first batch: config, data, split, run dir."""
 
@@ -210,7 +199,7 @@ class _Setup:
             atomic_write_text(self.run_dir / CONFIG_FILE, config_mod.to_toml(self.config))
             write_splits_csv(self.run_dir / SPLITS_FILE, records, self.split)
             write_json(self.run_dir / DATASET_FILE, {
-                "spec": _spec_dict(self.prepared.spec), "demo": req.demo, "preset": req.preset,
+                "spec": self.prepared.spec.to_dict(), "demo": req.demo, "preset": req.preset,
                 "skip_bad_rows": req.skip_bad_rows,
                 "fingerprint": self.prepared.fingerprint.to_dict(),
                 "report": self.prepared.report.to_dict(),
@@ -251,7 +240,9 @@ class _Setup:
         info = json.loads((self.run_dir / DATASET_FILE).read_text(encoding="utf-8"))
         self.preset = info.get("preset", "")
         self.is_demo = bool(info.get("demo"))
-        spec = _dataset_spec_from_json(info)
+        from mammo_tui.data.sources import DatasetSpec
+
+        spec = DatasetSpec.from_dict(info.get("spec"))
         self.prepared = prepare_dataset(spec, skip_bad_rows=bool(info.get("skip_bad_rows")))
         from mammo_tui.data.split import read_splits_csv
 
