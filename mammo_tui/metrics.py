@@ -19,8 +19,8 @@ import numpy as np
 
 
 def _finite(value: float, default: float = 0.0) -> float:
-    # sklearn returns NaN (or +-inf for the adjusted balanced accuracy) when a score is undefined,
-    # e.g. a constant predictor on a one-class set; NaN would poison comparisons and JSON.
+    # sklearn returns NaN when a score is undefined, e.g. kappa of a constant predictor on a
+    # one-class set; NaN would poison comparisons and JSON.
     value = float(value)
     return value if math.isfinite(value) else default
 
@@ -61,6 +61,18 @@ def auc_macro(y_true: np.ndarray, probs: Any, num_classes: int) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def balanced_accuracy_adjusted(balanced: float, num_classes: int = 4) -> float:
+    """(balanced - 1/K) / (1 - 1/K) with K = num_classes: 0 at chance, 1 for a perfect model.
+
+    K is the number of classes the model predicts, not the number present in one validation
+    set, so the value means the same on every fold (and the collapse threshold with it).
+    """
+    if num_classes < 2:
+        return 0.0
+    chance = 1.0 / num_classes
+    return _finite((float(balanced) - chance) / (1.0 - chance))
+
+
 def compute_metrics(
     y_true: Sequence[int] | np.ndarray,
     y_pred: Sequence[int] | np.ndarray,
@@ -72,9 +84,11 @@ def compute_metrics(
     `kappa_quadratic` (quadratic-weighted Cohen's kappa) is the headline number because density
     is ordinal; `kappa` is the unweighted Cohen's kappa that the collapse rules use. Per-class
     lists always have `num_classes` slots (0 for classes absent from both arrays); the confusion
-    matrix has rows = true class, columns = predicted class. Undefined kappas and adjusted
-    balanced accuracies are 0.0 (chance level), never NaN; `auc_macro` is None when it cannot
-    be computed (no probabilities, fewer than two classes present).
+    matrix has rows = true class, columns = predicted class. `balanced_accuracy` is the mean
+    recall over the classes present in y_true (the standard definition); its adjusted form uses
+    chance = 1/num_classes, whatever classes the set holds (see balanced_accuracy_adjusted).
+    Undefined kappas are 0.0 (chance level), never NaN; `auc_macro` is None when it cannot be
+    computed (no probabilities, fewer than two classes present).
     """
     from sklearn.metrics import (
         accuracy_score,
@@ -98,13 +112,16 @@ def compute_metrics(
         warnings.simplefilter("ignore")
         with np.errstate(divide="ignore", invalid="ignore"):
             balanced = _finite(balanced_accuracy_score(yt, yp))
-            balanced_adj = _finite(balanced_accuracy_score(yt, yp, adjusted=True))
             kappa = _finite(cohen_kappa_score(yt, yp, labels=labels))
             kappa_q = _finite(cohen_kappa_score(yt, yp, labels=labels, weights="quadratic"))
         precision, recall, f1, _ = precision_recall_fscore_support(
             yt, yp, labels=labels, average=None, zero_division=0
         )
 
+    # Chance level is 1/K for the K classes the model chooses among, whatever this set holds.
+    # sklearn's adjusted=True uses the classes present in y_true instead, so the same recalls
+    # would score differently on a fold without A images and the 0.3 threshold would shift.
+    balanced_adj = balanced_accuracy_adjusted(balanced, num_classes)
     pred_counts = np.bincount(yp, minlength=num_classes)
     true_counts = np.bincount(yt, minlength=num_classes)
     return {

@@ -19,7 +19,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from mammo_tui.metrics import compute_metrics, selection_score
+from mammo_tui.metrics import balanced_accuracy_adjusted, compute_metrics, selection_score
 
 K = 4
 
@@ -70,12 +70,16 @@ def test_matches_sklearn_and_reference(case: int) -> None:
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bal = balanced_accuracy_score(y_true, y_pred)
-        bal_adj = _nan_to_zero(balanced_accuracy_score(y_true, y_pred, adjusted=True))
+        sk_adj = balanced_accuracy_score(y_true, y_pred, adjusted=True)
         kappa = _nan_to_zero(cohen_kappa_score(y_true, y_pred, labels=labels))
         kappa_q = _nan_to_zero(cohen_kappa_score(y_true, y_pred, labels=labels, weights="quadratic"))
         p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     assert m["balanced_accuracy"] == pytest.approx(bal)
-    assert m["balanced_accuracy_adjusted"] == pytest.approx(bal_adj)
+    # adjusted for chance 1/K with K = 4 classes, whatever y_true holds; sklearn's adjusted=True
+    # agrees when all four classes are present (it uses the classes present)
+    assert m["balanced_accuracy_adjusted"] == pytest.approx((bal - 1 / K) / (1 - 1 / K))
+    if len(np.unique(y_true)) == K:
+        assert m["balanced_accuracy_adjusted"] == pytest.approx(sk_adj)
     assert m["kappa"] == pytest.approx(kappa, abs=1e-12)
     assert m["kappa_quadratic"] == pytest.approx(kappa_q, abs=1e-12)
     assert m["kappa"] == pytest.approx(_reference_kappa(cm, None), abs=1e-9)
@@ -126,13 +130,30 @@ def test_constant_predictor_scores_zero_not_nan() -> None:
 
 
 def test_one_class_set_is_defined() -> None:
-    # sklearn gives NaN kappa and -inf / NaN adjusted balanced accuracy here.
-    for y_pred in ([1, 1, 1], [1, 1, 2]):
+    # sklearn gives NaN kappa and -inf / NaN adjusted balanced accuracy here; chance is still 1/4.
+    for y_pred, recall in (([1, 1, 1], 1.0), ([1, 1, 2], 2 / 3)):
         m = compute_metrics([1, 1, 1], y_pred, probs=np.full((3, 4), 0.25))
         assert m["kappa"] == 0.0 and m["kappa_quadratic"] == 0.0
-        assert m["balanced_accuracy_adjusted"] == 0.0
+        assert m["balanced_accuracy"] == pytest.approx(recall)
+        assert m["balanced_accuracy_adjusted"] == pytest.approx((recall - 0.25) / 0.75)
         assert m["auc_macro"] is None
         json.dumps(m, allow_nan=False)
+
+
+def test_adjusted_balanced_accuracy_uses_four_classes_when_one_is_absent() -> None:
+    # A fold without class A images: recalls B 2/4, C 3/4, D 1/4 -> balanced accuracy 0.5
+    y_true = [1] * 4 + [2] * 4 + [3] * 4
+    y_pred = [1, 1, 2, 0] + [2, 2, 2, 3] + [3, 2, 2, 1]
+    m = compute_metrics(y_true, y_pred)
+    assert m["balanced_accuracy"] == pytest.approx(0.5) == pytest.approx(balanced_accuracy_score(y_true, y_pred))
+    assert m["balanced_accuracy_adjusted"] == pytest.approx((0.5 - 1 / 4) / (3 / 4))  # 1/3: above 0.3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        three_class = balanced_accuracy_score(y_true, y_pred, adjusted=True)  # chance 1/3: 0.25
+    assert three_class == pytest.approx(0.25)
+    assert m["balanced_accuracy_adjusted"] > 0.3 > three_class
+    assert balanced_accuracy_adjusted(0.5, 4) == pytest.approx(m["balanced_accuracy_adjusted"])
+    assert balanced_accuracy_adjusted(0.25, 4) == 0.0 and balanced_accuracy_adjusted(1.0, 4) == 1.0
 
 
 def test_hand_computed_example() -> None:
