@@ -148,12 +148,43 @@ def _check_ranges(cfg: TrainConfig, source: str) -> None:
     if not 0 <= cfg.crt_epochs < cfg.epochs:
         raise ConfigError(f"{source}: crt_epochs ({cfg.crt_epochs}) must be >= 0 and smaller than epochs "
                           f"({cfg.epochs}): they are the last epochs of the run")
-    if cfg.sampler == "weighted" and cfg.class_weights == "balanced" and not cfg.allow_double_balancing:
+    if not 0.0 <= cfg.sampler_power <= 1.0:
+        raise ConfigError(f"{source}: sampler_power must be between 0 and 1 (1 = inverse frequency, 0.5 = "
+                          f"square-root sampling, 0 = natural frequencies), got {cfg.sampler_power}")
+    if not 0.0 < cfg.warn_dominance <= 1.0:
+        raise ConfigError(f"{source}: warn_dominance must be in (0, 1], got {cfg.warn_dominance}")
+    balancers = balancing(cfg)
+    if len(balancers) > 1 and not cfg.allow_double_balancing:
         raise ConfigError(
-            f"{source}: sampler=weighted together with class_weights=balanced balances the classes "
-            "twice (rare classes are over-sampled AND up-weighted), which over-corrects and makes "
-            "training unstable. Use one of them, or set allow_double_balancing=true to force it."
+            f"{source}: {' together with '.join(balancers)} balances the classes twice (rare classes "
+            "are favoured by each of them), which over-corrects toward the rare classes and makes "
+            "training unstable (logit-adjusted loss on sampler-balanced batches predicted A for "
+            "every image). Use one of them, or set allow_double_balancing=true to force it."
         )
+    if cfg.freeze != "none" and not cfg.pretrained and not cfg.weights:
+        raise ConfigError(
+            f"{source}: freeze={cfg.freeze} with pretrained=false freezes a randomly initialised backbone: "
+            "its random features learn nothing, so freezing is no defense. Use freeze=none to train "
+            "from scratch, or give pretrained weights (pretrained=true, or --weights FILE)."
+        )
+
+
+def balancing(cfg: TrainConfig) -> list[str]:
+    """The class-balancing mechanisms a config turns on (more than one = double balancing).
+
+    Each corrects for the class prior on its own: the sampler in the batches, class weights in the
+    loss's weights, logit adjustment in the logits (the engine's prior is the training-label
+    frequency, which is what sampled batches already undo). Focal loss is not one: it re-weights
+    hard examples, not classes.
+    """
+    out = []
+    if cfg.sampler == "weighted" and cfg.sampler_power > 0:
+        out.append("sampler=weighted")
+    if cfg.class_weights == "balanced":
+        out.append("class_weights=balanced")
+    if cfg.loss == "logit_adjusted" and cfg.la_tau > 0:
+        out.append("loss=logit_adjusted")
+    return out
 
 
 def from_mapping(values: dict[str, Any], source: str = "config") -> TrainConfig:

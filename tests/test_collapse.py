@@ -19,6 +19,7 @@ from mammo_tui.collapse import (
     format_percent,
     suggest,
 )
+from mammo_tui import config
 from mammo_tui.config import CHOICES, ConfigError, TrainConfig, coerce, load_preset
 from mammo_tui.metrics import compute_metrics
 
@@ -94,9 +95,54 @@ def test_unweighted_kappa_drives_the_rule() -> None:
     m = from_cm([[1, 0, 7, 0], [0, 1, 72, 0], [0, 0, 170, 0], [0, 0, 50, 17]])
     assert m["kappa"] < 0.2 <= m["kappa_quadratic"]
     assert all(r > 0 for r in m["recall_per_class"])
-    result = detect_collapse(m, config=TrainConfig(warn_bal_acc_adj=0.0))
+    result = detect_collapse(m, config=TrainConfig(warn_bal_acc_adj=0.0, warn_dominance=1.0))
     assert result.status == WARNING
     assert result.reasons == [f"kappa {m['kappa']:.2f} < 0.20 (unweighted)"]
+
+
+def test_a_warning_names_a_dominant_class_first() -> None:
+    # 94 % of the predictions are C, 53 % of the images are: a warning (not collapsed: < 99 %)
+    # that says so before anything else.
+    m = from_cm([[1, 0, 7, 0], [0, 1, 72, 0], [0, 0, 170, 0], [0, 0, 50, 17]])
+    result = detect_collapse(m)
+    assert result.status == WARNING
+    assert result.reasons[0].startswith("C takes 94 % of predictions (>= 90 %, but 53 % of the images)")
+    # A validation set that really is 95 % C, predicted right, is no warning.
+    honest = from_cm([[5, 0, 0, 0], [0, 5, 0, 0], [0, 0, 190, 0], [0, 0, 0, 0]])
+    assert detect_collapse(honest).status == HEALTHY
+    assert detect_collapse(m, config=TrainConfig(warn_dominance=0.95)).reasons[0].startswith("recall") is False
+
+
+def test_an_oscillation_between_two_classes_warns() -> None:
+    b_heavy, c_heavy = [0.05, 0.80, 0.10, 0.05], [0.05, 0.10, 0.80, 0.05]
+    result = detect_collapse(_dist_metrics(c_heavy), previous=_dist_metrics(b_heavy))
+    assert result.status == WARNING
+    assert result.reasons == ["predictions swing from B (80 %) to C (80 %) in one epoch: the model jumps "
+                              "between classes"]
+    # and back again
+    assert detect_collapse(_dist_metrics(b_heavy), previous=_dist_metrics(c_heavy)).status == WARNING
+    # two balanced epochs whose top class changes are no swing
+    assert detect_collapse(_dist_metrics([0.2, 0.3, 0.28, 0.22]),
+                           previous=_dist_metrics([0.2, 0.28, 0.3, 0.22])).status == HEALTHY
+
+
+def test_a_slow_drift_over_several_epochs_warns() -> None:
+    # +8 points a time never trips the one-epoch rule; over three epochs it is +23.
+    path = [[0.16, 0.24, 0.52, 0.08], [0.14, 0.20, 0.60, 0.06], [0.11, 0.16, 0.68, 0.05]]
+    now = [0.08, 0.12, 0.75, 0.05]
+    history = [_dist_metrics(d) for d in path]
+    assert detect_collapse(_dist_metrics(now), previous=history[-1]).status == HEALTHY
+    result = detect_collapse(_dist_metrics(now), previous=history)
+    assert result.status == WARNING
+    assert result.reasons == ["predictions drift toward C over 3 epochs: 52 % -> 60 % -> 68 % -> 75 % "
+                              "(+23 points >= 20)"]
+    # not steady (it fell back in between): no drift
+    wobbly = [path[0], [0.10, 0.12, 0.70, 0.08], [0.12, 0.20, 0.60, 0.08]]  # 52, 70, 60
+    assert detect_collapse(_dist_metrics(now), previous=[_dist_metrics(d) for d in wobbly]).status == HEALTHY
+    # a model spreading out from an early favourite is not drifting, however long the window
+    spreading = [[0.02, 0.05, 0.90, 0.03], [0.05, 0.10, 0.80, 0.05], [0.08, 0.14, 0.70, 0.08]]
+    assert detect_collapse(_dist_metrics([0.10, 0.20, 0.60, 0.10]),
+                           previous=[_dist_metrics(d) for d in spreading]).status == HEALTHY
 
 
 def test_threshold_at_two_decimals_gets_more_digits() -> None:
@@ -221,7 +267,8 @@ def test_random_backbone_is_never_frozen() -> None:
 @pytest.mark.parametrize(
     "freeze, lr, expected_lr",
     [("last_block", 1e-3, 1e-4), ("none", 3e-4, None), ("none", 3.1e-4, 3.1e-5),
-     ("head", 1e-3, None), ("head", 3e-3, None), ("head", 5e-3, 5e-4)],
+     ("head", 1e-3, None), ("head", 3e-3, None), ("head", 5e-3, 5e-4), ("last_block", 0.5, 1e-4),
+     ("head", 0.5, 1e-3)],
 )
 def test_high_learning_rate(freeze: str, lr: float, expected_lr: float | None) -> None:
     out = keys(suggest(TrainConfig(freeze=freeze, lr=lr, warmup_epochs=2), WARN, {}))
@@ -245,24 +292,85 @@ def test_logit_adjusted_only_when_balanced_and_still_collapsed() -> None:
     assert "loss" not in keys(suggest(balanced.replace(sampler="none"), COLLAPSE, {}))
 
 
+ALL_A = [[8, 0, 0, 0], [73, 0, 0, 0], [170, 0, 0, 0], [67, 0, 0, 0]]
+
+
 def test_every_suggestion_is_new_valid_and_applicable() -> None:
-    grid = itertools.product(CHOICES["freeze"], CHOICES["sampler"], CHOICES["class_weights"],
+    grid = itertools.product(CHOICES["freeze"], CHOICES["sampler"], (1.0, 0.5), CHOICES["class_weights"],
                              CHOICES["loss"], (1e-5, 1e-4, 5e-4, 1e-3, 1e-2), (0, 2, 5), (True, False))
     seen = set()
-    for freeze, sampler, weights, loss, lr, warmup, pretrained in grid:
-        cfg = TrainConfig(freeze=freeze, sampler=sampler, class_weights=weights, loss=loss, lr=lr,
-                          warmup_epochs=warmup, pretrained=pretrained, allow_double_balancing=True)
-        for result in (WARN, COLLAPSE):
-            out = suggest(cfg, result, {})
+    for freeze, sampler, power, weights, loss, lr, warmup, pretrained in grid:
+        try:
+            cfg = config.from_mapping(dict(freeze=freeze, sampler=sampler, sampler_power=power,
+                                           class_weights=weights, loss=loss, lr=lr, warmup_epochs=warmup,
+                                           pretrained=pretrained, allow_double_balancing=True))
+        except ConfigError:  # a frozen random backbone: refused before any suggestion could apply
+            assert freeze != "none" and not pretrained
+            continue
+        for result, metrics in ((WARN, {}), (COLLAPSE, {}), (COLLAPSE, from_cm(CONSTANT_C)),
+                                (COLLAPSE, from_cm(ALL_A))):
+            out = suggest(cfg, result, metrics)
             assert len({s.key for s in out}) == len(out)
             for s in out:
                 seen.add(s.key)
-                assert getattr(cfg, s.key) != s.value
+                assert any(getattr(cfg, k) != v for k, v in s.changes.items())
                 assert coerce(s.key, s.value) == s.value
-                assert getattr(apply_suggestion(cfg, s), s.key) == s.value
+                applied = apply_suggestion(cfg, s)
+                assert all(getattr(applied, k) == v for k, v in s.changes.items())
                 assert s.reason
                 json.dumps(s.to_dict())
-    assert seen == {"sampler", "class_weights", "freeze", "lr", "warmup_epochs", "loss"}
+    assert seen == {"sampler", "sampler_power", "class_weights", "freeze", "lr", "warmup_epochs", "loss", "la_tau"}
+
+
+@pytest.mark.parametrize("sampler, weights, loss", [("weighted", "none", "ce"), ("none", "balanced", "ce"),
+                                                    ("none", "none", "logit_adjusted"), ("none", "none", "ce")])
+def test_a_collapse_onto_a_rare_class_never_asks_for_more_balancing(sampler, weights, loss) -> None:
+    """Everything predicted A (the rarest class): the balancing over-corrects, or the LR is too high."""
+    cfg = TrainConfig(freeze="last_block", sampler=sampler, class_weights=weights, loss=loss, lr=1e-4,
+                      warmup_epochs=2)
+    m = from_cm(ALL_A)
+    result = detect_collapse(m)
+    assert result.status == COLLAPSED
+    out = suggest(cfg, result, m, train_counts=[32, 290, 680, 268])
+    for s in out:
+        assert "dominated by the majority" not in s.reason
+        assert s.changes != {"sampler": "weighted"} and s.changes.get("sampler_power", 0.5) <= 0.5
+        assert s.key != "loss" or s.value != "logit_adjusted"
+        assert s.key != "class_weights" or s.value != "balanced"
+        assert s.key != "lr" or s.value < cfg.lr
+    got = keys(out)
+    assert got["freeze"] == "head" and got["lr"] < 1e-4  # more freezing and a lower LR, always
+    expected_first = {("weighted", "none", "ce"): ("sampler_power", 0.5),
+                      ("none", "balanced", "ce"): ("sampler", "weighted"),
+                      ("none", "none", "logit_adjusted"): ("la_tau", 0.5),
+                      ("none", "none", "ce"): ("freeze", "head")}[(sampler, weights, loss)]
+    assert (out[0].key, out[0].value) == expected_first
+    assert "pile onto A, a rare class" in out[0].reason or sampler == weights == "none"
+    if weights == "balanced":  # class weights swapped for the gentler square-root sampling
+        assert out[0].also == {"sampler_power": 0.5, "class_weights": "none"}
+        new = apply_suggestion(cfg, out[0])
+        assert (new.sampler, new.sampler_power, new.class_weights) == ("weighted", 0.5, "none")
+    # square-root sampling that still over-corrects: stop sampling
+    gentle = keys(suggest(cfg.replace(sampler="weighted", sampler_power=0.5, class_weights="none", loss="ce"),
+                          result, m))
+    assert gentle.get("sampler") == "none"
+
+
+def test_a_collapse_onto_the_majority_asks_for_balancing() -> None:
+    m = from_cm(CONSTANT_C)
+    result = detect_collapse(m)
+    out = suggest(TrainConfig(freeze="head", sampler="none", lr=1e-3), result, m)
+    assert out[0].key == "sampler" and out[0].value == "weighted"
+    assert out[0].reason.startswith("the predictions pile onto C, the majority class")
+    weak = suggest(TrainConfig(freeze="head", sampler="weighted", sampler_power=0.5, lr=1e-3), result, m)
+    assert keys(weak)["sampler_power"] == 1.0
+
+
+@pytest.mark.parametrize("freeze, lr", [("last_block", 0.5), ("none", 1e-3), ("head", 0.5), ("head", 4e-3)])
+def test_a_suggested_lr_lands_below_the_limit_its_reason_quotes(freeze, lr) -> None:
+    [s] = [s for s in suggest(TrainConfig(freeze=freeze, lr=lr, warmup_epochs=2), WARN, {}) if s.key == "lr"]
+    limit = float(s.reason.split("(> ")[1].split(")")[0])
+    assert s.value < limit < lr
 
 
 def test_apply_suggestion_never_double_balances() -> None:

@@ -56,6 +56,39 @@ def test_double_balancing_refused_unless_forced():
     assert cfg.class_weights == "balanced"
 
 
+@pytest.mark.parametrize("changes, named", [
+    ({"loss": "logit_adjusted"}, "sampler=weighted together with loss=logit_adjusted"),
+    ({"loss": "logit_adjusted", "sampler": "none", "class_weights": "balanced"},
+     "class_weights=balanced together with loss=logit_adjusted"),
+])
+def test_logit_adjusted_loss_on_top_of_another_balancer_is_double_balancing(changes, named):
+    # seen: last_block + loss=logit_adjusted predicted A for 100 % of the images at epoch 1
+    with pytest.raises(ConfigError, match=named):
+        config.resolve("last_block", changes)
+    forced = config.resolve("last_block", {**changes, "allow_double_balancing": True})
+    assert forced.loss == "logit_adjusted"
+    alone = config.resolve("last_block", {**changes, "sampler": "none", "class_weights": "none"})
+    assert config.balancing(alone) == ["loss=logit_adjusted"]
+    # switched off, a balancer does not count: sampler_power 0 samples the natural frequencies
+    assert config.resolve("last_block", {"loss": "logit_adjusted", "sampler_power": 0.0}).loss == "logit_adjusted"
+
+
+@pytest.mark.parametrize("preset", ["head_only", "last_block", "last_two_blocks"])
+def test_a_frozen_random_backbone_is_refused(preset):
+    with pytest.raises(ConfigError, match="freezes a randomly initialised backbone"):
+        config.resolve(preset, {"pretrained": False})
+    # pretrained weights from a file are pretrained weights
+    assert config.resolve(preset, {"pretrained": False, "weights": "backbone.pth"}).freeze != "none"
+    assert config.resolve(preset, {"pretrained": False, "freeze": "none"}).freeze == "none"
+
+
+@pytest.mark.parametrize("item", ["sampler_power=1.5", "sampler_power=-0.1", "warn_dominance=0", "warn_dominance=1.2"])
+def test_new_keys_have_ranges(item):
+    key = item.split("=")[0]
+    with pytest.raises(ConfigError, match=key):
+        config.resolve("last_block", config.parse_set([item]))
+
+
 def test_preset_file_with_unknown_key_or_wrong_type(tmp_path):
     bad_key = tmp_path / "bad_key.toml"
     bad_key.write_text('arch = "resnet18"\nlearning_rate = 0.1\n')

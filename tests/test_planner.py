@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from mammo_tui.errors import ConfigError
+
 from mammo_tui.config import load_preset, preset_names, resolve
 from mammo_tui.planner import (
     DECISION_TABLE,
@@ -161,3 +163,109 @@ def test_rule_modules_stay_light() -> None:
             "print(sorted(m for m in ('torch', 'textual', 'sklearn', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# --- beyond the two tables: patients, pretrained weights, the user's flags --------------------------
+
+from mammo_tui.weights import WeightsStatus  # noqa: E402
+
+
+def available(arch, weights_file, pretrained):
+    if not pretrained and not weights_file:
+        return WeightsStatus(arch, False, "off", "pretrained = false")
+    return WeightsStatus(arch, True, "cache", f"ImageNet weights for {arch} found in the cache")
+
+
+def missing(arch, weights_file, pretrained):
+    if weights_file:
+        return WeightsStatus(arch, True, "file", f"pretrained weights for {arch} from {weights_file}")
+    if not pretrained:
+        return WeightsStatus(arch, False, "off", "pretrained = false")
+    return WeightsStatus(arch, False, "none", f"no ImageNet weights for {arch}: not cached, offline")
+
+
+def test_the_size_rules_count_patients_when_the_dataset_knows_them() -> None:
+    # 1,587 images but 420 patients (about 4 views each): small by the rule that is about samples
+    by_images = plan(1587, REFERENCE)
+    by_patients = plan(1587, REFERENCE, n_patients=420)
+    assert (by_images.rule, by_images.preset) == (3, "last_block")
+    assert (by_patients.rule, by_patients.preset) == (1, "head_only")
+    assert any("count patients, not images" in r for r in by_patients.reasons)
+    assert any("1,587 images from 420 patients (< 1000 patients)" in r for r in by_patients.reasons)
+    text = format_plan(by_patients)
+    assert "1,587 images from 420 patients" in text
+    assert [line for line in text.splitlines() if line.startswith("  * ")][1].startswith("  * < 500")
+    # one image per patient (or unknown patients): the same as counting images
+    assert plan(1587, REFERENCE, n_patients=1587).rule == 3
+
+
+def test_without_pretrained_weights_nothing_is_frozen_and_no_warmup_runs() -> None:
+    for n, counts in [(794, [20, 181, 425, 168]), (1587, REFERENCE), (20000, [5000] * 4), (1500, [300, 400, 500, 300])]:
+        p = plan(n, counts, weights_probe=missing)
+        assert p.preset == "from_scratch" and p.config.freeze == "none"
+        assert p.config.warmup_epochs == 0 and p.config.pretrained is False
+        assert not p.weights.available
+        assert any("a frozen random backbone learns nothing" in r for r in p.reasons)
+        assert p.headline.startswith("from_scratch (rule ") and "no pretrained weights" in p.headline
+        assert "Pretrained weights: NONE" in format_plan(p)
+    # the rule's balancing survives the switch
+    assert plan(794, [20, 181, 425, 168], weights_probe=missing).config.sampler == "weighted"
+    # with weights, the rules' frozen presets stand
+    p = plan(794, [20, 181, 425, 168], weights_probe=available)
+    assert (p.preset, p.config.freeze, p.config.pretrained) == ("head_only", "head", True)
+    assert any("Pretrained weights: ImageNet weights for resnet50 found" in r for r in p.reasons)
+    # a --weights file counts
+    p = plan(794, [20, 181, 425, 168], overrides={"weights": "/x/backbone.pth"}, weights_probe=missing)
+    assert (p.preset, p.config.freeze) == ("head_only", "head")
+
+
+def test_the_users_flags_win_key_by_key_and_are_checked() -> None:
+    p = plan(794, [20, 181, 425, 168], overrides={"epochs": 3, "lr": 3e-4, "arch": "resnet18"},
+             weights_probe=available)
+    assert (p.preset, p.config.epochs, p.config.lr, p.config.arch, p.config.freeze) == \
+        ("head_only", 3, 3e-4, "resnet18", "head")
+    assert p.overrides["epochs"] == 3 and any("Your flags" in r for r in p.reasons)
+    # --no-pretrained: the plan trains from scratch
+    assert plan(794, [20, 181, 425, 168], overrides={"pretrained": False}, weights_probe=available).preset == "from_scratch"
+    # a frozen backbone asked for explicitly without weights is refused, not silently changed
+    with pytest.raises(ConfigError, match="freezes a randomly initialised backbone"):
+        plan(794, [20, 181, 425, 168], overrides={"freeze": "last_block", "pretrained": False}, weights_probe=missing)
+
+
+def test_the_demo_is_sized_for_a_cpu_but_defended_by_the_plan() -> None:
+    p = plan(794, [20, 181, 425, 168], n_patients=230, demo=True, weights_probe=missing)
+    demo = load_preset("demo")
+    assert (p.config.arch, p.config.img_size, p.config.epochs) == (demo["arch"], demo["img_size"], demo["epochs"])
+    assert (p.preset, p.config.freeze, p.config.warmup_epochs, p.config.sampler) == ("from_scratch", "none", 0, "weighted")
+    cached = plan(794, [20, 181, 425, 168], n_patients=230, demo=True, weights_probe=available)
+    assert (cached.preset, cached.config.freeze, cached.config.arch) == ("head_only", "head", "resnet18")
+
+
+def test_epochs_not_above_warmup_is_said_in_the_plan() -> None:
+    p = plan(1587, REFERENCE, overrides={"epochs": 2}, weights_probe=available)
+    assert p.config.warmup_epochs == 2
+    [warning] = [w for w in p.warnings if "warmup_epochs (2) >= epochs (2)" in w]
+    assert "trains the head only" in warning and warning in " ".join(format_plan(p).split())
+    assert not [w for w in plan(1587, REFERENCE, overrides={"epochs": 3}, weights_probe=available).warnings
+                if "warmup_epochs" in w]
+
+
+def test_weights_table_matches_torchvision_and_the_hub_dir(tmp_path, monkeypatch) -> None:
+    import torch
+    from torchvision.models import get_model_weights
+
+    from mammo_tui import weights
+
+    for arch, url in weights.WEIGHTS_URLS.items():
+        assert get_model_weights(arch).DEFAULT.url == url
+    assert weights.torch_hub_dir() == __import__("pathlib").Path(torch.hub.get_dir())
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv(weights.OFFLINE_ENV, "1")
+    status = weights.weights_status("resnet18")
+    assert not status.available and str(tmp_path) in status.detail and "--weights" in status.detail
+    cached = weights.cached_weights_path("resnet18")
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x")
+    assert weights.weights_status("resnet18").source == "cache"
+    assert weights.weights_status("resnet18", pretrained=False).source == "off"
+    assert weights.weights_status("resnet18", str(tmp_path / "nope.pth")).available is False

@@ -26,7 +26,8 @@ def flow_text(plan, table=None, size_table=None) -> Text:
     size_table = size_table if size_table is not None else SIZE_TABLE
     text = Text(no_wrap=True, overflow="ellipsis")
     fired = next((row for row in table if row.rule == plan.rule), None)
-    text.append(f"This dataset: {plan.n_images:,} images, imbalance {format_ratio(plan.imbalance)} "
+    patients = f" from {plan.n_patients:,} patients" if plan.n_patients is not None else ""
+    text.append(f"This dataset: {plan.n_images:,} images{patients}, imbalance {format_ratio(plan.imbalance)} "
                 "(max/min)\n\n", style="bold")
     text.append(" images      max/min   risk       the table says\n", style="dim underline")
     previous_images = None
@@ -50,7 +51,7 @@ def flow_text(plan, table=None, size_table=None) -> Text:
         text.append(_short_action(row.action), style="bold" if lit else base)
         text.append(" ◀" if lit else "", style="bold cyan")
         text.append("\n")
-    here = size_row(plan.n_images)
+    here = size_row(plan.samples)
     text.append("\n images      freezing depth by size\n", style="dim underline")
     for row in size_table:
         lit = row is here
