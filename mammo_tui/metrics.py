@@ -155,3 +155,24 @@ def selection_score(metrics: dict[str, Any]) -> tuple[float, float, float]:
         _finite(metrics.get("kappa_quadratic", 0.0)),
         -1.0 if auc is None else _finite(auc, -1.0),
     )
+
+
+SCORE_TOLERANCE = 1e-9
+
+
+def better_score(candidate: Sequence[float], best: Sequence[float] | None, tol: float = SCORE_TOLERANCE) -> bool:
+    """Whether selection score `candidate` beats `best` (None: nothing yet, so it does).
+
+    Lexicographic like tuple comparison, except that components within `tol` of each other count
+    as equal and the next component decides: the same balanced accuracy computed along two paths
+    (0.30000000000000004 vs 0.29999999999999993) is a tie to be broken by kappa, not by rounding.
+    A full tie is not better (the earlier checkpoint stays).
+    """
+    if best is None:
+        return True
+    for new, old in zip(candidate, best):
+        new, old = float(new), float(old)
+        if abs(new - old) <= tol:
+            continue
+        return new > old
+    return False

@@ -19,7 +19,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from mammo_tui.metrics import balanced_accuracy_adjusted, compute_metrics, selection_score
+from mammo_tui.metrics import balanced_accuracy_adjusted, better_score, compute_metrics, selection_score
 
 K = 4
 
@@ -231,6 +231,33 @@ def test_selection_score_tie_breaks() -> None:
     assert selection_score({**base, "kappa_quadratic": 0.61}) > selection_score({**base, "auc_macro": 0.99})
     better_balance = {**base, "balanced_accuracy_adjusted": 0.51, "kappa_quadratic": 0.0}
     assert selection_score(better_balance) > selection_score(base)
+
+
+def test_better_score_breaks_float_noise_ties_on_kappa() -> None:
+    # 0.7 - 0.4 and 0.3 are the same balanced accuracy up to rounding: kappa decides
+    noisy = 0.7 - 0.4
+    assert noisy < 0.3
+    earlier = (0.3, 0.40, 0.70)
+    later = (noisy, 0.55, 0.60)  # better kappa, balanced accuracy 6e-17 lower
+    assert not later > earlier  # plain tuple comparison keeps the worse-kappa checkpoint
+    assert better_score(later, earlier)
+    assert not better_score(earlier, later)
+    # and the other way round: a rounding-noise gain does not beat a better kappa
+    assert better_score((0.3, 0.55, 0.6), (noisy, 0.40, 0.7))
+    assert not better_score((0.3 + 1e-12, 0.40, 0.7), (0.3, 0.55, 0.6))
+
+
+def test_better_score_is_lexicographic_beyond_the_tolerance() -> None:
+    assert better_score((0.5, 0.0, -1.0), None)
+    assert better_score((0.51, 0.0, -1.0), (0.5, 0.9, 0.9))
+    assert not better_score((0.5, 0.6, 0.7), (0.5, 0.6, 0.7))  # a full tie keeps the earlier one
+    assert better_score((0.5, 0.6, 0.7 + 1e-6), (0.5, 0.6, 0.7))
+    assert not better_score((0.5, 0.6 - 1e-6, 0.99), (0.5, 0.6, 0.7))
+    assert better_score((0.5, 0.6, 0.7), (0.5 - 1e-8, 0.6, 0.7))  # 1e-8 is beyond the 1e-9 noise
+    assert better_score((0.5, 0.6, 0.7), (0.5 - 1e-8, 0.6, 0.7), tol=1e-7) is False
+    a = compute_metrics([0, 1, 2, 3] * 3, [0, 1, 2, 3] * 2 + [1, 1, 2, 2])
+    b = compute_metrics([0, 1, 2, 3] * 3, [0, 1, 2, 3] * 2 + [0, 2, 2, 2])
+    assert better_score(selection_score(a), selection_score(b)) == (selection_score(a) > selection_score(b))
 
 
 def test_import_does_not_pull_torch_textual_or_sklearn() -> None:
