@@ -49,14 +49,46 @@ def mean_std(values: list[float | None]) -> dict[str, Any]:
     return {"mean": float(np.mean(present)), "std": std, "n": len(present)}
 
 
+def class_present(metrics: dict[str, Any], index: int) -> bool:
+    """Whether class `index` had validation images in these metrics (true_counts). A recall of 0 for
+    a class with no images is not a miss but no measurement; older metrics without true_counts
+    count every class as present."""
+    counts = metrics.get("true_counts")
+    return not counts or index >= len(counts) or counts[index] > 0
+
+
+def fold_recalls(metrics: dict[str, Any]) -> list[float | None]:
+    """recall_per_class with None for the classes absent from that validation set."""
+    return [r if class_present(metrics, i) else None for i, r in enumerate(metrics.get("recall_per_class") or [])]
+
+
 def aggregate(fold_summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """mean ± std over folds of each SCALARS metric and of each class's recall.
+
+    A class's recall is averaged over the folds whose validation set holds that class (its
+    recall elsewhere is 0 by convention, not a miss); each recall entry also says out of how many
+    folds (`folds`), so `n` of `folds` tells where the class was present.
+    """
     best = [s.get("best_metrics") or {} for s in fold_summaries]
     out: dict[str, Any] = {k: mean_std([b.get(k) for b in best]) for k in SCALARS}
+    with_recall = [fold_recalls(b) for b in best if b.get("recall_per_class")]
     out["recall_per_class"] = {
-        name: mean_std([b["recall_per_class"][i] if b.get("recall_per_class") else None for b in best])
+        name: {**mean_std([r[i] if i < len(r) else None for r in with_recall]), "folds": len(with_recall)}
         for i, name in enumerate(CLASS_NAMES)
     }
     return out
+
+
+def format_recall_stat(stat: dict[str, Any] | None, digits: int = 3, missing: str = "n/a") -> str:
+    """A class's recall over folds: `0.412 ± 0.100`, and `(3 of 5 folds)` when it was absent from some."""
+    if not stat or stat.get("mean") is None:
+        folds = (stat or {}).get("folds")
+        return f"{missing} (in no fold)" if folds else missing
+    text = f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+    folds = stat.get("folds")
+    if folds is not None and stat.get("n", folds) < folds:
+        text += f" ({stat['n']} of {folds} folds)"
+    return text
 
 
 def worst_status(statuses: list[str]) -> str:
@@ -101,7 +133,9 @@ def cv_details(cv_dir: str | Path) -> dict[str, Any]:
     rows = summary["per_fold"] if summary else [
         {"status": s.get("status"), "best_metrics": s.get("best_metrics") or {}}
         for s in map(read_summary, fold_dirs(cv_dir)) if s and s.get("status") in FINISHED]
-    agg = summary["aggregate"] if summary else aggregate(rows)
+    # recomputed from the per-fold rows (not cv_summary.json's aggregate): a summary written before
+    # absent classes were left out of the recall means averaged their zeros in
+    agg = aggregate(rows)
     means = {key: agg[key]["mean"] for key in SCALARS}
     means["recall_per_class"] = [stat["mean"] for stat in agg["recall_per_class"].values()]
     folds = int(manifest.get("folds") or (summary or {}).get("folds") or 0)
@@ -361,14 +395,16 @@ def format_cv(summary: dict[str, Any]) -> str:
     lines = [f"{'fold':>4}  {'status':9}  {'kappa_q':>7}  {'bal_acc_adj':>11}  {'auc':>6}  recall A/B/C/D"]
     for row in summary["per_fold"]:
         m = row["best_metrics"]
-        recall = "/".join(f"{r:.2f}" for r in m.get("recall_per_class", []))
+        recall = "/".join("n/a" if r is None else f"{r:.2f}" for r in fold_recalls(m))
         auc = m.get("auc_macro")
         lines.append(f"{row['fold']:>4}  {row['status']:9}  {m.get('kappa_quadratic', 0):7.3f}  "
                      f"{m.get('balanced_accuracy_adjusted', 0):11.3f}  {'n/a' if auc is None else f'{auc:.3f}':>6}  {recall}")
     agg = summary["aggregate"]
     lines.append(f"mean ± std over {summary['folds']} folds: kappa_q {format_mean_std(agg['kappa_quadratic'])}, "
                  f"bal_acc_adj {format_mean_std(agg['balanced_accuracy_adjusted'])}, auc {format_mean_std(agg['auc_macro'])}")
-    lines.append("recall: " + ", ".join(f"{n} {format_mean_std(s)}" for n, s in agg["recall_per_class"].items()))
+    lines.append("recall: " + ", ".join(f"{n} {format_recall_stat(s)}" for n, s in agg["recall_per_class"].items()))
+    if any(r is None for row in summary["per_fold"] for r in fold_recalls(row["best_metrics"])):
+        lines.append("n/a: no images of that class in the fold's validation set; its mean is over the folds that have it")
     if summary["collapsed_folds"]:
         lines.append(f"COLLAPSED folds: {summary['collapsed_folds']}")
     return "\n".join(lines)

@@ -37,7 +37,9 @@ PREDICTIONS_FILE = "predictions.csv"
 BATCH_SIZE = 64
 REQUIRED_KEYS = ("model", "arch", "class_names", "img_size")
 SHARED_KEYS = ("img_size", "class_names")  # what fold models must agree on to share images and average
-FOLD_METRICS = ("kappa_quadratic", "balanced_accuracy_adjusted", "auc_macro", "accuracy", "recall_per_class")
+# true_counts: which classes the evaluated set holds (cv.aggregate leaves absent ones out of recall means)
+FOLD_METRICS = ("kappa_quadratic", "balanced_accuracy_adjusted", "auc_macro", "accuracy", "recall_per_class",
+                "true_counts")
 
 
 # ---------------------------------------------------------------------------------------------

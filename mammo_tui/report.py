@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mammo_tui.collapse import format_distribution, format_percent
-from mammo_tui.cv import (CV_FILE, CV_SUMMARY_FILE, FINISHED, format_mean_std, is_cv_dir, read_cv_summary,
-                          read_manifest, worst_status)
+from mammo_tui.cv import (CV_FILE, CV_SUMMARY_FILE, FINISHED, aggregate, fold_recalls, format_mean_std,
+                          is_cv_dir, read_cv_summary, read_manifest, worst_status)
 from mammo_tui.errors import RunDirError
 from mammo_tui.labels import CLASS_NAMES
 from mammo_tui.rundir import (CHECKPOINT_DIR, CONFIG_FILE, DATASET_FILE, SPLITS_FILE, SUMMARY_FILE,
@@ -699,16 +699,20 @@ def _cv_status_section(cv: CVData) -> list[str]:
 
 def _cv_folds_section(cv: CVData) -> list[str]:
     rows = []
+    absent = False
     for r in cv.rows():
         m = r.get("best_metrics") or {}
         run = cv.folds.get(r["fold"])
         status = r["status"] if r["status"] in FINISHED else \
             "not finished" + (f" ({run.status})" if run and run.status != "running" else "")
-        recall = list(m.get("recall_per_class") or [])
+        recall = fold_recalls(m)  # None (n/a) for a class absent from the fold's validation set
+        absent = absent or (bool(m) and None in recall)
         rows.append([r["fold"], status, _value(r.get("best_epoch")), _num(m.get("kappa_quadratic")),
                      _num(m.get("balanced_accuracy_adjusted")), _num(m.get("auc_macro")),
                      *[_num(v) for v in (recall + [None] * len(CLASS_NAMES))[:len(CLASS_NAMES)]]])
-    agg = (cv.summary or {}).get("aggregate")
+    # recomputed from the rows: a cv_summary.json written before absent classes were left out of
+    # the recall means averaged their zeros in
+    agg = aggregate(cv.rows()) if cv.summary else None
     if agg:  # mean and std as two rows keep the table narrow enough for a terminal
         stats = [agg.get(k) or {} for k in ("kappa_quadratic", "balanced_accuracy_adjusted", "auc_macro")]
         stats += [(agg.get("recall_per_class") or {}).get(name) or {} for name in CLASS_NAMES]
@@ -716,15 +720,25 @@ def _cv_folds_section(cv: CVData) -> list[str]:
             rows.append([label, "", "", *[_num(st.get(label)) for st in stats]])
     headers = ["fold", "status", "best epoch", "kappa_q", "bal_acc_adj", "AUC",
                *[f"recall {name}" for name in CLASS_NAMES]]
-    lines = ["## Folds", "", "Validation metrics of each fold's best checkpoint.", "",
-             table(headers, rows, right=range(2, len(headers)))]
+    intro = "Validation metrics of each fold's best checkpoint."
+    if absent:
+        intro += (" n/a: the fold's validation set has no image of that class (no recall to measure); "
+                  "that class's mean is over the folds that have it.")
+    lines = ["## Folds", "", intro, "", table(headers, rows, right=range(2, len(headers)))]
     if agg:
         spec = [("kappa (quadratic weights) - headline", agg.get("kappa_quadratic")),
                 ("balanced accuracy, adjusted", agg.get("balanced_accuracy_adjusted")),
                 ("macro AUC (one-vs-rest)", agg.get("auc_macro")),
                 ("accuracy (misleading on imbalanced data)", agg.get("accuracy")),
                 *[(f"recall {name}", st) for name, st in (agg.get("recall_per_class") or {}).items()]]
-        summary = [[label, format_mean_std(st), _value((st or {}).get("n"))] for label, st in spec]
+
+        def folds(st: dict[str, Any] | None) -> str:  # "3 of 5" where a class is absent from some folds
+            st = st or {}
+            if st.get("folds") is not None and st.get("n", 0) < st["folds"]:
+                return f"{st.get('n', 0)} of {st['folds']}"
+            return _value(st.get("n"))
+
+        summary = [[label, format_mean_std(st), folds(st)] for label, st in spec]
         lines += ["", "### Mean ± std over the folds", "",
                   table(["metric", "mean ± std", "folds"], summary, right=(1, 2))]
     return lines

@@ -199,3 +199,95 @@ def test_a_failed_fold_stops_the_cv_without_a_summary(tiny_demo, tmp_path):
     assert not (result.run_dir / "cv_summary.json").exists() and not (result.run_dir / "fold-2").exists()
     assert [e.type for e in events if e.type.startswith(("fold", "cv"))] == ["fold_started"]
     assert [e.type for e in follow_cv(result.run_dir) if e.type.startswith(("fold", "cv"))] == ["fold_started"]
+
+
+# -- classes absent from a fold's validation set ----------------------------------------------------
+
+from mammo_tui.cv import cv_details, format_cv, format_recall_stat, CV_SUMMARY_FILE  # noqa: E402
+from mammo_tui.metrics import compute_metrics  # noqa: E402
+
+
+def _fold_metrics(with_a: bool, recall_a_hits: int = 0):
+    """Validation metrics of one fold: 10 each of B, C, D (8 right), and 5 of A when with_a."""
+    y_true, y_pred = [], []
+    for c in (1, 2, 3):
+        y_true += [c] * 10
+        y_pred += [c] * 8 + [(c % 3) + 1] * 2
+    if with_a:
+        y_true += [0] * 5
+        y_pred += [0] * recall_a_hits + [1] * (5 - recall_a_hits)
+    return compute_metrics(y_true, y_pred)
+
+
+def _absent_a_summary():
+    """5 folds; A is absent from folds 1 and 2 (recall 0 there by convention), 2/5, 3/5, 1/5 elsewhere."""
+    metrics = [_fold_metrics(False), _fold_metrics(False), _fold_metrics(True, 2), _fold_metrics(True, 3),
+               _fold_metrics(True, 1)]
+    rows = [{"fold": i, "status": "healthy", "best_epoch": 1, "best_metrics": m} for i, m in enumerate(metrics, 1)]
+    return {"folds": 5, "status": "healthy", "per_fold": rows, "aggregate": aggregate(rows), "collapsed_folds": []}
+
+
+def test_recall_of_a_class_absent_from_a_fold_is_not_averaged_as_zero():
+    summary = _absent_a_summary()
+    assert [row["best_metrics"]["recall_per_class"][0] for row in summary["per_fold"]] == [0, 0, 0.4, 0.6, 0.2]
+    a = summary["aggregate"]["recall_per_class"]["A"]
+    assert a["mean"] == pytest.approx(0.4) and a["std"] == pytest.approx(0.2) and a["n"] == 3
+    assert a["folds"] == 5
+    b = summary["aggregate"]["recall_per_class"]["B"]
+    assert b["mean"] == pytest.approx(0.8) and b["n"] == 5 == b["folds"]
+    assert format_recall_stat(a) == "0.400 ± 0.200 (3 of 5 folds)"
+    assert format_recall_stat(b) == "0.800 ± 0.000"  # present everywhere: nothing to say
+    # the scalar metrics still average every fold
+    assert summary["aggregate"]["kappa_quadratic"]["n"] == 5
+
+
+def test_format_cv_says_n_a_for_an_absent_class_and_over_how_many_folds():
+    text = format_cv(_absent_a_summary())
+    lines = text.splitlines()
+    assert lines[1].split()[-1] == "n/a/0.80/0.80/0.80"  # fold 1: no A images
+    assert lines[3].split()[-1] == "0.40/0.80/0.80/0.80"
+    recall = next(line for line in lines if line.startswith("recall: "))
+    assert "A 0.400 ± 0.200 (3 of 5 folds)" in recall and "B 0.800 ± 0.000," in recall
+    assert any(line.startswith("n/a: no images of that class") for line in lines)
+
+
+def test_a_class_absent_from_every_fold_has_no_mean():
+    rows = [{"fold": i, "status": "healthy", "best_metrics": _fold_metrics(False)} for i in (1, 2)]
+    a = aggregate(rows)["recall_per_class"]["A"]
+    assert a["mean"] is None and a["n"] == 0 and a["folds"] == 2
+    assert format_recall_stat(a) == "n/a (in no fold)"
+
+
+def test_metrics_without_true_counts_count_every_class_as_present():
+    rows = [{"best_metrics": {"recall_per_class": [0.0, 0.5, 0.5, 0.5]}},
+            {"best_metrics": {"recall_per_class": [0.5, 0.5, 0.5, 0.5]}}]
+    a = aggregate(rows)["recall_per_class"]["A"]
+    assert a["mean"] == pytest.approx(0.25) and a["n"] == 2
+
+
+def test_cv_details_recomputes_recall_means_from_the_folds(tmp_path):
+    summary = _absent_a_summary()
+    summary["aggregate"]["recall_per_class"]["A"] = {"mean": 0.24, "std": 0.2, "n": 5}  # written by an older version
+    (tmp_path / CV_SUMMARY_FILE).write_text(json.dumps(summary))
+    (tmp_path / CV_FILE).write_text(json.dumps({"folds": 5, "status": "finished", "config": {}}))
+    details = cv_details(tmp_path)
+    assert details["best_metrics"]["recall_per_class"] == pytest.approx([0.4, 0.8, 0.8, 0.8])
+
+
+def test_the_fold_table_lowest_recall_ignores_absent_classes():
+    from rich.console import Console
+
+    from mammo_tui.events import FoldFinished, FoldStarted
+    from mammo_tui.tui import render
+    from mammo_tui.tui.state import DashboardState
+
+    state = DashboardState()
+    summary = _absent_a_summary()
+    state.apply(FoldStarted(fold=1, folds=5, cv_dir="runs/cv", run_dir="runs/cv/fold-1"))
+    for row in summary["per_fold"]:
+        state.apply(FoldFinished(fold=row["fold"], folds=5, status="healthy", best_epoch=1,
+                                 best_metrics=row["best_metrics"]))
+    console = Console(width=60, record=True, file=__import__("io").StringIO())
+    console.print(render.folds_table(state, 60))
+    rows = {line.split()[0]: line.split() for line in console.export_text().splitlines()[1:6]}
+    assert [rows[str(f)][-1] for f in range(1, 6)] == ["0.800", "0.800", "0.400", "0.600", "0.200"]

@@ -271,3 +271,35 @@ def test_cli_eval_and_predict_on_a_cv_print_folds_spread_and_ensemble(cv_dir, ti
                            "--out", str(cv_dir / "cli.csv")], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "(ensemble of 2 folds)" in proc.stdout
+
+
+def test_cv_evaluate_on_a_set_without_a_class_leaves_it_out_of_the_recall_means(tmp_path):
+    """Evaluating a CV on a set with no class A images: A's recall is 0 by convention in every fold,
+    which is no measurement; the mean over folds says n/a, not 0.000 ± 0.000."""
+    from PIL import Image
+
+    from mammo_tui.cv import CV_FILE, format_recall_stat
+    from mammo_tui.engine.checkpoint import save_checkpoint
+    from mammo_tui.engine.models import build_model
+
+    cv = tmp_path / "cv"
+    for fold in (1, 2):
+        torch.manual_seed(fold)
+        model = build_model("resnet18", 4, pretrained=False)
+        save_checkpoint(cv / f"fold-{fold}" / "checkpoints" / "best.pt",
+                        {"model": model.state_dict(), "arch": "resnet18", "class_names": list("ABCD"),
+                         "img_size": 32, "in_channels": 1, "epoch": 1})
+    (cv / CV_FILE).write_text(json.dumps({"folds": 2, "status": "finished", "config": {}}))
+    rng = np.random.default_rng(0)
+    for letter in "BCD":
+        (tmp_path / "set" / letter).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(tmp_path / "set" / letter / f"{i}.png")
+    result = evaluate(cv, DatasetSpec(images=str(tmp_path / "set")), name="no-a")
+    assert result["true_counts"] == [0, 3, 3, 3]
+    assert all(row["true_counts"] == [0, 3, 3, 3] for row in result["per_fold"])
+    recall = result["aggregate"]["recall_per_class"]
+    assert recall["A"]["mean"] is None and recall["A"]["n"] == 0 and recall["A"]["folds"] == 2
+    assert format_recall_stat(recall["A"]) == "n/a (in no fold)"
+    assert recall["B"]["n"] == 2 and recall["B"]["mean"] == pytest.approx(
+        np.mean([row["recall_per_class"][1] for row in result["per_fold"]]))

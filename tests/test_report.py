@@ -323,3 +323,38 @@ def test_a_cv_report_lists_its_ensemble_evaluations(finished_cv, tiny_demo, tmp_
     assert row[3] == f"{result['kappa_quadratic']:.3f}"  # the ensemble's
     assert row[-1] == _pm(result["aggregate"]["kappa_quadratic"])  # the folds alone
     assert "ensemble" in section
+
+
+def test_cv_report_leaves_a_class_absent_from_a_fold_out_of_its_recall_mean(tmp_path):
+    """Folds 1 and 2 have no class A validation images: their A recall is n/a, and A's mean is over
+    the 3 folds that have it (0.4), not over 5 with two zeros (0.24), also for a cv_summary.json
+    whose aggregate was written that way."""
+    from mammo_tui.cv import CV_FILE, aggregate
+    from mammo_tui.metrics import compute_metrics
+
+    def fold_metrics(a_hits):  # 10 each of B, C, D (8 right); 5 of A unless a_hits is None
+        y_true = [1] * 10 + [2] * 10 + [3] * 10
+        y_pred = [1] * 8 + [2] * 2 + [2] * 8 + [3] * 2 + [3] * 8 + [1] * 2
+        if a_hits is not None:
+            y_true += [0] * 5
+            y_pred += [0] * a_hits + [1] * (5 - a_hits)
+        return compute_metrics(y_true, y_pred)
+
+    rows = [{"fold": i, "status": "healthy", "best_epoch": 1, "best_metrics": fold_metrics(hits)}
+            for i, hits in enumerate([None, None, 2, 3, 1], 1)]
+    old = aggregate(rows)
+    old["recall_per_class"]["A"] = {"mean": 0.24, "std": 0.2608, "n": 5}  # zeros averaged in
+    cv = tmp_path / "cv"
+    cv.mkdir()
+    (cv / CV_FILE).write_text(json.dumps({"folds": 5, "status": "finished", "config": {}}))
+    (cv / CV_SUMMARY_FILE).write_text(json.dumps({"folds": 5, "status": "healthy", "per_fold": rows,
+                                                  "aggregate": old, "collapsed_folds": []}))
+    text = build_report(cv)
+    folds = _fold_rows(text)
+    assert [folds[str(f)][6] for f in range(1, 6)] == ["n/a", "n/a", "0.400", "0.600", "0.200"]
+    assert folds["mean"][6:10] == ["0.400", "0.800", "0.800", "0.800"]
+    assert folds["std"][6] == "0.200"
+    assert "n/a: the fold's validation set has no image of that class" in text
+    stats = {row[0]: row[1:] for row in _table_rows(_section(text, "### Mean ± std", "## Collapse"))}
+    assert stats["recall A"] == ["0.400 ± 0.200", "3 of 5"]
+    assert stats["recall B"] == ["0.800 ± 0.000", "5"]

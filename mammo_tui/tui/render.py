@@ -7,6 +7,7 @@ from typing import Any, Sequence
 from rich.table import Table
 from rich.text import Text
 
+from mammo_tui.cv import fold_recalls
 from mammo_tui.tui.state import DashboardState, fmt, fmt_duration, fmt_pm
 
 _PARTIAL = " ▏▎▍▌▋▊▉"
@@ -125,7 +126,8 @@ def cv_banner_text(state: DashboardState, compact: bool = False) -> tuple[str, T
 
 
 def folds_table(state: DashboardState, width: int) -> Table | Text:
-    """One row per fold (status, best-epoch κq, bal-acc-adj, lowest class recall), then mean / std."""
+    """One row per fold (status, best-epoch κq, bal-acc-adj, lowest recall among the classes in the
+    fold's validation set), then mean / std."""
     if not state.is_cv:
         return Text("")
     wide = width >= 44
@@ -140,7 +142,8 @@ def folds_table(state: DashboardState, width: int) -> Table | Text:
         result = state.fold_results.get(fold)
         if result is not None:
             m = result.best_metrics
-            recall = m.get("recall_per_class") or []
+            # classes absent from the fold's validation set have no recall (0 by convention): skip them
+            recall = [r for r in fold_recalls(m) if r is not None]
             cells = [Text(result.status, style=STATUS_STYLE.get(result.status, "")),
                      fmt(m.get("kappa_quadratic")), fmt(m.get("balanced_accuracy_adjusted")),
                      fmt(min(recall)) if recall else "–"]
