@@ -7,7 +7,7 @@ import pytest
 
 from mammo_tui.data.records import ImageRecord
 from mammo_tui.data.sources import DatasetSpec, scan_dataset
-from mammo_tui.data.split import kfold_splits, read_splits_csv, train_val_split, write_splits_csv
+from mammo_tui.data.split import fold_plan, kfold_splits, read_splits_csv, train_val_split, write_splits_csv
 from mammo_tui.errors import DatasetError
 
 
@@ -87,3 +87,54 @@ def test_splits_csv_round_trip(tmp_path):
     side = read_splits_csv(target)
     assert {p for p, s in side.items() if s == "val"} == {records[i].path for i in split.val}
     assert len(side) == 8
+
+
+def _patients(n_patients=120, seed=0):
+    """A few hundred images: 1-5 images per patient, one density class per patient, imbalanced
+    (A 6 %, B 30 %, C 44 %, D 20 % of patients)."""
+    rng = np.random.default_rng(seed)
+    labels, groups = [], []
+    for patient in range(n_patients):
+        label = int(rng.choice(4, p=[0.06, 0.30, 0.44, 0.20]))
+        for _ in range(int(rng.integers(1, 6))):
+            labels.append(label)
+            groups.append(f"p{patient}")
+    return np.array(labels), np.array(groups)
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.3, 0.4, 0.5, 0.35, 0.6])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_val_fraction_is_honoured(fraction, seed):
+    labels, groups = _patients(seed=seed)
+    assert 300 < len(labels) < 420
+    split = train_val_split(labels, groups, val_fraction=fraction, seed=seed)
+    share = len(split.val) / len(labels)
+    assert abs(share - fraction) < 0.05, share  # round(1 / 0.4) = 2 folds gave 0.5 here
+    assert set(groups[split.train]).isdisjoint(groups[split.val])
+    assert sorted(np.concatenate([split.train, split.val]).tolist()) == list(range(len(labels)))
+    assert set(labels[split.val]) == set(labels[split.train]) == {0, 1, 2, 3} and split.warnings == []
+    for c in range(4):  # stratified: each class near its overall share on the validation side
+        assert abs(np.mean(labels[split.val] == c) - np.mean(labels == c)) < 0.06
+
+
+@pytest.mark.parametrize("fraction, plan", [(0.2, (1, 5)), (0.25, (1, 4)), (0.1, (1, 10)), (0.5, (1, 2)),
+                                            (0.3, (3, 10)), (0.4, (2, 5)), (0.8, (4, 5)), (0.35, (5, 14))])
+def test_fold_plan(fraction, plan):
+    m, n = fold_plan(fraction, 1000)
+    assert (m, n) == plan and abs(m / n - fraction) <= 0.01
+    assert fold_plan(fraction, 3)[1] <= 3  # never more folds than patients
+
+
+def test_one_over_k_fractions_split_as_before():
+    """0.2 is still the first fold of a shuffled 5-fold StratifiedGroupKFold with every class on
+    both sides: existing runs' splits do not change."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    labels, groups = _patients(seed=4)
+    for fraction, k in ((0.2, 5), (0.25, 4), (0.5, 2)):
+        for seed in (0, 7):
+            split = train_val_split(labels, groups, val_fraction=fraction, seed=seed)
+            folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(labels, labels, groups)
+            expected = next(np.sort(val) for _, val in folds
+                            if set(labels[val]) == set(labels[np.setdiff1d(np.arange(len(labels)), val)]) == {0, 1, 2, 3})
+            np.testing.assert_array_equal(split.val, expected)

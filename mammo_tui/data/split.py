@@ -1,14 +1,17 @@
 """Stratified group splits: no patient (group) on both sides, class proportions kept where possible.
 
-Built on scikit-learn's StratifiedGroupKFold. A single train/val split is one fold of a
-round(1 / val_fraction)-fold split: the first fold (over a few shuffle seeds) whose train and
-val sets both contain every class; when none does, the fold covering the most classes, with a
-warning that names each class that cannot be on both sides and why.
+Built on scikit-learn's StratifiedGroupKFold. A single train/val split takes m of the n folds of
+an n-fold split as validation, with m/n as close to val_fraction as the patients allow (0.2 -> 1 of
+5, 0.3 -> 3 of 10, 0.4 -> 2 of 5, 0.5 -> 1 of 2; see fold_plan): the first choice (over the
+folds, then a few shuffle seeds) whose train and val sets both contain every class; when none
+does, the one covering the most classes, with a warning that names each class that cannot be on
+both sides and why.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -22,6 +25,8 @@ from mammo_tui.errors import ConfigError, DatasetError
 from mammo_tui.labels import CLASS_NAMES
 
 SPLIT_ATTEMPTS = 10  # shuffle seeds tried before settling for a fold that misses a class
+MAX_PLAN_FOLDS = 20  # fold counts tried for a val_fraction that is not 1/k (0.35 -> 7 of 20)
+PLAN_TOLERANCE = 0.01  # the fewest folds whose m/n is this close to val_fraction; else the closest
 
 
 @dataclass
@@ -79,16 +84,48 @@ def _check_groups(groups: np.ndarray, needed: int, what: str) -> int:
     return n_groups
 
 
+def fold_plan(val_fraction: float, n_groups: int) -> tuple[int, int]:
+    """(m, n): validation = m of the n folds of a stratified group n-fold split.
+
+    A 1/k fraction gives (1, k), one fold as it always was (with fewer than k groups,
+    (1, n_groups)). Any other fraction: the fewest folds n (2 <= n <= the number of groups) with
+    m/n within PLAN_TOLERANCE (and 5 % of the fraction) of val_fraction, else the closest m/n.
+    """
+    inverse = 1.0 / val_fraction
+    if abs(inverse - round(inverse)) < 1e-9:
+        return 1, max(2, min(round(inverse), n_groups))
+    tolerance = min(PLAN_TOLERANCE, 0.05 * min(val_fraction, 1.0 - val_fraction))
+    limit = min(n_groups, max(MAX_PLAN_FOLDS, math.ceil(1.0 / min(val_fraction, 1.0 - val_fraction)) + 1))
+    best: tuple[float, int, int] | None = None
+    for n in range(2, max(2, limit) + 1):
+        m = min(n - 1, max(1, round(val_fraction * n)))
+        error = abs(m / n - val_fraction)
+        if error <= tolerance + 1e-12:
+            return m, n
+        if best is None or error < best[0] - 1e-12:
+            best = (error, m, n)
+    assert best is not None
+    return best[1], best[2]
+
+
 def train_val_split(labels: Sequence[int], groups: Sequence[str], val_fraction: float = 0.2, seed: int = 0) -> Split:
+    """About val_fraction of the images in validation, no patient on both sides, stratified.
+
+    Validation is m consecutive folds (cyclically) of an n-fold StratifiedGroupKFold, (m, n) from
+    fold_plan; each start fold and then each shuffle seed is tried until every class is on both sides.
+    """
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be between 0 and 1 (e.g. 0.2); got {val_fraction}.")
     labels_array, groups_array = _arrays(labels, groups)
     n_groups = _check_groups(groups_array, 2, "A train/validation split")
-    n_splits = min(max(2, round(1.0 / val_fraction)), n_groups)
+    m, n_splits = fold_plan(val_fraction, n_groups)
     n_classes = len(np.unique(labels_array))
     best: tuple[int, np.ndarray, np.ndarray] | None = None
     for attempt in range(SPLIT_ATTEMPTS):
-        for train, val in _folds(labels_array, groups_array, n_splits, seed + attempt):
+        folds = [val for _, val in _folds(labels_array, groups_array, n_splits, seed + attempt)]
+        for start in range(n_splits):
+            val = np.sort(np.concatenate([folds[(start + i) % n_splits] for i in range(m)]))
+            train = np.setdiff1d(np.arange(len(labels_array)), val)
             covered = _classes_on_both_sides(labels_array, train, val)
             if covered == n_classes:
                 return Split(train, val, [])
