@@ -27,6 +27,7 @@ class Classifier(nn.Module):
         self.head = head
         # The backbone's stages, shallowest first; the last entries unfreeze first.
         self._blocks = blocks
+        self.weights_note = ""  # what build_model loaded from a --weights file, for the run's log
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
@@ -65,29 +66,135 @@ def cached_weights_path(arch: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
 
 
-def _load_torchvision(arch: str, pretrained: bool, weights_file: str) -> nn.Module:
-    if weights_file:
-        path = Path(weights_file).expanduser()
-        if not path.is_file():
-            raise WeightsUnavailableError(f"--weights {weights_file}: no such file")
-        model = get_model(arch, weights=None)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle payloads, truncated files, not-a-checkpoint
-            raise WeightsUnavailableError(
-                f"--weights {path}: cannot be loaded as a plain state dict ({exc.__class__.__name__}: "
-                f"{str(exc)[:200]}). Use a torchvision .pth state dict such as "
-                f"{Path(get_model_weights(arch).DEFAULT.url).name}."
-            ) from None
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if len(missing) > len(state) or unexpected:
-            raise WeightsUnavailableError(
-                f"--weights {path} does not match {arch}: {len(missing)} missing and "
-                f"{len(unexpected)} unexpected keys (e.g. {(list(missing) + list(unexpected))[:3]})"
-            )
-        return model
+HEAD_PREFIXES = {"resnet": ("fc.",), "efficientnet": ("classifier.",)}  # replaced by a new 4-class head
+OPTIONAL_SUFFIXES = ("num_batches_tracked",)  # BatchNorm step counters; older .pth files omit them
+LISTED_KEYS = 5  # key names quoted in a message before "..."
+
+
+def _head_prefixes(arch: str) -> tuple[str, ...]:
+    return HEAD_PREFIXES["resnet" if arch.startswith("resnet") else "efficientnet"]
+
+
+def _key_summary(keys: list[str]) -> str:
+    """`conv1.weight, bn1.weight` for a few keys; for many, counts per layer and the first names."""
+    if len(keys) <= LISTED_KEYS:
+        return ", ".join(keys)
+    depth = 1 if len({k.split(".")[0] for k in keys}) > 1 else 2  # efficientnet: all under features.
+    groups: dict[str, int] = {}
+    for key in keys:
+        prefix = ".".join(key.split(".")[:depth])
+        groups[prefix] = groups.get(prefix, 0) + 1
+    listing = ", ".join(f"{prefix}.* ({count})" for prefix, count in groups.items())
+    return f"{listing}; first: {', '.join(keys[:LISTED_KEYS])}, ..."
+
+
+def _shape(value) -> str:
+    return "x".join(str(d) for d in getattr(value, "shape", ())) or "scalar"
+
+
+def _read_weights_file(path: Path, arch: str) -> dict:
+    if not path.is_file():
+        raise WeightsUnavailableError(f"--weights {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle payloads, truncated files, not-a-checkpoint
+        raise WeightsUnavailableError(
+            f"--weights {path}: cannot be loaded as a plain state dict ({exc.__class__.__name__}: "
+            f"{str(exc)[:200]}). Use a torchvision .pth state dict such as "
+            f"{Path(get_model_weights(arch).DEFAULT.url).name}, or a mammo-tui run's checkpoints/best.pt."
+        ) from None
+    if isinstance(state, dict) and _is_run_checkpoint(state):
+        return state
+    for wrapper in ("state_dict", "model"):  # {"state_dict": ...}, torchvision reference scripts' {"model": ...}
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsUnavailableError(f"--weights {path}: neither a state dict (layer names -> tensors) nor "
+                                      "a mammo-tui checkpoint (a run's checkpoints/best.pt)")
+    return state
+
+
+def _is_run_checkpoint(state: dict) -> bool:
+    """A mammo-tui checkpoint (a run's checkpoints/best.pt): {"model": {backbone.*, head.*}, "arch", ...}."""
+    model = state.get("model")
+    return isinstance(model, dict) and any(str(k).startswith("backbone.") for k in model)
+
+
+def _check_shapes(target: dict, source: dict, path: Path, what: str) -> None:
+    wrong = [f"{key} (file {_shape(value)}, {what} {_shape(target[key])})" for key, value in source.items()
+             if key in target and tuple(value.shape) != tuple(target[key].shape)]
+    if wrong:
+        more = f" and {len(wrong) - LISTED_KEYS} more" if len(wrong) > LISTED_KEYS else ""
+        raise WeightsUnavailableError(
+            f"--weights {path}: {len(wrong)} tensor(s) have the wrong shape for {what}: "
+            f"{'; '.join(wrong[:LISTED_KEYS])}{more}. The file is for another architecture or variant; "
+            f"use weights made for {what}.")
+
+
+def _load_state_dict(net: nn.Module, arch: str, state: dict, path: Path, allow_partial: bool) -> str:
+    """A torchvision state dict into the torchvision model (3-channel stem, before the head swap).
+
+    The classification head is never loaded (it is replaced by a new 4-class head), so its keys
+    are dropped whatever their size. Every other tensor must be there and fit, unless
+    allow_partial (then what is missing stays at random initialisation, and the note says so).
+    """
+    heads = _head_prefixes(arch)
+    state = {k: v for k, v in state.items() if not k.startswith(heads)}
+    target = {k: v for k, v in net.state_dict().items() if not k.startswith(heads)}
+    unexpected = [k for k in state if k not in target]
+    if unexpected:
+        raise WeightsUnavailableError(
+            f"--weights {path} does not match {arch}: {len(unexpected)} key(s) that {arch} does not have "
+            f"({_key_summary(unexpected)}). It is a state dict of another architecture; use one of {arch}, "
+            f"e.g. {Path(get_model_weights(arch).DEFAULT.url).name}.")
+    _check_shapes(target, state, path, arch)
+    required = [k for k in target if not k.endswith(OPTIONAL_SUFFIXES)]
+    missing = [k for k in required if k not in state]
+    if missing and not allow_partial:
+        raise WeightsUnavailableError(
+            f"--weights {path} covers only part of the {arch} backbone: {len(missing)} of {len(required)} "
+            f"tensors are missing ({_key_summary(missing)}). Those layers would stay random while the "
+            "run counts as pretrained. Use a complete state dict, or set allow_partial_weights = true "
+            "to load it anyway.")
+    net.load_state_dict(state, strict=False)
+    if missing:
+        return (f"--weights {path.name}: {len(required) - len(missing)} of {len(required)} backbone tensors "
+                f"loaded; {len(missing)} left at random initialisation ({_key_summary(missing)}) "
+                "because allow_partial_weights = true")
+    return ""
+
+
+def _load_run_backbone(model: "Classifier", checkpoint: dict, path: Path) -> str:
+    """The backbone of a mammo-tui checkpoint into a new model of the same arch (strict); the head stays new."""
+    source_arch = checkpoint.get("arch")
+    if source_arch != model.arch:
+        raise WeightsUnavailableError(
+            f"--weights {path} is a mammo-tui checkpoint of a {source_arch or 'unknown architecture'}, "
+            f"but this run builds a {model.arch}; a backbone only loads into the same architecture. "
+            f"Set arch = \"{source_arch}\" (--set arch={source_arch}) or use a {model.arch} checkpoint.")
+    channels = int(checkpoint.get("in_channels", 1))
+    if channels != 1:
+        raise WeightsUnavailableError(f"--weights {path}: a checkpoint for {channels}-channel input; "
+                                      "mammo-tui reads single-channel images")
+    prefix = "backbone."
+    state = {k[len(prefix):]: v for k, v in checkpoint["model"].items() if k.startswith(prefix)}
+    target = model.backbone.state_dict()
+    _check_shapes(target, state, path, f"the {model.arch} backbone")
+    missing = [k for k in target if k not in state and not k.endswith(OPTIONAL_SUFFIXES)]
+    unexpected = [k for k in state if k not in target]
+    if missing or unexpected:
+        raise WeightsUnavailableError(
+            f"--weights {path}: the checkpoint's backbone does not fit a {model.arch} backbone "
+            f"({len(missing)} missing: {_key_summary(missing) or '-'}; {len(unexpected)} unexpected: "
+            f"{_key_summary(unexpected) or '-'}); it may be from another mammo-tui version")
+    model.backbone.load_state_dict(state, strict=False)
+    epoch = checkpoint.get("epoch")
+    return (f"--weights {path.name}: backbone of a mammo-tui {source_arch} checkpoint"
+            + (f" (epoch {epoch})" if epoch is not None else "") + "; the head starts new")
+
+
+def _load_torchvision(arch: str, pretrained: bool) -> nn.Module:
     if not pretrained:
         return get_model(arch, weights=None)
     try:
@@ -96,10 +203,37 @@ def _load_torchvision(arch: str, pretrained: bool, weights_file: str) -> nn.Modu
         raise WeightsUnavailableError(_weights_help(arch, f"{exc.__class__.__name__}: {exc}")) from None
 
 
-def build_model(arch: str, num_classes: int = 4, pretrained: bool = True, weights_file: str = "") -> Classifier:
+def build_model(arch: str, num_classes: int = 4, pretrained: bool = True, weights_file: str = "",
+                allow_partial: bool = False) -> Classifier:
+    """A torchvision `arch` for single-channel input with a new `num_classes` head.
+
+    weights_file: a torchvision state dict (its head keys are ignored; every backbone tensor must be
+    there unless allow_partial) or a mammo-tui checkpoint (a run's checkpoints/best.pt: its backbone,
+    same arch, strictly; the head starts new). It replaces `pretrained`. The model's `weights_note`
+    says what was loaded from the file ("" without one).
+    """
     if arch not in ARCHS:
         raise ConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
-    net = _load_torchvision(arch, pretrained, weights_file)
+    run_checkpoint = None
+    note = ""
+    if weights_file:
+        path = Path(weights_file).expanduser()
+        state = _read_weights_file(path, arch)
+        net = get_model(arch, weights=None)
+        if _is_run_checkpoint(state):
+            run_checkpoint = state
+        else:
+            note = _load_state_dict(net, arch, state, path, allow_partial)
+    else:
+        net = _load_torchvision(arch, pretrained)
+    model = _classifier(arch, net, num_classes)
+    if run_checkpoint is not None:
+        note = _load_run_backbone(model, run_checkpoint, path)
+    model.weights_note = note
+    return model
+
+
+def _classifier(arch: str, net: nn.Module, num_classes: int) -> Classifier:
     if arch.startswith("resnet"):
         net.conv1 = _single_channel(net.conv1)
         head = nn.Linear(net.fc.in_features, num_classes)

@@ -1,0 +1,154 @@
+"""engine/models.py: --weights files (complete, partial, wrong shapes, another head, a mammo-tui
+checkpoint) and which layers run in train mode when blocks are frozen."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.models import get_model
+
+from mammo_tui.engine.checkpoint import save_checkpoint
+from mammo_tui.engine.models import apply_train_mode, build_model, set_trainable
+from mammo_tui.errors import WeightsUnavailableError
+
+
+def _state(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return get_model(arch, weights=None).state_dict()
+
+
+def _backbone_equal(model, state: dict[str, torch.Tensor], skip=("fc.", "conv1.")) -> bool:
+    """Every backbone tensor of a resnet equals the file's (conv1 is summed to one channel)."""
+    own = model.backbone.state_dict()
+    return all(torch.equal(own[k], v) for k, v in state.items() if not k.startswith(skip))
+
+
+# -- --weights FILE: a torchvision state dict ------------------------------------------------------
+
+
+def test_a_complete_state_dict_loads_and_its_1000_class_head_is_ignored(tmp_path):
+    state = _state("resnet18")
+    path = tmp_path / "resnet18.pth"
+    torch.save(state, path)
+    model = build_model("resnet18", 4, pretrained=True, weights_file=str(path))
+    assert _backbone_equal(model, state) and model.head.weight.shape == (4, 512)
+    assert torch.equal(model.backbone.conv1.weight, state["conv1.weight"].sum(dim=1, keepdim=True))
+    assert model.weights_note == ""
+
+
+def test_bn_step_counters_are_optional(tmp_path):
+    # torchvision's published .pth files predate num_batches_tracked
+    state = {k: v for k, v in _state("resnet18").items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "old.pth")
+    assert _backbone_equal(build_model("resnet18", 4, weights_file=str(tmp_path / "old.pth")), state)
+
+
+def test_a_partial_state_dict_is_refused_with_the_missing_keys_named(tmp_path):
+    state = _state("resnet18")
+    keys = list(state)
+    half = {k: state[k] for k in keys[:len(keys) // 2]}  # was loaded silently: len(missing) <= len(state)
+    path = tmp_path / "half.pth"
+    torch.save(half, path)
+    with pytest.raises(WeightsUnavailableError) as info:
+        build_model("resnet18", 4, weights_file=str(path))
+    message = str(info.value)
+    assert str(path) in message and "allow_partial_weights = true" in message
+    missing = [k for k in keys[len(keys) // 2:] if not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
+    assert f"{len(missing)} of 100 tensors are missing" in message
+    assert "layer3.* (" in message and "layer4.* (" in message and missing[0] in message  # grouped by layer
+
+
+def test_a_partial_state_dict_loads_when_allowed_and_says_what_stayed_random(tmp_path):
+    state = _state("resnet18", seed=3)
+    half = {k: v for k, v in state.items() if not k.startswith("layer4.")}
+    torch.save(half, tmp_path / "no-layer4.pth")
+    torch.manual_seed(0)
+    model = build_model("resnet18", 4, weights_file=str(tmp_path / "no-layer4.pth"), allow_partial=True)
+    assert _backbone_equal(model, half)
+    assert not torch.equal(model.backbone.layer4[0].conv1.weight, state["layer4.0.conv1.weight"])
+    assert "left at random initialisation" in model.weights_note and "layer4" in model.weights_note
+
+
+def test_a_few_missing_keys_are_listed_by_name(tmp_path):
+    state = _state("resnet18")
+    del state["layer4.1.bn2.weight"], state["layer4.1.bn2.bias"]
+    torch.save(state, tmp_path / "two.pth")
+    with pytest.raises(WeightsUnavailableError, match=r"2 of 100 tensors are missing \(layer4.1.bn2.weight, "
+                                                      r"layer4.1.bn2.bias\)"):
+        build_model("resnet18", 4, weights_file=str(tmp_path / "two.pth"))
+
+
+def test_a_head_of_another_size_is_dropped(tmp_path):
+    for arch, head in (("resnet18", {"fc.weight": torch.zeros(7, 512), "fc.bias": torch.zeros(7)}),
+                       ("efficientnet_b0", {"classifier.1.weight": torch.zeros(2, 1280),
+                                            "classifier.1.bias": torch.zeros(2)})):
+        state = {**_state(arch), **head}
+        torch.save(state, tmp_path / f"{arch}.pth")
+        model = build_model(arch, 4, weights_file=str(tmp_path / f"{arch}.pth"))
+        assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 4)
+
+
+def test_efficientnet_state_dict_without_the_classifier_loads(tmp_path):
+    state = {k: v for k, v in _state("efficientnet_b0").items() if not k.startswith("classifier.")}
+    torch.save(state, tmp_path / "eff.pth")
+    model = build_model("efficientnet_b0", 4, weights_file=str(tmp_path / "eff.pth"))
+    features = model.backbone[0]
+    assert torch.equal(features[8][0].weight, state["features.8.0.weight"])
+
+
+def test_a_shape_mismatch_names_the_key_and_both_shapes(tmp_path):
+    state = _state("resnet18")
+    state["layer2.0.conv1.weight"] = torch.zeros(128, 32, 3, 3)
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(WeightsUnavailableError, match=r"layer2.0.conv1.weight \(file 128x32x3x3, resnet18 "
+                                                      r"128x64x3x3\)"):
+        build_model("resnet18", 4, weights_file=str(tmp_path / "bad.pth"))
+
+
+def test_another_architectures_file_is_refused(tmp_path):
+    torch.save(_state("resnet18"), tmp_path / "r18.pth")
+    with pytest.raises(WeightsUnavailableError, match="does not match efficientnet_b0"):
+        build_model("efficientnet_b0", 4, weights_file=str(tmp_path / "r18.pth"))
+    with pytest.raises(WeightsUnavailableError, match="covers only part of the resnet34 backbone"):
+        build_model("resnet34", 4, weights_file=str(tmp_path / "r18.pth"))
+
+
+def test_not_a_state_dict(tmp_path):
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    with pytest.raises(WeightsUnavailableError, match="neither a state dict"):
+        build_model("resnet18", 4, weights_file=str(tmp_path / "list.pth"))
+    with pytest.raises(WeightsUnavailableError, match="no such file"):
+        build_model("resnet18", 4, weights_file=str(tmp_path / "absent.pth"))
+
+
+# -- --weights FILE: a mammo-tui checkpoint ------------------------------------------------------
+
+
+def _run_checkpoint(path, arch="resnet18", seed=1):
+    torch.manual_seed(seed)
+    source = build_model(arch, 4, pretrained=False)
+    save_checkpoint(path, {"model": source.state_dict(), "arch": arch, "class_names": list("ABCD"),
+                           "img_size": 32, "in_channels": 1, "epoch": 3, "config": {"arch": arch},
+                           "metrics": {"kappa": 0.5}, "history": [{"epoch": 1, "loss": 1.0}]})
+    return source
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "efficientnet_b0"])
+def test_a_mammo_tui_checkpoints_backbone_loads_and_the_head_starts_new(tmp_path, arch):
+    path = tmp_path / "checkpoints" / "best.pt"
+    source = _run_checkpoint(path, arch)
+    torch.manual_seed(2)
+    model = build_model(arch, 4, pretrained=True, weights_file=str(path))
+    theirs = source.backbone.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in model.backbone.state_dict().items())
+    head = [p for p in model.head.parameters() if p.dim() == 2][0]
+    assert not torch.equal(head, [p for p in source.head.parameters() if p.dim() == 2][0])
+    assert "mammo-tui" in model.weights_note and "epoch 3" in model.weights_note
+
+
+def test_a_mammo_tui_checkpoint_of_another_arch_is_refused_clearly(tmp_path):
+    path = tmp_path / "best.pt"
+    _run_checkpoint(path, "resnet18")
+    with pytest.raises(WeightsUnavailableError, match=r"checkpoint of a resnet18, but this run builds a "
+                                                      r"efficientnet_b0.*arch=resnet18"):
+        build_model("efficientnet_b0", 4, weights_file=str(path))
