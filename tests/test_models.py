@@ -152,3 +152,70 @@ def test_a_mammo_tui_checkpoint_of_another_arch_is_refused_clearly(tmp_path):
     with pytest.raises(WeightsUnavailableError, match=r"checkpoint of a resnet18, but this run builds a "
                                                       r"efficientnet_b0.*arch=resnet18"):
         build_model("efficientnet_b0", 4, weights_file=str(path))
+
+
+# -- train mode with frozen blocks ---------------------------------------------------------------
+
+
+def _images(n=4, size=32, seed=0):
+    return torch.randn(n, 1, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_a_frozen_efficientnet_backbone_is_deterministic_in_train_mode():
+    torch.manual_seed(0)
+    model = build_model("efficientnet_b0", 4, pretrained=False)
+    assert any(type(m).__name__ == "StochasticDepth" for m in model.backbone.modules())
+    set_trainable(model, "head")
+    x = _images()
+    model.eval()
+    with torch.no_grad():
+        reference = model.backbone(x)  # what the frozen feature cache computes
+    apply_train_mode(model)
+    assert model.head.training  # the head trains (its dropout too)
+    with torch.no_grad():
+        first, second = model.backbone(x), model.backbone(x)
+    assert torch.equal(first, second) and torch.equal(first, reference)  # stochastic depth off
+    assert not any(m.training for m in model.backbone.modules())
+
+
+def test_efficientnet_last_block_frozen_blocks_are_deterministic_trainable_ones_train():
+    torch.manual_seed(0)
+    model = build_model("efficientnet_b0", 4, pretrained=False)
+    set_trainable(model, "last_block")
+    apply_train_mode(model)
+    features = model.backbone[0]  # stem, 7 MBConv stages, 1x1 conv; last_block trains 7 and 8
+    trainable, frozen = features[7:], features[:7]
+    # (slices are new Sequential wrappers: look at the stages in them)
+    assert all(m.training for stage in trainable for m in stage.modules())  # StochasticDepth, BatchNorm train
+    assert any(type(m).__name__ == "StochasticDepth" for stage in trainable for m in stage.modules())
+    assert not any(m.training for stage in frozen for m in stage.modules())
+    stem_to_frozen_top = frozen
+    x = _images()
+    with torch.no_grad():
+        a, b = stem_to_frozen_top(x), stem_to_frozen_top(x)
+    assert torch.equal(a, b)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(stem_to_frozen_top(x), a)
+
+
+def test_resnet_train_mode_is_unchanged():
+    """Frozen BatchNorm in eval, trainable BatchNorm in train, as before; outputs are the same as
+    with the old rule (only frozen BatchNorm layers switched to eval)."""
+    torch.manual_seed(0)
+    model = build_model("resnet18", 4, pretrained=False)
+    set_trainable(model, "last_block")
+    apply_train_mode(model)
+    bn = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert [m.training for m in bn] == [any(p.requires_grad for p in m.parameters()) for m in bn]
+    assert model.backbone.layer4[0].bn1.training and not model.backbone.layer3[1].bn2.training
+    x = _images(seed=1)
+    with torch.no_grad():
+        new = model(x)
+    model.train()  # the old rule
+    for m in bn:
+        if not any(p.requires_grad for p in m.parameters()):
+            m.eval()
+    with torch.no_grad():
+        old = model(x)
+    assert torch.equal(new, old)

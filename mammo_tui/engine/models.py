@@ -272,13 +272,30 @@ def set_trainable(model: Classifier, freeze: str) -> str:
             "none": "all layers"}[freeze]
 
 
+def _is_frozen(module: nn.Module) -> bool:
+    """Has parameters and none of them trains (a parameterless module is frozen only with its parent)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    return bool(flags) and not any(flags)
+
+
+def _eval_frozen(module: nn.Module) -> None:
+    if _is_frozen(module):
+        module.eval()  # the whole subtree: BatchNorm, Dropout, StochasticDepth inside it too
+        return
+    for child in module.children():
+        _eval_frozen(child)
+
+
 def apply_train_mode(model: Classifier) -> None:
-    """train() for the model, but frozen BatchNorm layers keep their running statistics."""
+    """train() for the trainable parts; every frozen module runs in eval mode.
+
+    A frozen module (all of its parameters frozen) keeps BatchNorm running statistics (part of the
+    pretrained features) and has no randomness: efficientnet's StochasticDepth and Dropout inside a
+    frozen block would otherwise drop paths in train mode, so frozen features would differ from call
+    to call and from the cached ones. Trainable blocks stay in train mode, stochastic depth included.
+    """
     model.train()
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            if not any(p.requires_grad for p in module.parameters(recurse=False)):
-                module.eval()
+    _eval_frozen(model)
 
 
 def backbone_frozen(model: Classifier) -> bool:
