@@ -118,11 +118,12 @@ class FingerprintScreen(WizardStep):
 
     @on(Button.Pressed, "#next")
     def action_next(self) -> None:
-        from mammo_tui.planner import plan
-
         w = self.wizard
         w.skip_bad_rows = bool(w.report.problems)  # the engine refuses a report with problems otherwise
-        w.plan = plan(w.fingerprint.n_images, w.fingerprint.class_counts)
+        if w.plan is None:  # planned with the scan (the weights check may wait on the network)
+            from mammo_tui.planner import plan_for
+
+            w.plan = plan_for(w.fingerprint, w.user_overrides, demo=w.demo)
         from mammo_tui.tui.decision import DecisionScreen
 
         self.app.push_screen(DecisionScreen(w))
