@@ -15,6 +15,7 @@ import hashlib
 import os
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,7 +33,10 @@ PREPROCESS_VERSION = 1
 CACHE_ENV = "MAMMO_TUI_CACHE"
 CACHE_DTYPE = np.float16  # values in [0, 1]: float16 keeps ~3 decimal digits, half the memory
 
-_hash_memo: dict[tuple[str, int, int], str] = {}
+# (abspath, size, mtime_ns) -> sha1, least recently used first; bounded so a huge dataset (or many
+# datasets in one process) cannot grow it without limit: evicted entries come back from the index.
+_HASH_MEMO_MAX = 100_000
+_hash_memo: OrderedDict[tuple[str, int, int], str] = OrderedDict()
 _hash_memo_lock = threading.Lock()
 
 
@@ -53,6 +57,50 @@ def _write_atomic(target: Path, payload: Callable[[object], None]) -> None:
         raise
 
 
+def _hash_index_file(root: Path, memo_key: tuple[str, int, int]) -> Path:
+    name = hashlib.sha1(repr(memo_key).encode()).hexdigest()
+    return root / "content-hashes" / name[:2] / name
+
+
+def content_hash(path: str | os.PathLike, root: str | os.PathLike | None = None,
+                 on_write_error: Callable[[OSError], None] | None = None) -> str:
+    """sha1 of the file's bytes, computed once per (path, size, mtime_ns).
+
+    The one content-hash routine: the dataset scan (duplicate content) and PreprocessCache (entry
+    keys) both call it, so a file's bytes are read for hashing once: later calls hit the in-memory
+    memo, later processes the on-disk index under root/content-hashes (root: the cache folder).
+    An index that cannot be written is reported to on_write_error (if given) and otherwise ignored.
+    Raises OSError when the file cannot be read.
+    """
+    path = os.fspath(path)
+    stat = os.stat(path)
+    memo_key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    with _hash_memo_lock:
+        known = _hash_memo.get(memo_key)
+        if known:
+            _hash_memo.move_to_end(memo_key)
+            return known
+    index_file = _hash_index_file(Path(root).expanduser() if root is not None else default_cache_root(), memo_key)
+    try:
+        digest = index_file.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        digest = ""
+    if len(digest) != 40:
+        with open(path, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha1").hexdigest()  # streamed: bounded memory
+        try:
+            _write_atomic(index_file, lambda h: h.write(digest.encode()))
+        except OSError as error:
+            if on_write_error is not None:
+                on_write_error(error)
+    with _hash_memo_lock:
+        _hash_memo[memo_key] = digest
+        _hash_memo.move_to_end(memo_key)
+        while len(_hash_memo) > _HASH_MEMO_MAX:
+            _hash_memo.popitem(last=False)
+    return digest
+
+
 class PreprocessCache:
     def __init__(self, img_size: int, root: str | os.PathLike | None = None) -> None:
         self.img_size = int(img_size)
@@ -66,32 +114,11 @@ class PreprocessCache:
 
     # -- keys -------------------------------------------------------------------------------
     def content_hash(self, path: str) -> str:
-        """sha1 of the file's bytes, computed once per (path, size, mtime_ns)."""
-        stat = os.stat(path)
-        memo_key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-        with _hash_memo_lock:
-            known = _hash_memo.get(memo_key)
-        if known:
-            return known
-        index_file = self._index_file(memo_key)
-        try:
-            digest = index_file.read_text().strip()
-        except OSError:
-            digest = ""
-        if len(digest) != 40:
-            with open(path, "rb") as handle:
-                digest = hashlib.file_digest(handle, "sha1").hexdigest()
-            self._try_write(index_file, lambda h: h.write(digest.encode()))
-        with _hash_memo_lock:
-            _hash_memo[memo_key] = digest
-        return digest
+        """sha1 of the file's bytes, computed once per (path, size, mtime_ns) (see content_hash)."""
+        return content_hash(path, self.root, self._unwritable)
 
     def key(self, path: str) -> str:
         return hashlib.sha1(f"{self.content_hash(path)}|{self._params}".encode()).hexdigest()
-
-    def _index_file(self, memo_key: tuple[str, int, int]) -> Path:
-        name = hashlib.sha1(repr(memo_key).encode()).hexdigest()
-        return self.root / "content-hashes" / name[:2] / name
 
     def entry_path(self, path: str) -> Path:
         key = self.key(path)
@@ -127,11 +154,14 @@ class PreprocessCache:
         try:
             _write_atomic(target, payload)
         except OSError as error:
-            message = (f"preprocess cache {self.root} is not writable ({error.strerror}); images are decoded "
-                       f"every run. Set {CACHE_ENV} to a writable folder.")
-            with self._lock:
-                if message not in self.warnings:
-                    self.warnings.append(message)
+            self._unwritable(error)
+
+    def _unwritable(self, error: OSError) -> None:
+        message = (f"preprocess cache {self.root} is not writable ({error.strerror}); images are decoded "
+                   f"every run. Set {CACHE_ENV} to a writable folder.")
+        with self._lock:
+            if message not in self.warnings:
+                self.warnings.append(message)
 
 
 def load_images(
