@@ -213,7 +213,7 @@ def evaluate(run_dir: str | Path, spec: Any, skip_bad_rows: bool = False, name: 
     members, warnings = load_members(run_dir, device)
     checkpoint = members[0].checkpoint  # img_size and class_names: the same for every member
     report = scan_dataset(spec, check_images=True)
-    blocking = [p for p in report.problems if p.kind != "empty_class"]
+    blocking = report.blocking_problems()  # an empty class or duplicate content removes nothing
     if blocking and not skip_bad_rows:
         lines = "\n  ".join(report.summary_lines())
         raise DatasetError(f"the evaluation dataset has problems:\n  {lines}\n"

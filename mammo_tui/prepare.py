@@ -36,6 +36,28 @@ class PreparedDataset:
         return self.report.records
 
 
+MAX_WARNING_EXAMPLES = 3  # duplicate_content messages in the run log; dataset.json has every one
+
+
+def _report_warnings(report) -> list[str]:
+    """The validation report's non-blocking findings as run-log warnings (a few lines, not thousands)."""
+    from mammo_tui.data.records import NON_REMOVING_KINDS, PROBLEM_KINDS
+
+    warnings = []
+    group_warning = report.group_warning()
+    if group_warning:
+        warnings.append(group_warning)
+    for kind in (kind for kind in PROBLEM_KINDS if kind in NON_REMOVING_KINDS):
+        found = [p.message for p in report.problems if p.kind == kind]
+        if kind == "duplicate_content" and len(found) > MAX_WARNING_EXAMPLES:
+            warnings.append(f"duplicate_content: {len(found)} images repeat an earlier image's bytes "
+                            f"({report.leakage_risks} of them under another patient: leakage risk); "
+                            "all listed in dataset.json")
+            found = found[:MAX_WARNING_EXAMPLES]
+        warnings += found
+    return warnings
+
+
 def prepare_dataset(spec, skip_bad_rows: bool = False,
                     progress: Callable[[int, int], None] | None = None) -> PreparedDataset:
     """Scan + validate. Problems stop here unless the user chose to continue without bad rows."""
@@ -43,9 +65,10 @@ def prepare_dataset(spec, skip_bad_rows: bool = False,
     from mammo_tui.data.sources import scan_dataset
 
     report = scan_dataset(spec, check_images=True, progress=progress)
-    # An empty class removes no rows, so there is nothing to skip: it is reported, not blocking.
-    blocking = [p for p in report.problems if p.kind != "empty_class"]
-    warnings = [p.message for p in report.problems if p.kind == "empty_class"]
+    # An empty class or duplicate content removes no rows, so there is nothing to skip: reported
+    # (warnings in the run log, all of them in dataset.json), not blocking.
+    blocking = report.blocking_problems()
+    warnings = _report_warnings(report)
     if blocking and not skip_bad_rows:
         lines = "\n  ".join(report.summary_lines())
         raise DatasetError(

@@ -23,7 +23,7 @@ class Fingerprint:
     source: str
     kind: str
     n_images: int
-    n_patients: int  # distinct groups (patients, else accessions / files)
+    n_patients: int  # distinct groups (patients, else accessions / files): see group_source
     class_counts: list[int]  # A..D
     imbalance_ratio: float  # max/min class count; inf when a class is empty
     width: SizeStats | None  # None when image headers were not read
@@ -35,6 +35,14 @@ class Fingerprint:
     problem_counts: dict[str, int] = field(default_factory=dict)
     rows_read: int = 0
     rows_usable: int = 0
+    # where the groups came from: "DICOM PatientID", "patient_id column", "group pattern",
+    # "none: one group per image", or "mixed: <source> <n>, ..."; "" when the report does not say
+    group_source: str = ""
+    group_sources: dict[str, int] = field(default_factory=dict)  # records.GROUP_SOURCE_LABELS key -> images
+    ungrouped_images: int = 0  # images that are their own group (no patient id from any source)
+    group_warning: str | None = None  # the loud "no patient ids" warning, when it applies
+    duplicate_content: int = 0  # images whose bytes an earlier image has (problem kind duplicate_content)
+    leakage_risks: int = 0  # of those, the ones whose earlier copy has another group (leakage risk)
 
     def to_dict(self) -> dict:
         """JSON-safe: an infinite imbalance ratio becomes None (a class has no images)."""
@@ -79,4 +87,10 @@ def fingerprint(report: ValidationReport) -> Fingerprint:
         problem_counts=report.problem_counts(),
         rows_read=report.rows_read,
         rows_usable=report.rows_usable,
+        group_source=report.group_source(),
+        group_sources=dict(report.group_sources),
+        ungrouped_images=report.ungrouped_images,
+        group_warning=report.group_warning(),
+        duplicate_content=sum(1 for p in report.problems if p.kind == "duplicate_content"),
+        leakage_risks=report.leakage_risks,
     )

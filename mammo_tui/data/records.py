@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass, field
 
 from mammo_tui.labels import CLASS_NAMES
 
-# Problem kinds, in the order the report lists them. Every kind except `empty_class` removes the
-# image (or row) it names; `empty_class` is a dataset-level fact.
+# Problem kinds, in the order the report lists them. Every kind except those in NON_REMOVING_KINDS
+# removes the image (or row) it names; `empty_class` is a dataset-level fact and `duplicate_content`
+# a warning (identical bytes listed twice: a leakage risk when the copies have different groups).
 PROBLEM_KINDS: tuple[str, ...] = (
     "missing_file",
     "outside_root",
@@ -24,8 +25,26 @@ PROBLEM_KINDS: tuple[str, ...] = (
     "no_pixels",
     "unsupported_compression",
     "tiny_image",
+    "no_group",
     "empty_class",
+    "duplicate_content",
 )
+# Reported, never removing anything: they do not block training (no --skip-bad-rows needed).
+NON_REMOVING_KINDS: frozenset[str] = frozenset({"empty_class", "duplicate_content"})
+
+# Where an image's group (the unit of the group split) came from, in order of precedence; the
+# report counts images per source (ValidationReport.group_sources uses these keys).
+GROUP_SOURCE_LABELS: dict[str, str] = {
+    "patient_id_column": "patient_id column",
+    "dicom_patient_id": "DICOM PatientID",
+    "accession_column": "accession column",
+    "accession_folder": "AccessionNumber (one exam)",
+    "group_pattern": "group pattern",
+    "per_image": "none: one group per image",
+}
+PER_IMAGE = "per_image"
+# Up to this many images without a patient id (and not all of them) is "a handful": no warning.
+UNGROUPED_HANDFUL = 5
 
 # Images smaller than this on either side carry no usable texture.
 MIN_IMAGE_SIDE = 16
@@ -89,6 +108,41 @@ class ValidationReport:
     problems: list[Problem]
     image_infos: dict[str, ImageInfo] = field(default_factory=dict)  # path -> header facts
     notes: list[str] = field(default_factory=list)  # informational: encoding, delimiter, fallbacks
+    # images per group source (keys of GROUP_SOURCE_LABELS); empty when unknown (a hand-made report)
+    group_sources: dict[str, int] = field(default_factory=dict)
+    # duplicate_content problems whose copies have different groups: the same image could be on
+    # both sides of the split (leakage risk)
+    leakage_risks: int = 0
+
+    def blocking_problems(self) -> list[Problem]:
+        """Problems that removed an image or row: training stops on them unless --skip-bad-rows."""
+        return [p for p in self.problems if p.kind not in NON_REMOVING_KINDS]
+
+    @property
+    def ungrouped_images(self) -> int:
+        """Usable images without any patient id: each is its own group (one group per image)."""
+        return self.group_sources.get(PER_IMAGE, 0)
+
+    def group_source(self) -> str:
+        """Where the groups came from, e.g. "DICOM PatientID" or "mixed: patient_id column 40, ..."."""
+        sources = {key: n for key, n in self.group_sources.items() if n}
+        if not sources:
+            return ""
+        if len(sources) == 1:
+            return GROUP_SOURCE_LABELS.get(next(iter(sources)), next(iter(sources)))
+        return "mixed: " + ", ".join(f"{GROUP_SOURCE_LABELS.get(key, key)} {n}" for key, n in sources.items())
+
+    def group_warning(self) -> str | None:
+        """The loud warning when images fell back to one group per image (None when at most a handful)."""
+        n, total = self.ungrouped_images, len(self.records)
+        if n == 0 or (n < total and n <= UNGROUPED_HANDFUL):
+            return None
+        who = f"all {total} images have" if n == total else f"{n} of {total} images have"
+        return (f"WARNING: no patient ids: {who} no patient id, so each is its own group; views of one "
+                "patient may land on both sides of the split and validation metrics will be optimistic. "
+                "Fix: add a patient_id column (generic CSV), use DICOM files with PatientID, or pass "
+                "--group-pattern REGEX (its first group names the patient in each image's path, "
+                "e.g. '^(P\\d+)_' for P12_L-CC.png).")
 
     @property
     def rows_usable(self) -> int:
@@ -115,6 +169,16 @@ class ValidationReport:
             f"Rows read: {self.rows_read}, rows usable: {self.rows_usable}, images usable: {len(self.records)}",
             "Images per class: " + ", ".join(f"{name} {n}" for name, n in zip(CLASS_NAMES, counts)),
         ]
+        if self.group_sources:
+            n_groups = len({record.group for record in self.records})
+            lines.append(f"Patients (groups): {n_groups}, from {self.group_source()}")
+        warning = self.group_warning()
+        if warning:
+            lines.append(warning)
+        if self.leakage_risks:
+            lines.append(f"WARNING: leakage risk: {self.leakage_risks} images have the same bytes as an image of "
+                         "another patient (group), so one image can be on both sides of the split; see "
+                         "duplicate_content below")
         problem_counts = self.problem_counts()
         if not problem_counts:
             lines.append("Problems: none")
@@ -138,4 +202,9 @@ class ValidationReport:
             "problem_counts": self.problem_counts(),
             "problems": [asdict(p) for p in self.problems],
             "notes": list(self.notes),
+            "group_source": self.group_source(),
+            "group_sources": dict(self.group_sources),
+            "ungrouped_images": self.ungrouped_images,
+            "group_warning": self.group_warning(),
+            "leakage_risks": self.leakage_risks,
         }

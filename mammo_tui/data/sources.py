@@ -2,21 +2,32 @@
 
 1. Reference layout: CSV `AccessionNumber,Classification` + a DICOM root with one folder per
    accession; every image in the folder is used (a 4-view exam is 4 images).
-2. Generic CSV: `image_path,label[,patient_id][,view]`, paths relative to the CSV's folder.
+2. Generic CSV: `image_path,label[,patient_id][,accession][,view]`, paths relative to the CSV's folder.
 3. Folders: one sub-folder per class (A/ B/ C/ D/ or 1/ 2/ 3/ 4/, any case).
 
 Scanning is two passes: list candidate images from the CSV/folders (labels, paths, duplicates),
-then probe each image header. Nothing is dropped silently: each removed row/image has a Problem.
+then probe each image header and hash its bytes. Nothing is dropped silently: each removed
+row/image has a Problem.
+
+Groups (the unit of the group split: no patient on both sides), per image, first source that
+gives one: a `patient_id` column; the DICOM PatientID; an `accession` / `AccessionNumber` column
+(generic CSV) or the accession folder (reference layout); `DatasetSpec.group_pattern`; else one
+group per image, counted (`ValidationReport.group_sources["per_image"]`) and warned about loudly.
+Every id goes through records.patient_digest: no raw id reaches a group. Identical file content
+listed twice is a `duplicate_content` warning (a leakage risk when the copies' groups differ).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mammo_tui.data.records import (
+    GROUP_SOURCE_LABELS,
+    PER_IMAGE,
     ImageInfo,
     ImageReadError,
     ImageRecord,
@@ -32,6 +43,7 @@ Progress = Callable[[int, int], None]
 
 REFERENCE_COLUMNS = ("AccessionNumber", "Classification")
 GENERIC_COLUMNS = ("image_path", "label")
+ACCESSION_COLUMNS = ("accession", "AccessionNumber")  # generic CSV: the group when there is no patient_id
 # Files that live next to images but are not images: skipped when listing folders (and noted).
 _NOT_IMAGE_SUFFIXES = {".txt", ".csv", ".tsv", ".json", ".xml", ".md", ".pdf", ".html", ".htm",
                        ".zip", ".gz", ".log", ".ini", ".db", ".py", ".yaml", ".yml", ".toml"}
@@ -72,10 +84,18 @@ class _Candidate:
     path: str
     label: int
     row: int
-    fallback_group: str  # used when no PatientID is known
+    fallback_group: str  # used when no source gives a group
     share_key: str  # images with the same key share one group (an accession's views)
+    relative: str  # the path a group pattern is matched against ("/" separators); shown in messages
     group: str | None = None  # known from the CSV (patient_id column)
+    accession_group: str | None = None  # from an accession column (generic CSV)
+    fallback_source: str = PER_IMAGE  # what fallback_group is (reference layout: the accession folder)
     view: str = ""
+    display: str = ""  # how messages name the file when not `relative` (class folders: A/x.png)
+
+    @property
+    def shown(self) -> str:
+        return self.display or self.relative
 
 
 @dataclass
@@ -85,6 +105,10 @@ class _Listing:
     candidates: list[_Candidate] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+def _slashes(path: str) -> str:
+    return path.replace(os.sep, "/") if os.sep != "/" else path
 
 
 def _inside(root: str, path: str) -> bool:
@@ -181,7 +205,9 @@ def _list_reference(csv_path: str, dicom_root: str) -> _Listing:
             continue
         for path in files:
             listing.candidates.append(_Candidate(path, label, row, fallback_group=f"acc-{accession}",
-                                                 share_key=f"acc:{accession}"))
+                                                 share_key=f"acc:{accession}",
+                                                 relative=_slashes(os.path.relpath(path, root)),
+                                                 fallback_source="accession_folder"))
     if skipped_files:
         listing.notes.append(f"{skipped_files} non-image files (text, CSV, DICOMDIR, hidden) in accession "
                              "folders were ignored")
@@ -197,6 +223,7 @@ def _list_generic(csv_path: str) -> _Listing:
     path_col = _require_column(table, "image_path", "generic layout", GENERIC_COLUMNS)
     label_col = _require_column(table, "label", "generic layout", GENERIC_COLUMNS)
     patient_col = table.find_column("patient_id")
+    accession_col = next((i for i in map(table.find_column, ACCESSION_COLUMNS) if i is not None), None)
     view_col = table.find_column("view")
     root = os.path.dirname(os.path.abspath(csv_path))
     listing = _Listing("generic_csv", len(table.rows), notes=list(table.notes))
@@ -227,10 +254,14 @@ def _list_generic(csv_path: str) -> _Listing:
                                             "row skipped", row=row, path=path))
             continue
         patient = _field(fields, patient_col)
+        accession = _field(fields, accession_col)
         relative = os.path.relpath(path, root)
         listing.candidates.append(_Candidate(
             path, label, row, fallback_group=f"img-{relative}", share_key=f"path:{key}",
-            group=patient_digest(patient) if patient else None, view=_field(fields, view_col)))
+            relative=_slashes(relative), group=patient_digest(patient) if patient else None,
+            # namespaced: an accession (one exam) never merges with a patient of the same id
+            accession_group=patient_digest(f"accession:{accession}") if accession else None,
+            view=_field(fields, view_col)))
     return listing
 
 
@@ -259,7 +290,10 @@ def _list_folders(images: str) -> _Listing:
         skipped_files += skipped
         for path in files:
             stem = Path(path).stem
-            listing.candidates.append(_Candidate(path, label, 0, fallback_group=stem, share_key=f"path:{path}"))
+            # a group pattern sees the path inside the class folder: the class is the label, not the patient
+            listing.candidates.append(_Candidate(path, label, 0, fallback_group=stem, share_key=f"path:{path}",
+                                                 relative=_slashes(os.path.relpath(path, entry.path)),
+                                                 display=_slashes(os.path.relpath(path, root))))
     if skipped_files:
         listing.notes.append(f"{skipped_files} non-image files (text, CSV, hidden) in class folders were ignored")
     listing.rows_read = len(listing.candidates)
@@ -302,19 +336,99 @@ def _nothing_usable(spec: DatasetSpec, listing: _Listing, problems: list[Problem
     return DatasetError("\n".join(lines))
 
 
+def compile_group_pattern(pattern: str | None) -> re.Pattern[str] | None:
+    """The group pattern as a compiled regex (None when not given); a DatasetError names a bad one."""
+    if pattern is None:
+        return None
+    example = "e.g. '^(P\\d+)_' takes P12 from P12_L-CC.png"
+    if not pattern.strip():
+        raise DatasetError(f"--group-pattern is empty. Give a regular expression whose first group (...) "
+                           f"names the patient in each image's path, {example}.")
+    try:
+        return re.compile(pattern)
+    except re.error as error:
+        raise DatasetError(f"--group-pattern '{pattern}' is not a valid regular expression ({error}). Give "
+                           f"one whose first group (...) names the patient in each image's path, {example}; "
+                           "quote it in the shell.") from None
+
+
+def _pattern_id(regex: re.Pattern[str], relative: str) -> str | None:
+    """The patient id the pattern finds in a path: its first group, or the whole match without groups."""
+    match = regex.search(relative)
+    if match is None:
+        return None
+    value = match.group(1) if regex.groups else match.group(0)
+    return value.strip() if value and value.strip() else None
+
+
+def _group_of(candidate: _Candidate, patient_of: dict[str, str],
+              regex: re.Pattern[str] | None) -> tuple[str | None, str]:
+    """(group, source key) by precedence; group None when only the pattern could give one and does not."""
+    if candidate.group:
+        return candidate.group, "patient_id_column"
+    if candidate.share_key in patient_of:
+        return patient_of[candidate.share_key], "dicom_patient_id"
+    if candidate.accession_group:
+        return candidate.accession_group, "accession_column"
+    if candidate.fallback_source != PER_IMAGE:
+        return candidate.fallback_group, candidate.fallback_source
+    if regex is not None:
+        found = _pattern_id(regex, candidate.relative)
+        return (patient_digest(found) if found else None), "group_pattern"
+    return candidate.fallback_group, PER_IMAGE
+
+
+def _shown(record: ImageRecord, relative: str) -> str:
+    return f"row {record.row} ({relative})" if record.row else relative
+
+
+def _duplicate_content(records: list[ImageRecord], hashes: dict[str, str],
+                       relative_of: dict[str, str]) -> tuple[list[Problem], int]:
+    """One duplicate_content warning per image whose bytes an earlier image already has, and how
+    many of them have another group than that earlier image (leakage risks)."""
+    first_of: dict[str, ImageRecord] = {}  # content sha1 -> first image with it (bounded by N)
+    found: list[Problem] = []
+    leaks = 0
+    for record in records:
+        digest = hashes.get(record.path)
+        if digest is None:
+            continue
+        first = first_of.setdefault(digest, record)
+        if first is record:
+            continue
+        this, other = _shown(record, relative_of[record.path]), _shown(first, relative_of[first.path])
+        labels = ("" if first.label == record.label else
+                  f"; their labels differ ({CLASS_NAMES[first.label]} there, {CLASS_NAMES[record.label]} here)")
+        if first.group != record.group:
+            leaks += 1
+            message = (f"{this}: identical bytes to {other}, which has another patient (group): leakage risk, "
+                       f"the same image can land on both sides of the split{labels}; remove one copy or give "
+                       "both the same patient id")
+        else:
+            message = (f"{this}: identical bytes to {other} (same patient): the image counts twice{labels}; "
+                       "remove one copy")
+        found.append(Problem("duplicate_content", message, row=record.row or None, path=record.path))
+    return found, leaks
+
+
 def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progress | None = None) -> ValidationReport:
     """Read the dataset's listing and (when check_images) every image header; report every problem.
 
-    Raises DatasetError when nothing can be read (missing CSV, missing column, 0 usable images).
-    Without check_images no image is opened: groups fall back to the accession / path / file stem,
-    because PatientID lives in the DICOM headers.
+    Raises DatasetError when nothing can be read (missing CSV, missing column, 0 usable images) or
+    when the group pattern is not a valid regex. With check_images every usable file's bytes are
+    hashed (cache.content_hash: memoised and indexed on disk, so the preprocess cache does not read
+    them again) to find identical content listed twice. Without check_images no image is opened:
+    groups cannot come from PatientID (it lives in the DICOM headers) and duplicates are not found.
     """
+    regex = compile_group_pattern(spec.group_pattern)  # before any file is read: a typo fails fast
     listing = _list_candidates(spec)
     if check_images:
-        from mammo_tui.data.images import probe  # pydicom/cv2 load only when images are read
+        from mammo_tui.data.cache import content_hash  # numpy/pydicom/cv2 load only when images are read
+        from mammo_tui.data.images import probe
     problems = list(listing.problems)
     notes = list(listing.notes)
     infos: dict[str, ImageInfo] = {}
+    hashes: dict[str, str] = {}  # path -> sha1 of the file's bytes
     usable: list[_Candidate] = []
     patient_of: dict[str, str] = {}  # share_key -> patient digest from a DICOM header
     total = len(listing.candidates)
@@ -324,12 +438,19 @@ def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progres
         if check_images:
             try:
                 info, patient = probe(candidate.path)
+                digest = content_hash(candidate.path)
             except ImageReadError as error:
                 problems.append(Problem(error.kind, _row_prefix(candidate.row) + error.message + "; image skipped",
                                         row=candidate.row or None, path=candidate.path))
                 info = None
+            except OSError as error:
+                problems.append(Problem("unreadable", f"{_row_prefix(candidate.row)}{candidate.path}: cannot read "
+                                        f"the file ({error.strerror or error}); image skipped",
+                                        row=candidate.row or None, path=candidate.path))
+                info = None
             if info is not None:
                 infos[candidate.path] = info
+                hashes[candidate.path] = digest
                 usable.append(candidate)
                 if patient:
                     patient_of.setdefault(candidate.share_key, patient)
@@ -343,18 +464,31 @@ def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progres
     if not check_images:
         notes.append("image headers were not read: groups come from the accession / path, not PatientID")
 
-    records = [
-        ImageRecord(
-            path=c.path,
-            label=c.label,
-            group=c.group or patient_of.get(c.share_key) or c.fallback_group,
-            row=c.row,
-            view=c.view,
-        )
-        for c in usable
-    ]
+    records: list[ImageRecord] = []
+    source_counts: dict[str, int] = {}
+    relative_of: dict[str, str] = {}
+    unmatched = 0
+    for c in usable:
+        group, source = _group_of(c, patient_of, regex)
+        if group is None:  # never silently its own group: counted, and the image is left out
+            unmatched += 1
+            problems.append(Problem("no_group", f"{_row_prefix(c.row)}{c.shown}: the group pattern "
+                                    f"'{spec.group_pattern}' finds no patient id in this path; image skipped. "
+                                    "Fix the pattern, or give the image a patient_id",
+                                    row=c.row or None, path=c.path))
+            infos.pop(c.path, None)
+            continue
+        source_counts[source] = source_counts.get(source, 0) + 1
+        relative_of[c.path] = c.shown
+        records.append(ImageRecord(path=c.path, label=c.label, group=group, row=c.row, view=c.view))
+    group_sources = {key: source_counts[key] for key in GROUP_SOURCE_LABELS if source_counts.get(key)}
+    if regex is not None and not unmatched and not group_sources.get("group_pattern") and records:
+        given = ", ".join(GROUP_SOURCE_LABELS[key] for key in group_sources)
+        notes.append(f"--group-pattern was not needed: every image has a group from {given}")
     if not records:
         raise _nothing_usable(spec, listing, problems)
+    duplicates, leakage_risks = _duplicate_content(records, hashes, relative_of)
+    problems.extend(duplicates)
     present = {r.label for r in records}
     for index, name in enumerate(CLASS_NAMES):
         if index not in present:
@@ -368,4 +502,6 @@ def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progres
         problems=problems,
         image_infos=infos,
         notes=notes,
+        group_sources=group_sources,
+        leakage_risks=leakage_risks,
     )

@@ -41,12 +41,43 @@ def imbalance_text(ratio: float) -> Text:
     return Text(f"{ratio:.1f} ({word})", style=style)
 
 
+def patients_text(fp: Any) -> Text:
+    """The patients count and where it came from; red when images are their own group."""
+    text = Text(f"{fp.n_patients:,}")
+    source = getattr(fp, "group_source", "")
+    if source:
+        style = "bold red" if getattr(fp, "group_warning", None) else "dim"
+        text.append(f"  (from {source})", style=style)
+    return text
+
+
+def group_warning_text(fp: Any) -> Text | None:
+    """The loud warnings about the split: no patient ids, identical images under two patients."""
+    lines = []
+    warning = getattr(fp, "group_warning", None)
+    if warning:
+        lines.append(warning.removeprefix("WARNING: "))
+    leaks = getattr(fp, "leakage_risks", 0)
+    if leaks:
+        lines.append(f"leakage risk: {leaks} images have the same bytes as an image of another patient, so "
+                     "one image can be on both sides of the split (duplicate_content below)")
+    if not lines:
+        return None
+    text = Text()
+    for line in lines:
+        head, _, rest = line.partition(": ")
+        text.append(f"⚠ {head}: ", style="bold red")
+        text.append(rest + "\n", style="bold yellow")
+    text.rstrip()
+    return text
+
+
 def facts_table(fp: Any) -> Table:
     table = Table(box=None, padding=(0, 1), show_header=False, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
     table.add_row("Images", f"{fp.n_images:,}  ({fp.rows_usable:,} of {fp.rows_read:,} rows usable)")
-    table.add_row("Patients", f"{fp.n_patients:,}")
+    table.add_row("Patients", patients_text(fp))
     table.add_row("Imbalance", imbalance_text(fp.imbalance_ratio))
     table.add_row("Image size", _size_text(fp))
     table.add_row("Formats", _counts_text(fp.formats))
@@ -83,6 +114,14 @@ class FingerprintScreen(WizardStep):
         Binding("enter", "next", "Continue"),
         *WizardStep.BINDINGS,
     ]
+    # the split warning stands out from the other panels (red border); not a .panel, whose
+    # app-wide border would win over this default
+    DEFAULT_CSS = """
+    #group-warning {
+        border: round $error; border-title-color: $text-error; border-title-style: bold;
+        background: $surface; padding: 0 1; height: auto;
+    }
+    """
 
     def compose(self) -> ComposeResult:
         w: WizardState = self.wizard
@@ -96,14 +135,19 @@ class FingerprintScreen(WizardStep):
                 yield Static(count_bars(CLASS_NAMES, fp.class_counts, 40), id="class-counts",
                              classes="panel")
                 yield Static(facts_table(fp), id="facts", classes="panel")
+            warning = group_warning_text(fp)
+            if warning is not None:
+                yield Static(warning, id="group-warning")
             problems = Static(problems_text(report), id="problems", classes="panel")
             problems.border_title = f"Validation report ({sum(report.problem_counts().values())} problems)"
             yield problems
             for note in getattr(report, "notes", []):
                 yield Static(Text(f"note: {note}", style="dim"))
             with Horizontal(classes="buttons"):
-                if w.bad_rows:
-                    label = f"Continue without {w.bad_rows} bad rows (enter)"
+                # rows removed by problems; an empty class or duplicate content removes nothing
+                bad_rows = len(report.blocking_problems())
+                if bad_rows:
+                    label = f"Continue without {bad_rows} bad rows (enter)"
                 else:
                     label = "Continue anyway (enter)" if report.problems else "Continue (enter)"
                 yield Button(label, variant="primary", id="next", compact=True)
@@ -114,6 +158,8 @@ class FingerprintScreen(WizardStep):
         self.sub_title = "new run: fingerprint"
         self.query_one("#class-counts").border_title = "images per class"
         self.query_one("#facts").border_title = "dataset"
+        for panel in self.query("#group-warning"):
+            panel.border_title = "split warning"
         self.query_one("#next", Button).focus()
 
     @on(Button.Pressed, "#next")
