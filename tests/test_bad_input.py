@@ -4,6 +4,7 @@ reported skip with --skip-bad-rows. Nothing is lost silently and no traceback is
 import json
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ FAST = ["--preset", "demo", "--epochs", "1", "--no-pretrained", "--img-size", "3
 
 
 def png(path: Path, level: int, size=(40, 32)) -> None:
-    rng = np.random.default_rng(level)
+    # noise seeded by the file name too: no two files share their bytes (no duplicate_content)
+    rng = np.random.default_rng([level, zlib.crc32(path.name.encode())])
     pixels = np.clip(rng.normal(level, 20, size), 0, 255).astype(np.uint8)
     Image.fromarray(pixels).save(path)
 
@@ -105,3 +107,31 @@ def test_batch_size_larger_than_the_dataset_is_clamped_with_a_warning(tmp_path):
                  "--batch-size", "999", cwd=tmp_path)
     assert proc.returncode in (0, 3), proc.stdout + proc.stderr
     assert "batch_size 999 is larger than the" in proc.stdout
+
+
+def folders_without_patient_ids(root: Path) -> Path:
+    """8 patients x 2 views in class folders; the patient is only in the file name."""
+    for patient in range(8):
+        (root / "ABCD"[patient % 4]).mkdir(parents=True, exist_ok=True)
+        for view in ("CC", "MLO"):
+            png(root / "ABCD"[patient % 4] / f"P{patient}_{view}.png", 40 + 50 * (patient % 4))
+    return root
+
+
+def test_a_bad_group_pattern_is_refused_with_a_message(tmp_path):
+    images = folders_without_patient_ids(tmp_path / "data")
+    proc = mammo("train", "--no-ui", "--images", str(images), "--group-pattern", "(", "--outdir",
+                 str(tmp_path / "runs"), *FAST, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "--group-pattern '(' is not a valid regular expression" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_plan_says_loudly_when_images_have_no_patient_ids(tmp_path):
+    images = folders_without_patient_ids(tmp_path / "data")
+    proc = mammo("plan", str(images), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "WARNING: no patient ids: all 16 images" in proc.stdout and "--group-pattern" in proc.stdout
+    proc = mammo("plan", str(images), "--group-pattern", r"^(P\d+)_", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "WARNING" not in proc.stdout and "Patients (groups): 8, from group pattern" in proc.stdout

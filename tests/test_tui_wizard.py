@@ -136,6 +136,7 @@ async def test_a_dataset_from_the_command_line_is_scanned_at_once(tmp_path, demo
     app = MammoApp("wizard", dataset=spec, runs_root=str(tmp_path))
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, on(app, FingerprintScreen), timeout=60, what="fingerprint")
+        await pilot.pause()  # let the new screen finish mounting: exiting mid-mount races Header's title
         fp = app.screen.wizard.fingerprint
         assert fp.n_images == sum(fp.class_counts) > 0 and not app.screen.wizard.demo
 
