@@ -43,9 +43,11 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
                    help="continue without rows the validation report lists (they are counted, not lost)")
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
+def _add_config_args(p: argparse.ArgumentParser, preset: bool = True) -> None:
     g = p.add_argument_group("configuration (flags override the preset; --set overrides anything)")
-    g.add_argument("--preset", help="built-in preset name or a .toml file (see `mammo-tui presets`)")
+    if preset:
+        g.add_argument("--preset", help="built-in preset name or a .toml file (see `mammo-tui presets`); "
+                                        "default: the one the decision flow picks for the dataset (`plan`)")
     g.add_argument("--epochs", type=int)
     g.add_argument("--img-size", type=int)
     g.add_argument("--batch-size", type=int)
@@ -90,10 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="CV_DIR",
                    help="continue a stopped cross-validation: finished folds are kept, the stopped one resumes")
 
-    p = sub.add_parser("plan", help="fingerprint a dataset and print the decision flow's preset")
+    p = sub.add_parser("plan", help="fingerprint a dataset and print the decision flow's preset and config "
+                                    "(what `train` without --preset trains, with the same flags)")
     p.add_argument("dataset", nargs="?", help="label CSV or class-folder directory")
     p.add_argument("--dicom-root")
     p.add_argument("--demo", action="store_true")
+    p.add_argument("--group-pattern", metavar="REGEX", help="patient id from each image's path (as for train)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    _add_config_args(p, preset=False)
 
     p = sub.add_parser("demo-data", help="write the synthetic demo dataset (reference layout)")
     p.add_argument("dir")
@@ -159,6 +165,8 @@ def _config_overrides(args) -> dict:
 
 
 def _resolve_config(args):
+    """The config to train: a preset (+ flags), the run's own on --resume, or None: the decision
+    flow's plan for the dataset (+ flags), resolved once the dataset is read ("preset auto")."""
     from mammo_tui import config as cfg
 
     overrides = _config_overrides(args)
@@ -172,8 +180,9 @@ def _resolve_config(args):
             raise MammoError(f"--resume {args.resume}: no config.toml there; is it a run directory?")
         saved = tomllib.loads(saved_path.read_text(encoding="utf-8"))
         return cfg.from_mapping({**saved, **overrides}, source="--resume")
-    preset = args.preset or ("demo" if args.demo else "last_block")
-    return cfg.resolve(preset, overrides)
+    if not args.preset:
+        return None
+    return cfg.resolve(args.preset, overrides)
 
 
 def _install_signal_handlers(cancel: threading.Event) -> None:
@@ -215,10 +224,9 @@ def cmd_train(args) -> int:
     if use_ui:
         from mammo_tui.tui.app import run_app
 
-        # without --preset or flags the wizard's decision flow picks the preset
-        chosen = config if (args.preset or _config_overrides(args)) else None
+        # without --preset the wizard's decision flow picks the preset; flags apply on top
         return run_app("wizard", demo=args.demo, dataset=spec, runs_root=args.outdir or args.runs_dir,
-                       config=chosen)
+                       config=config, overrides=_config_overrides(args))
     from mammo_tui.console import ConsolePrinter
     from mammo_tui.engine.distributed import main_process
     from mammo_tui.engine.trainer import TrainRequest, train
@@ -248,7 +256,8 @@ def _request_fields(args, config, spec) -> dict:
         raise MammoError(f"no dataset: pass --demo, --csv FILE [--dicom-root DIR], --images DIR or --resume {what}")
     return dict(config=config, dataset=spec, demo=args.demo, outdir=args.outdir or args.runs_dir,
                 run_name=args.run_name, resume=resume, force=getattr(args, "force", False),
-                skip_bad_rows=args.skip_bad_rows, preset=args.preset or ("demo" if args.demo else "last_block"))
+                skip_bad_rows=args.skip_bad_rows, preset=args.preset or "",
+                overrides=_config_overrides(args) if config is None and not resume else {})
 
 
 def cmd_cv(args) -> int:
@@ -288,26 +297,34 @@ def cmd_cv(args) -> int:
 
 
 def cmd_plan(args) -> int:
+    import json
+
     from mammo_tui.data.sources import DatasetSpec
-    from mammo_tui.planner import format_plan, plan
+    from mammo_tui.planner import format_plan, plan_for
     from mammo_tui.prepare import ensure_demo_dataset
+    from mammo_tui.weights import weights_status
 
     if args.demo:
         spec = ensure_demo_dataset()
     elif not args.dataset:
         raise MammoError("plan: give a label CSV, a class-folder directory, or --demo")
     elif Path(args.dataset).is_dir():
-        spec = DatasetSpec(images=args.dataset)
+        spec = DatasetSpec(images=args.dataset, group_pattern=args.group_pattern)
     else:
-        spec = DatasetSpec(csv=args.dataset, dicom_root=args.dicom_root)
+        spec = DatasetSpec(csv=args.dataset, dicom_root=args.dicom_root, group_pattern=args.group_pattern)
     from mammo_tui.data.fingerprint import fingerprint
     from mammo_tui.data.sources import scan_dataset
 
     report = scan_dataset(spec)
-    fp = fingerprint(report)
+    # the same call train and cv make without --preset: the same flags give the same config
+    p = plan_for(fingerprint(report), _config_overrides(args), demo=args.demo, weights_probe=weights_status)
+    if args.json:
+        print(json.dumps(p.to_dict(), indent=2, default=str))
+        return 0
     for line in report.summary_lines():
         print(line)
-    print(format_plan(plan(fp.n_images, fp.class_counts)))
+    print(format_plan(p))
+    print(f"\nTrain it: mammo-tui train {'--demo' if args.demo else '...'} (without --preset; the same flags)")
     return 0
 
 

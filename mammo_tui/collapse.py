@@ -46,6 +46,7 @@ WARMUP_CAP = 5
 DRIFT_WINDOW = 4  # epochs looked back for a slow drift
 SWING_SHARE = 0.5  # a swing: the majority of the predictions moves from one class to another
 SQRT_SAMPLING = 0.5  # sampler_power suggested when the sampler over-corrects
+RARE_SHARE = 0.5  # a class is rare below this fraction of the uniform share (1 / K)
 # One step toward the head per suggestion, from the deepest training to the most frozen.
 _FREEZE_STEPS = {"none": "last_block", "last_two_blocks": "last_block", "last_block": "head"}
 
@@ -249,8 +250,8 @@ def collapse_target(metrics: dict[str, Any] | None, config: TrainConfig,
 
     "Pile onto" = the top class takes >= warn_dominance of the predictions. Its place in the class
     prior (the training counts, else the validation truth, which the stratified split keeps close)
-    says why: the majority class = the imbalance won; a class rarer than uniform = the balancing
-    over-corrects.
+    says why: the majority class = the imbalance won; a rare class (under half the uniform share:
+    A at 2.5 % in the reference) = the balancing over-corrects; a middle class (B, D) says neither.
     """
     if not metrics or not metrics.get("prediction_distribution"):
         return None
@@ -264,7 +265,7 @@ def collapse_target(metrics: dict[str, Any] | None, config: TrainConfig,
     shares = [c / total for c in prior]
     if shares[top] >= max(shares) - _EPS:
         return top, "majority"
-    if shares[top] < 1.0 / len(shares) - _EPS:
+    if shares[top] < RARE_SHARE / len(shares) - _EPS:
         return top, "rare"
     return top, "middle"
 
@@ -289,6 +290,8 @@ def suggest(
     else:
         out = _more_balancing(cfg, result, target, metrics)
     out += _steadier(cfg, rare=target is not None and target[1] == "rare")
+    if cfg.lr > lr_limit(cfg):  # a far too large step explains any collapse best: fix it first
+        out.sort(key=lambda s: s.key != "lr")
     seen: set[str] = set()
     unique = []
     for s in out:  # one suggestion per key, each a change from the current config
@@ -324,7 +327,7 @@ def _more_balancing(cfg: TrainConfig, result: CollapseResult, target: tuple[int,
     # the class prior inside the loss. It replaces the balancer (apply_suggestion switches it off):
     # the engine's prior is the training-label frequency, so on sampled batches it balances twice.
     if result.status == COLLAPSED and cfg.loss == "ce" and (sampler_on or weights_on) and \
-            (target is None or target[1] != "rare"):
+            (target is None or target[1] == "majority"):
         out.append(_make("loss", "logit_adjusted",
                          "collapsed although the classes are balanced: logit-adjusted loss corrects "
                          "the class prior inside the loss, instead of the sampler / class weights"))

@@ -255,10 +255,11 @@ def resolve(preset: str | None, overrides: dict[str, Any] | None = None) -> Trai
     return from_mapping(values, source=f"preset {preset}" if preset else "config")
 
 
-def to_toml(cfg: TrainConfig | dict[str, Any], description: str = "") -> str:
-    """Write a flat TOML table (only the value types TrainConfig uses)."""
+def to_toml(cfg: TrainConfig | dict[str, Any], description: str = "", comments: list[str] | None = None) -> str:
+    """Write a flat TOML table (only the value types TrainConfig uses), after `# comment` lines."""
     values = cfg.to_dict() if isinstance(cfg, TrainConfig) else cfg
-    lines = [f'description = "{description}"'] if description else []
+    lines = [f"# {line}".rstrip() for text in (comments or []) for line in text.splitlines() or [""]]
+    lines += [f'description = "{description}"'] if description else []
     for key, value in values.items():
         if isinstance(value, bool):
             text = "true" if value else "false"

@@ -282,10 +282,14 @@ def run_cv(request, folds: int, sink: EventSink = lambda e: None,
 def _run_cv(request, folds: int, sink: EventSink, cancel: threading.Event | None) -> CVResult:
     from mammo_tui.engine.trainer import EXIT_COLLAPSED, EXIT_INTERRUPTED, TrainRequest, train
 
+    from mammo_tui.engine.trainer import resolve_auto
+    from mammo_tui.events import LogMessage
+
     if not 2 <= folds <= MAX_FOLDS:
         raise ConfigError(f"--folds must be between 2 and {MAX_FOLDS}; got {folds}")
-    if request.config is None:
-        raise ConfigError("no training config given")
+    request = resolve_auto(request)  # "preset auto": planned once, so every fold trains the same config
+    if request.origin:
+        sink(LogMessage("info", request.origin))
     cancel = cancel or threading.Event()
     name = _agreed(safe_run_name(request.run_name) if request.run_name else new_run_name(f"cv{folds}"))
     cv_dir = Path(request.outdir) / name

@@ -32,7 +32,7 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from mammo_tui.config import TrainConfig, from_mapping, load_preset
+from mammo_tui.config import TrainConfig, balancing, from_mapping, load_preset
 from mammo_tui.labels import CLASS_NAMES
 
 SMALL_DATASET = 1000  # images; below this the decision table treats a dataset as small
@@ -298,9 +298,19 @@ def _apply_weights_and_flags(p: Plan, row: DecisionRow, user: dict[str, Any], de
 
 def plan_for(fingerprint: Any, overrides: Mapping[str, Any] | None = None, demo: bool = False,
              weights_probe: WeightsProbe | None = None) -> Plan:
-    """plan() for a data.fingerprint.Fingerprint (images, patients, class counts)."""
-    return plan(fingerprint.n_images, fingerprint.class_counts, getattr(fingerprint, "n_patients", None),
-                overrides=overrides, demo=demo, weights_probe=weights_probe)
+    """plan() for a data.fingerprint.Fingerprint (images, patients, class counts); the dataset's
+    own warnings about patients (no ids: views may cross the split; identical images under two
+    patients) join the plan's, since they make its validation numbers optimistic."""
+    p = plan(fingerprint.n_images, fingerprint.class_counts, getattr(fingerprint, "n_patients", None),
+             overrides=overrides, demo=demo, weights_probe=weights_probe)
+    group_warning = getattr(fingerprint, "group_warning", None)
+    if group_warning:
+        p.warnings.insert(0, group_warning)
+    leaks = getattr(fingerprint, "leakage_risks", 0)
+    if leaks:
+        p.warnings.insert(0, f"leakage risk: {leaks} images have the same bytes as an image of another "
+                             "patient; they can land on both sides of the split (see the validation report).")
+    return p
 
 
 def config_warnings(cfg: TrainConfig, n_images: int | None, imbalance: float | None,
@@ -316,6 +326,10 @@ def config_warnings(cfg: TrainConfig, n_images: int | None, imbalance: float | N
     imbalanced = imbalance is not None and (not math.isfinite(imbalance) or imbalance > HIGH_IMBALANCE)
     small = n_images is not None and n_images <= SIZE_TABLE[-1].low - 1
     pretrained = weights.available if weights is not None else (cfg.pretrained or bool(cfg.weights))
+    balancers = balancing(cfg)
+    if len(balancers) > 1:  # only reachable with allow_double_balancing = true
+        out.append(f"double balancing: {' and '.join(balancers)} both favour rare classes; training "
+                   "over-corrects and is unstable. Keep one.")
     if weights is not None and cfg.pretrained and not cfg.weights and not weights.available:
         out.append(f"pretrained = true, but {weights.detail}. The launch will fail; or set "
                    "pretrained = false to train from scratch.")

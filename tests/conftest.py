@@ -28,7 +28,22 @@ class DemoDataset(NamedTuple):
 def _isolated_preprocess_cache(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MAMMO_TUI_CACHE", str(tmp_path_factory.mktemp("preprocess-cache")))
+        patch.setenv("MAMMO_TUI_OFFLINE", "1")  # never probe the weights server from a test
         yield
+
+
+@pytest.fixture(scope="session")
+def backbone_weights(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A torchvision resnet18 state dict file, passed as `weights` where a test needs a backbone
+    that counts as pretrained (ImageNet weights cannot be downloaded here). Its values are random:
+    tests use it to exercise freezing, warmup and restarts, never to show a defense works."""
+    import torch
+    from torchvision.models import resnet18
+
+    path = tmp_path_factory.mktemp("weights") / "resnet18-standin.pth"
+    torch.manual_seed(0)
+    torch.save(resnet18(weights=None).state_dict(), path)
+    return str(path)
 
 
 @pytest.fixture(scope="session")

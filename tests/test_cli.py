@@ -104,7 +104,9 @@ def test_in_a_terminal_cv_and_train_resume_open_the_dashboard_with_the_job(monke
     monkeypatch.setattr(app, "run_app", lambda **kwargs: jobs.append(kwargs) or 0)
     assert cli.main(["cv", "--demo", "--folds", "3", "--epochs", "2", "--outdir", str(tmp_path)]) == 0
     job = jobs[-1]["job"]
-    assert job.cv_folds == 3 and job.demo and job.config.epochs == 2 and job.outdir == str(tmp_path)
+    # no --preset: the decision flow plans once the dataset is read; the flags ride along
+    assert job.cv_folds == 3 and job.demo and job.config is None and job.overrides == {"epochs": 2}
+    assert job.outdir == str(tmp_path)
     run = tmp_path / "run"
     run.mkdir()
     assert cli.main(["train", "--resume", str(run)]) == 0

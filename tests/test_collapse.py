@@ -290,6 +290,17 @@ def test_logit_adjusted_only_when_balanced_and_still_collapsed() -> None:
     assert "loss" not in keys(suggest(balanced, WARN, {}))
     assert "loss" not in keys(suggest(balanced.replace(loss="focal"), COLLAPSE, {}))
     assert "loss" not in keys(suggest(balanced.replace(sampler="none"), COLLAPSE, {}))
+    # onto the majority despite balancing: yes; onto a middle class (D, 21 %): the prior is not why
+    assert keys(suggest(balanced, COLLAPSE, from_cm(CONSTANT_C)))["loss"] == "logit_adjusted"
+    all_d = from_cm([[0, 0, 0, 8], [0, 0, 0, 73], [0, 0, 0, 170], [0, 0, 0, 67]])
+    assert "loss" not in keys(suggest(balanced, COLLAPSE, all_d))
+
+
+def test_a_far_too_high_lr_is_the_first_fix() -> None:
+    cfg = TrainConfig(freeze="none", sampler="none", lr=0.05, warmup_epochs=0)
+    out = suggest(cfg, COLLAPSE, from_cm(CONSTANT_C))
+    assert (out[0].key, out[0].value) == ("lr", 1e-4)
+    assert "sampler" in keys(out)
 
 
 ALL_A = [[8, 0, 0, 0], [73, 0, 0, 0], [170, 0, 0, 0], [67, 0, 0, 0]]

@@ -1,9 +1,10 @@
 """Multi-GPU (or multi-process CPU) training under torchrun with DistributedDataParallel.
 
-Every rank runs the same engine in lockstep: identical split, model init and validation (each rank
-evaluates the whole validation set, so every decision — best checkpoint, collapse, early stop,
-recovery — is the same everywhere without extra messages). Only rank 0 writes the run directory
-and emits events, so `watch` and the run log work unchanged.
+Every rank runs the same engine in lockstep: identical split and model init; after each training
+epoch rank 0's BatchNorm buffers are broadcast and rank 0 alone validates, and its metrics go to
+every rank, so every decision — best checkpoint, collapse, early stop, recovery — is taken on the
+same numbers everywhere. Only rank 0 writes the run directory and emits events, so `watch` and the
+run log work unchanged.
 """
 
 from __future__ import annotations
@@ -60,6 +61,13 @@ def any_rank(*flags: bool, device: torch.device) -> list[bool]:
     tensor = torch.tensor([float(f) for f in flags], device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return [bool(v) for v in tensor.tolist()]
+
+
+def sync_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank. Each rank's last training
+    forward updated its own statistics, so without this the ranks' models differ slightly."""
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=0)
 
 
 def sum_over_ranks(*values: float, device: torch.device) -> list[float]:

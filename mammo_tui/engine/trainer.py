@@ -7,6 +7,7 @@ It knows nothing about its consumers. Everything it has to say goes through `sin
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import random
@@ -22,20 +23,20 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset, WeightedRandomSampler
 
 from mammo_tui import config as config_mod
-from mammo_tui.collapse import detect_collapse, suggest, apply_suggestion
+from mammo_tui.collapse import DRIFT_WINDOW, apply_suggestion, detect_collapse, has_pretrained, suggest
 from mammo_tui.config import TrainConfig
 from mammo_tui.engine import distributed
 from mammo_tui.engine.checkpoint import load_checkpoint, save_checkpoint
 from mammo_tui.engine.distributed import DistInfo, DistributedWeightedSampler
 from mammo_tui.engine.losses import build_loss, inverse_frequency_weights
 from mammo_tui.engine.models import (Classifier, apply_train_mode, backbone_frozen, build_model,
-                                     cached_weights_path, default_num_workers, set_trainable)
+                                     default_num_workers, set_trainable)
 from mammo_tui.errors import ConfigError, MammoError, RunDirError, WeightsUnavailableError
 from mammo_tui.events import (BatchProgress, Broadcast, CheckpointSaved, CollapseStatus,
                               ConfigChanged, EpochMetrics, Event, EventSink, LogMessage,
                               RunFailed, RunFinished, RunStarted)
 from mammo_tui.labels import CLASS_NAMES, NUM_CLASSES
-from mammo_tui.metrics import compute_metrics, selection_score
+from mammo_tui.metrics import better_score, compute_metrics, selection_score
 from mammo_tui.prepare import DEMO_SIZE, ensure_demo_dataset, prepare_dataset
 from mammo_tui.rundir import (CHECKPOINT_DIR, CONFIG_FILE, DATASET_FILE, SPLITS_FILE, SUMMARY_FILE,
                               atomic_write_text, new_run_name, safe_run_name,
@@ -49,7 +50,9 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_COLLAPSED, EXIT_INTERRUPTED = 0, 1, 2
 
 @dataclass
 class TrainRequest:
-    config: TrainConfig | None = None  # None with resume: the run's own config
+    # None: with resume, the run's own config; otherwise the decision flow's plan for the dataset
+    # ("preset auto") with `overrides` (flags, --set) on top
+    config: TrainConfig | None = None
     dataset: Any = None  # DatasetSpec; None with demo=True or resume
     demo: bool = False
     demo_size: float = DEMO_SIZE
@@ -57,9 +60,14 @@ class TrainRequest:
     run_name: str | None = None
     resume: str | None = None
     force: bool = False  # resume with a changed config
-    restart_from_best: bool = False  # resume: weights from best.pt, fresh optimizer (a config fix)
+    # resume after a fix was applied: weights from the best *healthy* checkpoint (healthy.pt), or
+    # the initial weights when no epoch was healthy; fresh optimizer, warmup and LR schedule
+    restart: bool = False
     skip_bad_rows: bool = False
     preset: str = ""
+    origin: str = ""  # where the config came from, e.g. "preset auto: head_only (rule 1 of 4)"
+    overrides: dict[str, Any] = field(default_factory=dict)  # the user's keys for a planned config
+    parent_run: str = ""  # the run this one was started from (a fix applied to a finished run)
     folds: int = 0  # > 0: cross-validation; this run trains on fold `fold` (0-based) of `folds`
     fold: int = 0
 
@@ -108,12 +116,52 @@ def resolve_device(name: str) -> torch.device:
 # run directory set-up
 
 
+def write_config_toml(run_dir: Path, cfg: TrainConfig, history: list[dict[str, Any]], plan=None) -> None:
+    """config.toml: the config training uses now, headed by comments that say where it came from
+    and which config trained which epochs (comments: `--preset config.toml` still reads it)."""
+    comments = ["mammo-tui run config: the values this run trains with now."]
+    for number, segment in enumerate(history):
+        first = segment["first_epoch"]
+        if number == 0:
+            comments.append(f"From epoch {first}: {segment['reason']}")
+        else:
+            before = config_mod.from_mapping(history[number - 1]["config"], source="history")
+            changes = ", ".join(f"{k} = {b!r}" for k, (a, b) in
+                                config_mod.diff(before, config_mod.from_mapping(segment["config"], source="history")).items())
+            comments.append(f"From epoch {first}: {changes or 'no change'} ({segment['reason']})")
+    if plan is not None:
+        comments += ["", "Why this preset (the decision flow):"] + [f"- {r}" for r in plan.reasons]
+    atomic_write_text(run_dir / CONFIG_FILE, config_mod.to_toml(cfg, comments=comments))
+
+
+def plan_request(prepared, overrides: dict[str, Any] | None, demo: bool):
+    """The decision flow's plan for a prepared dataset, with the user's keys and the weights check."""
+    from mammo_tui.planner import plan_for
+    from mammo_tui.weights import weights_status
+
+    return plan_for(prepared.fingerprint, overrides, demo=demo, weights_probe=weights_status)
+
+
+def resolve_auto(request: TrainRequest) -> TrainRequest:
+    """A request whose config is "preset auto", with the plan's config filled in (a CV plans once
+    for all its folds, so every fold trains the same config and cv.json records it)."""
+    if request.config is not None or request.resume:
+        return request
+    spec = ensure_demo_dataset(request.demo_size) if request.demo else request.dataset
+    if spec is None:
+        raise MammoError("no dataset given: pass --demo, --csv FILE [--dicom-root DIR] or --images DIR")
+    plan = plan_request(prepare_dataset(spec, skip_bad_rows=request.skip_bad_rows), request.overrides, request.demo)
+    return dataclasses.replace(request, config=plan.config, preset=plan.preset, origin=f"preset auto: {plan.headline}")
+
+
 class _Setup:
     """Everything a run needs before its first batch: config, data, split, run dir."""
 
     def __init__(self, request: TrainRequest):
         self.request = request
-        self.notes: list[str] = []
+        self.plan = None  # planner.Plan when the config is "preset auto"
+        self.facts: list[str] = []  # said at start as information (preset auto, weights found)
+        self.notes: list[str] = []  # said at start as warnings
         self.changed: dict[str, tuple[Any, Any]] = {}  # config changes accepted on resume
         self.dist = distributed.from_env()
         if request.resume:
@@ -123,14 +171,21 @@ class _Setup:
 
     def _fresh(self) -> None:
         req = self.request
-        if req.config is None:
-            raise ConfigError("no training config given")
-        self.config = req.config
         spec = ensure_demo_dataset(req.demo_size) if req.demo else req.dataset
         if spec is None:
             raise MammoError("no dataset given: pass --demo, --csv FILE [--dicom-root DIR] or --images DIR")
         self.prepared = prepare_dataset(spec, skip_bad_rows=req.skip_bad_rows)
         self.notes += self.prepared.warnings
+        self.preset, self.origin = req.preset, req.origin or (f"preset {req.preset}" if req.preset else "")
+        self.parent_run = req.parent_run
+        if req.config is None:
+            plan = plan_request(self.prepared, req.overrides, req.demo)
+            self.config, self.preset, self.plan = plan.config, plan.preset, plan
+            self.origin = f"preset auto: {plan.headline}"
+        else:
+            self.config = req.config
+        if self.origin.startswith("preset auto"):
+            self.facts.append(self.origin)
         records = self.prepared.records
         from mammo_tui.data.split import kfold_splits, train_val_split
 
@@ -144,24 +199,33 @@ class _Setup:
         self.notes += list(self.split.warnings)
         self.train_idx = np.asarray(self.split.train)
         self.val_idx = np.asarray(self.split.val)
-        self.preset = req.preset
         self.is_demo = req.demo
 
     def build_model(self) -> None:
         """Before anything is written: a missing-weights error must not leave a stray run dir."""
+        from mammo_tui.planner import config_warnings
+        from mammo_tui.weights import weights_status
+
         cfg = self.config
-        pretrained = cfg.pretrained
-        if pretrained and not cfg.weights and self.is_demo and not cached_weights_path(cfg.arch).is_file():
-            pretrained = False
-            # recorded in the config, so suggestions never propose freezing a random backbone
+        status = self.plan.weights if self.plan is not None else weights_status(cfg.arch, cfg.weights, cfg.pretrained)
+        if cfg.pretrained and not cfg.weights and not status.available and self.is_demo and cfg.freeze == "none":
+            # an explicit demo preset on a box without cached weights: from scratch, recorded in the
+            # config so suggestions never propose freezing a random backbone
             self.config = cfg = cfg.replace(pretrained=False)
-            self.notes.append(f"no cached ImageNet weights for {cfg.arch} "
-                              f"({cached_weights_path(cfg.arch)}): training the demo from scratch")
-        elif not pretrained and not cfg.weights:
-            self.notes.append("training from scratch (pretrained = false)")
+        if status.available:
+            self.facts.append(status.detail)
+        elif status.source == "none":  # wanted but missing: say why and how to get them
+            self.notes.append(f"{status.detail}. Training from scratch.")
+        else:
+            self.facts.append(f"training from scratch (pretrained = false): {cfg.arch} starts from random weights")
+        fp = self.prepared.fingerprint
+        self.notes += config_warnings(cfg, fp.n_images, fp.imbalance_ratio, status)
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.arch, NUM_CLASSES, pretrained, cfg.weights)
-        self.pretrained_used = pretrained or bool(cfg.weights)
+        self.model = build_model(cfg.arch, NUM_CLASSES, cfg.pretrained, cfg.weights,
+                                 allow_partial=cfg.allow_partial_weights)
+        if self.model.weights_note:
+            self.facts.append(self.model.weights_note)
+        self.pretrained_used = has_pretrained(cfg)
 
     def materialise(self) -> None:
         """Create the run directory; only after data, split and model are known to be good."""
@@ -186,7 +250,7 @@ class _Setup:
         req, records = self.request, self.prepared.records
         from mammo_tui.data.split import write_splits_csv
 
-        name = safe_run_name(req.run_name) if req.run_name else new_run_name(req.preset or "run")
+        name = safe_run_name(req.run_name) if req.run_name else new_run_name(self.preset or "run")
         self.run_dir = Path(req.outdir) / name
         suffix = 2
         while not req.run_name and self.run_dir.exists():  # two automatic names in one second
@@ -196,10 +260,14 @@ class _Setup:
                               f"or continue it with --resume {self.run_dir}")
         try:
             (self.run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / CONFIG_FILE, config_mod.to_toml(self.config))
+            history = [{"first_epoch": 1, "config": self.config.to_dict(), "reason": self.origin or "launch",
+                        "restart": True}]
+            write_config_toml(self.run_dir, self.config, history, self.plan)
             write_splits_csv(self.run_dir / SPLITS_FILE, records, self.split)
             write_json(self.run_dir / DATASET_FILE, {
-                "spec": self.prepared.spec.to_dict(), "demo": req.demo, "preset": req.preset,
+                "spec": self.prepared.spec.to_dict(), "demo": req.demo, "preset": self.preset,
+                "origin": self.origin, "parent_run": req.parent_run,
+                "plan": self.plan.to_dict() if self.plan is not None else None,
                 "skip_bad_rows": req.skip_bad_rows,
                 "fingerprint": self.prepared.fingerprint.to_dict(),
                 "report": self.prepared.report.to_dict(),
@@ -236,9 +304,9 @@ class _Setup:
         if changed:
             self.notes.append("resumed with a changed config: " +
                               ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
-            atomic_write_text(self.run_dir / CONFIG_FILE, config_mod.to_toml(self.config))
         info = json.loads((self.run_dir / DATASET_FILE).read_text(encoding="utf-8"))
-        self.preset = info.get("preset", "")
+        self.preset, self.origin = info.get("preset", ""), info.get("origin", "")
+        self.parent_run = info.get("parent_run", "")
         self.is_demo = bool(info.get("demo"))
         from mammo_tui.data.sources import DatasetSpec
 
@@ -263,6 +331,8 @@ class _Setup:
 
 
 class Trainer:
+    """One run: the loop, its checkpoints and its decisions. `run()` reads as the steps it takes."""
+
     def __init__(self, setup: _Setup, sink: EventSink, cancel: threading.Event):
         self.setup = setup
         self.cfg = setup.config
@@ -280,12 +350,27 @@ class Trainer:
         self.history: list[dict[str, Any]] = []  # per epoch: epoch, status, score, metrics
         self.best_score: tuple | None = None
         self.best_epoch: int | None = None
+        # The best *healthy* epoch: what a fix restarts from (never a collapsed or warning epoch).
+        self.best_healthy_score: tuple | None = None
+        self.best_healthy_epoch: int | None = None
         self.best_healthy_state: dict[str, Any] | None = None
         self.recoveries = 0
         self.changes: list[dict[str, Any]] = []
+        # Which config trained which epochs: a segment starts at launch, at each config change and
+        # at each restart (a fix applied: weights rolled back, warmup and LR schedule start over).
+        self.segments: list[dict[str, Any]] = [
+            {"first_epoch": 1, "config": self.cfg.to_dict(), "reason": setup.origin or "launch", "restart": True}]
         self.start_epoch = 1
         self.started = time.time()
         self.pending: list[Event] = []  # said before run_started could be emitted
+        self.recent: list[dict[str, Any]] = []  # metrics since the last restart (the drift rules)
+        self.features_for: str | None = None  # the stage the cached backbone features belong to
+        self.train_feats = self.val_feats = None
+
+    @property
+    def segment_start(self) -> int:
+        """First epoch since the last restart: warmup epochs and the LR schedule count from here."""
+        return max(s["first_epoch"] for s in self.segments if s.get("restart"))
 
     # -- data --------------------------------------------------------------------------------
     def load_data(self) -> None:
@@ -302,16 +387,41 @@ class Trainer:
         tr, va = self.setup.train_idx, self.setup.val_idx
         self.train_images, self.train_labels = images[tr], labels[tr]
         self.val_images, self.val_labels = images[va], labels[va]
+        self.train_counts = np.bincount(self.train_labels, minlength=NUM_CLASSES).tolist()
         if len(self.train_labels) < 2:
             raise MammoError("the training split has fewer than 2 images; the dataset is too small")
-        if self.cfg.batch_size > len(self.train_labels):
-            self.pending.append(LogMessage("warning", f"batch_size {self.cfg.batch_size} is larger than the "
-                                           f"{len(self.train_labels)} training images; using {len(self.train_labels)}"))
+        share, batch, _ = self._batching()
+        if share < 2:
+            raise MammoError(f"{len(self.train_labels)} training images over {self.world} processes leave "
+                             f"{share} per process; BatchNorm needs batches of 2 or more. Use fewer processes.")
+        if batch < self.cfg.batch_size:
+            where = (f"the {len(self.train_labels)} training images" if self.world == 1 else
+                     f"each process's share of the training images ({share} of {len(self.train_labels)} "
+                     f"on each of {self.world} processes)")
+            self.pending.append(LogMessage("warning", f"batch_size {self.cfg.batch_size} is larger than "
+                                           f"{where}; using {batch}"))
         present = set(self.train_labels.tolist())
         absent = [CLASS_NAMES[c] for c in range(NUM_CLASSES) if c not in present]
         if absent:
             self.pending.append(LogMessage("warning", f"no training images for class {', '.join(absent)}: "
                                            "the model cannot learn it"))
+
+    @property
+    def world(self) -> int:
+        return self.dist.world if self.dist else 1
+
+    def _batching(self) -> tuple[int, int, bool]:
+        """(images per process, batch size, drop_last). Each process draws ceil(n / world) images
+        (the samplers pad to equal shares); batches are cut from that share, never from n, so no
+        process ends an epoch with zero batches."""
+        share = -(-len(self.train_labels) // self.world)
+        batch = min(self.cfg.batch_size, share)
+        return share, batch, share > batch
+
+    def _steps_per_epoch(self) -> int:
+        share, batch, drop_last = self._batching()
+        steps = share // batch if drop_last else -(-share // batch)
+        return min(steps, self.cfg.max_batches_per_epoch) if self.cfg.max_batches_per_epoch else steps
 
     def _workers(self) -> int:
         return self.cfg.num_workers if self.cfg.num_workers >= 0 else default_num_workers(self.device.type)
@@ -327,8 +437,9 @@ class Trainer:
                                    seed=self.cfg.seed * 1000 + epoch)
         sampler = None
         seed = self.cfg.seed * 1000 + epoch
-        if self.cfg.sampler == "weighted" or self.in_crt(epoch):
-            weights = inverse_frequency_weights(self.train_labels, NUM_CLASSES)
+        if self.in_crt(epoch) or (self.cfg.sampler == "weighted" and self.cfg.sampler_power > 0):
+            power = 1.0 if self.in_crt(epoch) else self.cfg.sampler_power
+            weights = inverse_frequency_weights(self.train_labels, NUM_CLASSES, power)
             if self.dist:
                 sampler = DistributedWeightedSampler(weights, len(weights), self.dist, seed)
             else:
@@ -337,11 +448,11 @@ class Trainer:
         elif self.dist:
             sampler = DistributedSampler(dataset, num_replicas=self.dist.world, rank=self.dist.rank,
                                          shuffle=True, seed=seed)
+        _, batch, drop_last = self._batching()
         workers = 0 if features is not None else self._workers()
-        return DataLoader(dataset, batch_size=min(self.cfg.batch_size, len(dataset)), sampler=sampler,
-                          shuffle=sampler is None, generator=generator, num_workers=workers,
-                          pin_memory=self.device.type == "cuda", drop_last=len(dataset) > self.cfg.batch_size,
-                          persistent_workers=False)
+        return DataLoader(dataset, batch_size=batch, sampler=sampler, shuffle=sampler is None,
+                          generator=generator, num_workers=workers, pin_memory=self.device.type == "cuda",
+                          drop_last=drop_last, persistent_workers=False)
 
     def _val_loader(self, features: torch.Tensor | None) -> DataLoader:
         from mammo_tui.data.dataset import ImageDataset
@@ -364,13 +475,17 @@ class Trainer:
         self._build_optimisation()
 
     def _build_optimisation(self) -> None:
+        """Loss, optimizer and LR schedule for the current config. The cosine schedule spans the
+        epochs from the current segment's start to the end of the run: after a restart (a fix
+        applied) the new LR is used as given on the next epoch and decays over what is left."""
         cfg = self.cfg
         self.criterion = build_loss(cfg.loss, self.train_labels, NUM_CLASSES, cfg.class_weights,
                                     cfg.focal_gamma, cfg.la_tau).to(self.device)
         # Every parameter is registered; frozen ones simply get no gradient (AdamW skips them).
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         if cfg.scheduler == "cosine":
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, cfg.epochs))
+            remaining = cfg.epochs - self.segment_start + 1
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, remaining))
         elif cfg.scheduler == "plateau":
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="max",
                                                                         factor=0.5, patience=2)
@@ -382,8 +497,13 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and self.amp_dtype == torch.float16)
 
     def stage_for(self, epoch: int) -> str:
-        """Warmup epochs train the head only; then the configured blocks unfreeze (cRT: head only)."""
-        return "head" if epoch <= self.cfg.warmup_epochs or self.in_crt(epoch) else self.cfg.freeze
+        """Warmup epochs (counted from the last restart) train the head only; then the configured
+        blocks unfreeze. A random backbone has no features to protect: no warmup. cRT: head only."""
+        if self.in_crt(epoch):
+            return "head"
+        if self.pretrained_used and epoch - self.segment_start < self.cfg.warmup_epochs:
+            return "head"
+        return self.cfg.freeze
 
     def in_crt(self, epoch: int) -> bool:
         return self.cfg.crt_epochs > 0 and epoch > self.cfg.epochs - self.cfg.crt_epochs
@@ -411,11 +531,9 @@ class Trainer:
                              epoch=epoch))
 
     # -- checkpoints --------------------------------------------------------------------------
-    def _payload(self, epoch: int, metrics: dict[str, Any], status: str) -> dict[str, Any]:
-        return {
+    def _payload(self, epoch: int, metrics: dict[str, Any], status: str, light: bool = False) -> dict[str, Any]:
+        payload = {
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler else {},
             "epoch": epoch,
             "config": self.cfg.to_dict(),
             "arch": self.cfg.arch,
@@ -425,58 +543,104 @@ class Trainer:
             "normalization": _normalization(),
             "metrics": metrics,
             "status": status,
+        }
+        if light:  # healthy.pt: only what a restart needs (a fresh optimizer follows it)
+            return payload
+        return {
+            **payload,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else {},
             "best_epoch": self.best_epoch,
             "best_score": list(self.best_score) if self.best_score else [],
+            "best_healthy_epoch": self.best_healthy_epoch,
+            "best_healthy_score": list(self.best_healthy_score) if self.best_healthy_score else [],
             "history": self.history,
             "recoveries": self.recoveries,
             "changes": self.changes,
+            "segments": self.segments,
         }
 
     def _save(self, kind: str, epoch: int, metrics: dict[str, Any], status: str, score: tuple) -> None:
         if not self.is_main:
             return
         path = self.run_dir / CHECKPOINT_DIR / f"{kind}.pt"
-        save_checkpoint(path, self._payload(epoch, metrics, status))
+        save_checkpoint(path, self._payload(epoch, metrics, status, light=kind == "healthy"))
         self.emit(CheckpointSaved(epoch=epoch, kind=kind, path=str(path), score=list(score)))
 
     def restore(self) -> None:
+        """Continue a run from last.pt; after a fix was applied (request.restart), restart instead:
+        the best healthy weights (or the initial ones), fresh optimizer, warmup and schedule."""
         for stale in (self.run_dir / CHECKPOINT_DIR).glob(".*.tmp"):  # a kill -9 during a save
             stale.unlink(missing_ok=True)
         last = self.run_dir / CHECKPOINT_DIR / "last.pt"
         if not last.is_file():
             return
         state = load_checkpoint(last)
-        best = self.run_dir / CHECKPOINT_DIR / "best.pt"
-        if self.setup.request.restart_from_best and best.is_file():
-            # a suggestion was applied: back to the best weights, new optimizer for the new config
-            best_state = load_checkpoint(best)
-            self.model.load_state_dict(best_state["model"])
-            self.pending.append(LogMessage("info", f"restarting from the best checkpoint (epoch "
-                                           f"{best_state['epoch']}) with a fresh optimizer"))
+        epoch = int(state["epoch"])
+        self.history = list(state.get("history") or [])
+        self.best_epoch = state.get("best_epoch")
+        self.best_score = tuple(state["best_score"]) if state.get("best_score") else None
+        self.best_healthy_epoch = state.get("best_healthy_epoch")
+        self.best_healthy_score = tuple(state["best_healthy_score"]) if state.get("best_healthy_score") else None
+        self.recoveries = int(state.get("recoveries", 0))
+        self.changes = list(state.get("changes") or [])
+        self.segments = list(state.get("segments") or [
+            {"first_epoch": 1, "config": state["config"], "reason": self.setup.origin or "launch", "restart": True}])
+        self.start_epoch = epoch + 1
+        healthy = self.run_dir / CHECKPOINT_DIR / "healthy.pt"
+        if healthy.is_file():
+            self.best_healthy_state = load_checkpoint(healthy)["model"]
+        if self.setup.request.restart:
+            self._restart(epoch, self.cfg, "fix applied in the dashboard", announce=False)
         else:
             self.model.load_state_dict(state["model"])
-            if self.in_crt(int(state["epoch"])):
+            if self.in_crt(epoch):
                 self._crt_optimisation()  # the saved optimizer state is the cRT head's
             self.optimizer.load_state_dict(state["optimizer"])
             if self.scheduler and state.get("scheduler"):
                 self.scheduler.load_state_dict(state["scheduler"])
-        self.history = list(state.get("history") or [])
-        self.best_epoch = state.get("best_epoch")
-        self.best_score = tuple(state["best_score"]) if state.get("best_score") else None
-        self.recoveries = int(state.get("recoveries", 0))
-        self.changes = list(state.get("changes") or [])
-        self.start_epoch = int(state["epoch"]) + 1
+            if self.setup.changed:
+                self._new_segment(epoch, "changed on resume", restart=False)
         if self.setup.changed:
-            change = {"epoch": int(state["epoch"]), "changes": {k: [a, b] for k, (a, b) in self.setup.changed.items()},
-                      "reason": "changed on resume" + (" from the best checkpoint"
-                                                       if self.setup.request.restart_from_best else "")}
+            change = {"epoch": epoch, "changes": {k: [a, b] for k, (a, b) in self.setup.changed.items()},
+                      "reason": self.segments[-1]["reason"]}
             self.changes.append(change)
-            self.pending.append(ConfigChanged(epoch=change["epoch"], changes=change["changes"],
-                                              reason=change["reason"]))
-        if best.is_file():
-            best_state = load_checkpoint(best)
-            if best_state.get("status") != "collapsed":
-                self.best_healthy_state = best_state["model"]
+            self.pending.append(ConfigChanged(epoch=epoch, changes=change["changes"], reason=change["reason"]))
+            self._write_config()
+        self.recent = [h["metrics"] for h in self.history if h["epoch"] >= self.segment_start][-DRIFT_WINDOW:]
+
+    def _new_segment(self, after_epoch: int, reason: str, restart: bool) -> None:
+        self.segments.append({"first_epoch": after_epoch + 1, "config": self.cfg.to_dict(), "reason": reason,
+                              "restart": restart})
+
+    def _restart(self, after_epoch: int, config: TrainConfig, why: str, announce: bool = True) -> str:
+        """Roll back to the best healthy weights (never a collapsed or warning epoch), or to the
+        initial weights when no epoch was healthy; train on from the next epoch with `config`, a
+        fresh optimizer, warmup counted again and a cosine schedule over the remaining epochs."""
+        old, self.cfg = self.cfg, config
+        if self.best_healthy_state is not None:
+            rollback = f"the best healthy checkpoint (epoch {self.best_healthy_epoch})"
+            self.model.load_state_dict(self.best_healthy_state)
+        else:
+            rollback = "the initial weights (no epoch was healthy)"
+            self.model.load_state_dict(self.initial_state)
+        reason = f"{why}; restarted from {rollback}"
+        self._new_segment(after_epoch, reason, restart=True)
+        self._build_optimisation()
+        self.recent, self.features_for = [], None
+        self.pending.append(LogMessage("info", f"restarting at epoch {after_epoch + 1} from {rollback} with a "
+                                       "fresh optimizer; warmup and the LR schedule start over"))
+        if announce:
+            change = {"epoch": after_epoch, "changes": {k: [a, b] for k, (a, b) in config_mod.diff(old, config).items()},
+                      "reason": reason}
+            self.changes.append(change)
+            self.emit(ConfigChanged(epoch=after_epoch, changes=change["changes"], reason=reason))
+            self._write_config()
+        return rollback
+
+    def _write_config(self) -> None:
+        if self.is_main:
+            write_config_toml(self.run_dir, self.cfg, self.segments, self.setup.plan)
 
     # -- epochs ------------------------------------------------------------------------------
     def _features(self, images: np.ndarray) -> torch.Tensor:
@@ -559,10 +723,23 @@ class Trainer:
                                         eta_s=remaining * progress["batch_time"]))
         if self.dist:
             total, count, seen = distributed.sum_over_ranks(total, count, seen, device=self.device)
+        if count == 0:  # _batching() makes this impossible; a zero loss must never pass as trained
+            raise MammoError(f"epoch {epoch} trained no batch (batch_size {cfg.batch_size}, "
+                             f"{len(self.train_labels)} training images)")
         progress["images"] = seen
-        return total / max(count, 1)
+        return total / count
 
     def evaluate(self, features: torch.Tensor | None) -> tuple[dict[str, Any], float]:
+        """Validation metrics. Under torchrun, rank 0's BatchNorm statistics go to every rank first
+        and rank 0 alone validates; every rank then decides on the same numbers (best checkpoint,
+        collapse, recovery, early stop), so no rank can take another branch."""
+        if self.dist:
+            distributed.sync_buffers(self.model)
+            result = self._validate(features) if self.dist.is_main else None
+            return distributed.broadcast(result)
+        return self._validate(features)
+
+    def _validate(self, features: torch.Tensor | None) -> tuple[dict[str, Any], float]:
         self.model.eval()
         forward = self.model.head if features is not None else self.model
         logits_all, labels_all = [], []
@@ -582,95 +759,25 @@ class Trainer:
 
     # -- main --------------------------------------------------------------------------------
     def run(self) -> RunResult:
-        cfg = self.cfg  # the launch config; self.cfg may change when a collapse is recovered
         self.load_data()
         self.build()
         self.restore()
-        world = self.dist.world if self.dist else 1
-        steps = math.ceil(len(self.train_labels) / world / min(cfg.batch_size, len(self.train_labels)))
-        if cfg.max_batches_per_epoch:
-            steps = min(steps, cfg.max_batches_per_epoch)
-        notes = list(self.setup.notes)
-        self.emit(RunStarted(
-            run_dir=str(self.run_dir), run_name=self.run_dir.name, config=cfg.to_dict(),
-            class_names=list(CLASS_NAMES), n_train=len(self.train_labels), n_val=len(self.val_labels),
-            train_counts=np.bincount(self.train_labels, minlength=NUM_CLASSES).tolist(),
-            val_counts=np.bincount(self.val_labels, minlength=NUM_CLASSES).tolist(),
-            steps_per_epoch=steps, start_epoch=self.start_epoch, device=str(self.device), notes=notes))
-        for note in notes:
-            self.emit(LogMessage("warning", note))
-        for event in self.pending:
-            self.emit(event)
-        progress = {"batches_done": 0, "batches_total": steps * (cfg.epochs - self.start_epoch + 1),
-                    "batch_time": 0.0}
-        status, interrupted, stale = "healthy", False, 0
-        previous = self.history[-1]["metrics"] if self.history else None
-        features_for: str | None = None
-        train_feats = val_feats = None
+        progress = self._announce()
+        interrupted, stale = False, 0
         try:
             for epoch in range(self.start_epoch, self.cfg.epochs + 1):
-                if self.in_crt(epoch) and not self.in_crt(epoch - 1):
-                    self._start_crt(epoch)
-                    features_for = None
-                stage = self.stage_for(epoch)
-                trainable = set_trainable(self.model, stage)
-                if epoch == self.cfg.warmup_epochs + 1 and stage != "head" and epoch > 1:
-                    self.emit(LogMessage("info", f"warmup over: unfreezing {trainable}", epoch=epoch))
-                use_cache = self.cfg.frozen_feature_cache and not self.cfg.augment and backbone_frozen(self.model)
-                if use_cache and features_for != stage:
-                    t0 = time.perf_counter()
-                    train_feats, val_feats = self._features(self.train_images), self._features(self.val_images)
-                    features_for = stage
-                    self.emit(LogMessage("info", f"backbone frozen and no augmentation: features computed once "
-                                         f"({time.perf_counter() - t0:.1f} s); epochs train the head only", epoch=epoch))
-                seed_everything(self.cfg.seed * 1000 + epoch)
-                t0 = time.perf_counter()
-                train_loss = self.train_epoch(epoch, train_feats if use_cache else None, progress)
-                if train_loss is None:
+                self._prepare_epoch(epoch)
+                outcome = self._train_and_validate(epoch, progress)
+                if outcome is None:
                     interrupted = True
                     break
-                train_time = time.perf_counter() - t0
-                metrics, val_loss = self.evaluate(val_feats if use_cache else None)
-                epoch_time = time.perf_counter() - t0
-                lr = self.optimizer.param_groups[0]["lr"]
-                score = selection_score(metrics)
-                if self.scheduler is not None:
-                    if self.cfg.scheduler == "plateau":
-                        self.scheduler.step(score[0])
-                    else:
-                        self.scheduler.step()
-                self.emit(EpochMetrics(epoch=epoch, epochs=self.cfg.epochs, train_loss=train_loss, val_loss=val_loss,
-                                       metrics=metrics, lr=lr, trainable=trainable, epoch_time_s=epoch_time,
-                                       images_per_s=progress["images"] / max(train_time, 1e-9)))
-                result = detect_collapse(metrics, previous, self.cfg)
-                suggestions = [s.to_dict() for s in suggest(self.cfg, result, metrics)]
-                status = result.status
-                self.emit(CollapseStatus(epoch=epoch, status=status, reasons=result.reasons, suggestions=suggestions))
-                previous = metrics
-                self.history.append({"epoch": epoch, "status": status, "score": list(score), "metrics": metrics,
-                                     "train_loss": train_loss, "val_loss": val_loss})
-                improved = self.best_score is None or score > self.best_score
-                if improved:
-                    self.best_score, self.best_epoch, stale = score, epoch, 0
-                    self._save("best", epoch, metrics, status, score)
-                else:
-                    stale += 1
-                if status != "collapsed" and (improved or self.best_healthy_state is None):
-                    self.best_healthy_state = copy.deepcopy(self.model.state_dict())
-                self._save("last", epoch, metrics, status, score)
-                self._write_summary("running", interrupted=False)
-                if status == "collapsed" and epoch < self.cfg.epochs:
-                    if self.cfg.on_collapse == "stop":
-                        self.emit(LogMessage("error", f"collapsed at epoch {epoch}; stopping (on_collapse = stop)",
-                                             epoch=epoch))
-                        break
-                    if self.cfg.on_collapse == "recover":
-                        self._recover(epoch, result.reasons, suggestions)
-                        features_for, previous, stale = None, None, 0
-                        continue
-                if self.cfg.early_stop_patience and stale >= self.cfg.early_stop_patience:
-                    self.emit(LogMessage("info", f"early stop: no better selection score for {stale} epochs "
-                                         f"(best epoch {self.best_epoch})", epoch=epoch))
+                metrics, result, score = outcome
+                improved = self._keep_checkpoints(epoch, metrics, result.status, score)
+                stale = 0 if improved else stale + 1
+                action = self._after_epoch(epoch, result, stale)
+                if action == "restarted":
+                    stale = 0
+                elif action == "stop":
                     break
         except _NonFiniteLoss as exc:
             return self._fail(f"non-finite loss ({exc.value}) at epoch {exc.epoch}, batch {exc.batch}. "
@@ -678,22 +785,115 @@ class Trainer:
                               "or enable gradient clipping (grad_clip).", exc.epoch, exc.batch, EXIT_FAILED)
         return self._finish(interrupted)
 
-    def _recover(self, epoch: int, reasons: list[str], suggestions: list[dict[str, Any]]) -> None:
-        """Roll back to the best healthy weights, apply the top suggestion, go on."""
-        if self.recoveries >= MAX_RECOVERIES or not suggestions:
+    def _announce(self) -> dict[str, Any]:
+        """RunStarted and what was noted before it; the progress counters for the ETA."""
+        cfg = self.cfg
+        steps = self._steps_per_epoch()
+        notes = self.setup.facts + self.setup.notes
+        self.emit(RunStarted(
+            run_dir=str(self.run_dir), run_name=self.run_dir.name, config=cfg.to_dict(),
+            class_names=list(CLASS_NAMES), n_train=len(self.train_labels), n_val=len(self.val_labels),
+            train_counts=self.train_counts,
+            val_counts=np.bincount(self.val_labels, minlength=NUM_CLASSES).tolist(),
+            steps_per_epoch=steps, start_epoch=self.start_epoch, device=str(self.device), notes=notes))
+        for note in self.setup.facts:
+            self.emit(LogMessage("info", note))
+        for note in self.setup.notes:
+            self.emit(LogMessage("warning", note))
+        for event in self.pending:
+            self.emit(event)
+        self.pending = []
+        return {"batches_done": 0, "batches_total": steps * (cfg.epochs - self.start_epoch + 1), "batch_time": 0.0}
+
+    def _prepare_epoch(self, epoch: int) -> None:
+        """cRT start, the trainable stage, and the cached backbone features when nothing below the head trains."""
+        if self.in_crt(epoch) and not self.in_crt(epoch - 1):
+            self._start_crt(epoch)
+            self.features_for = None
+        previous_stage = self.stage_for(epoch - 1) if epoch > self.segment_start else None
+        stage = self.stage_for(epoch)
+        self.trainable = set_trainable(self.model, stage)
+        if previous_stage == "head" and stage != "head":
+            self.emit(LogMessage("info", f"warmup over: unfreezing {self.trainable}", epoch=epoch))
+        self.use_cache = self.cfg.frozen_feature_cache and not self.cfg.augment and backbone_frozen(self.model)
+        if self.use_cache and self.features_for != stage:
+            t0 = time.perf_counter()
+            self.train_feats, self.val_feats = self._features(self.train_images), self._features(self.val_images)
+            self.features_for = stage
+            self.emit(LogMessage("info", f"backbone frozen and no augmentation: features computed once "
+                                 f"({time.perf_counter() - t0:.1f} s); epochs train the head only", epoch=epoch))
+
+    def _train_and_validate(self, epoch: int, progress: dict[str, Any]):
+        """One epoch of training, then validation and the collapse check; None when cancelled."""
+        seed_everything(self.cfg.seed * 1000 + epoch)
+        t0 = time.perf_counter()
+        train_loss = self.train_epoch(epoch, self.train_feats if self.use_cache else None, progress)
+        if train_loss is None:
+            return None
+        train_time = time.perf_counter() - t0
+        metrics, val_loss = self.evaluate(self.val_feats if self.use_cache else None)
+        epoch_time = time.perf_counter() - t0
+        lr = self.optimizer.param_groups[0]["lr"]
+        score = selection_score(metrics)
+        if self.scheduler is not None:
+            if self.cfg.scheduler == "plateau":
+                self.scheduler.step(score[0])
+            else:
+                self.scheduler.step()
+        self.emit(EpochMetrics(epoch=epoch, epochs=self.cfg.epochs, train_loss=train_loss, val_loss=val_loss,
+                               metrics=metrics, lr=lr, trainable=self.trainable, epoch_time_s=epoch_time,
+                               images_per_s=progress["images"] / max(train_time, 1e-9)))
+        result = detect_collapse(metrics, self.recent, self.cfg)
+        self.suggestions = [s.to_dict() for s in suggest(self.cfg, result, metrics, self.train_counts)]
+        self.emit(CollapseStatus(epoch=epoch, status=result.status, reasons=result.reasons,
+                                 suggestions=self.suggestions))
+        self.recent = (self.recent + [metrics])[-DRIFT_WINDOW:]
+        self.history.append({"epoch": epoch, "status": result.status, "score": list(score), "metrics": metrics,
+                             "train_loss": train_loss, "val_loss": val_loss})
+        return metrics, result, score
+
+    def _keep_checkpoints(self, epoch: int, metrics: dict[str, Any], status: str, score: tuple) -> bool:
+        """best.pt (by selection score), healthy.pt (the best healthy epoch), last.pt, summary.json.
+        Returns whether the selection score improved."""
+        improved = better_score(score, self.best_score)
+        if improved:
+            self.best_score, self.best_epoch = score, epoch
+            self._save("best", epoch, metrics, status, score)
+        if status == "healthy" and better_score(score, self.best_healthy_score):
+            self.best_healthy_score, self.best_healthy_epoch = score, epoch
+            self.best_healthy_state = copy.deepcopy(self.model.state_dict())
+            self._save("healthy", epoch, metrics, status, score)
+        self._save("last", epoch, metrics, status, score)
+        self._write_summary("running", interrupted=False)
+        return improved
+
+    def _after_epoch(self, epoch: int, result, stale: int) -> str:
+        """"continue", "restarted" (a collapse recovered) or "stop" (on_collapse = stop, early stop)."""
+        if result.status == "collapsed" and epoch < self.cfg.epochs:
+            if self.cfg.on_collapse == "stop":
+                self.emit(LogMessage("error", f"collapsed at epoch {epoch}; stopping (on_collapse = stop)",
+                                     epoch=epoch))
+                return "stop"
+            if self.cfg.on_collapse == "recover" and self._recover(epoch, result.reasons):
+                return "restarted"
+        if self.cfg.early_stop_patience and stale >= self.cfg.early_stop_patience:
+            self.emit(LogMessage("info", f"early stop: no better selection score for {stale} epochs "
+                                 f"(best epoch {self.best_epoch})", epoch=epoch))
+            return "stop"
+        return "continue"
+
+    def _recover(self, epoch: int, reasons: list[str]) -> bool:
+        """on_collapse = recover: apply the top suggestion and restart (see _restart)."""
+        if self.recoveries >= MAX_RECOVERIES or not self.suggestions:
             self.emit(LogMessage("warning", "collapsed again, but no recovery left; continuing", epoch=epoch))
-            return
+            return False
         self.recoveries += 1
-        top = suggestions[0]
-        old = self.cfg
-        self.cfg = apply_suggestion(old, top)
-        rollback = "best healthy checkpoint" if self.best_healthy_state else "initial weights"
-        self.model.load_state_dict(self.best_healthy_state or self.initial_state)
-        self._build_optimisation()
-        change = {"epoch": epoch, "changes": {k: [a, b] for k, (a, b) in config_mod.diff(old, self.cfg).items()},
-                  "reason": f"collapse ({'; '.join(reasons)}): {top['reason']}; rolled back to the {rollback}"}
-        self.changes.append(change)
-        self.emit(ConfigChanged(epoch=epoch, changes=change["changes"], reason=change["reason"]))
+        top = self.suggestions[0]
+        self._restart(epoch, apply_suggestion(self.cfg, top), f"collapse ({'; '.join(reasons)}): {top['reason']}")
+        for event in self.pending:
+            self.emit(event)
+        self.pending = []
+        return True
 
     def _fail(self, message: str, epoch: int | None, batch: int | None, code: int) -> RunResult:
         event = RunFailed(error=message, epoch=epoch, batch=batch, exit_code=code)
@@ -730,9 +930,22 @@ class Trainer:
             write_json(self.run_dir / SUMMARY_FILE, summary)
         return summary
 
+    def config_history(self, last_epoch: int) -> list[dict[str, Any]]:
+        """Which config trained which epochs: one entry per segment, with what changed and why."""
+        out = []
+        for number, segment in enumerate(self.segments):
+            end = self.segments[number + 1]["first_epoch"] - 1 if number + 1 < len(self.segments) else last_epoch
+            previous = self.segments[number - 1]["config"] if number else segment["config"]
+            out.append({"epochs": [segment["first_epoch"], end], "reason": segment["reason"],
+                        "restart": bool(segment.get("restart")),
+                        "changes": {k: [previous[k], v] for k, v in segment["config"].items() if previous.get(k) != v},
+                        "config": segment["config"]})
+        return out
+
     def _summary(self, status: str, interrupted: bool, error: str) -> dict[str, Any]:
         best = next((h for h in self.history if h["epoch"] == self.best_epoch), None)
         last = self.history[-1] if self.history else None
+        epochs_completed = last["epoch"] if last else 0
         summary = {
             "run_name": self.run_dir.name,
             "status": status,
@@ -741,15 +954,19 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "best_status": best["status"] if best else None,
             "best_metrics": best["metrics"] if best else {},
+            "best_healthy_epoch": self.best_healthy_epoch,
             "last_status": last["status"] if last else None,
             "last_metrics": last["metrics"] if last else {},
-            "epochs_completed": last["epoch"] if last else 0,
+            "epochs_completed": epochs_completed,
             "epochs": self.cfg.epochs,
             "history": [{k: h[k] for k in ("epoch", "status", "score", "train_loss", "val_loss")} for h in self.history],
             "collapse_events": [{"epoch": h["epoch"], "status": h["status"]} for h in self.history
                                 if h["status"] != "healthy"],
             "changes": self.changes,
+            "config_history": self.config_history(epochs_completed),
             "preset": self.setup.preset,
+            "origin": self.setup.origin,
+            "parent_run": self.setup.parent_run,
             "config": self.cfg.to_dict(),
             "device": str(self.device),
             "started": self.started,
