@@ -323,9 +323,33 @@ def _config_section(run: RunData) -> list[str]:
     final, launched = run.config, run.config_launched or run.config
     if not final:
         return ["## Configuration", "", f"No configuration found ({CONFIG_FILE} is missing)."]
-    preset = (run.summary or {}).get("preset") or (run.dataset or {}).get("preset") or "not recorded"
-    return ["## Configuration", "", f"Preset: `{preset}`. Every key is in `{CONFIG_FILE}`; "
-            "reuse it with `--preset <run>/config.toml`.", "", *_config_table(final, launched)]
+    summary, dataset = run.summary or {}, run.dataset or {}
+    preset = summary.get("preset") or dataset.get("preset") or "not recorded"
+    origin = summary.get("origin") or dataset.get("origin")
+    lines = ["## Configuration", "", f"Preset: `{preset}`" + (f" ({origin})" if origin else "")
+             + f". Every key is in `{CONFIG_FILE}`; reuse it with `--preset <run>/config.toml`."]
+    parent = summary.get("parent_run") or dataset.get("parent_run")
+    if parent:
+        lines += ["", f"Started by applying a fix to the run `{parent}`."]
+    lines += ["", *_config_table(final, launched), *_history_lines(summary.get("config_history") or [])]
+    reasons = (dataset.get("plan") or {}).get("reasons") or []
+    if reasons:
+        lines += ["", "Why the decision flow picked it:", "", *[f"- {r}" for r in reasons]]
+    return lines
+
+
+def _history_lines(history: list[dict[str, Any]]) -> list[str]:
+    """Which config trained which epochs (summary.json's config_history), when it changed."""
+    if len(history) < 2:
+        return []
+    rows = []
+    for segment in history:
+        first, last = segment["epochs"]
+        epochs = f"{first}-{last}" if last > first else (str(first) if last == first else f"{first}- (none yet)")
+        changes = ", ".join(f"{k} {_value(a)} -> {_value(b)}" for k, (a, b) in segment.get("changes", {}).items())
+        rows.append([epochs, changes or "launch config", segment.get("reason", "")])
+    return ["", "Config history (which config trained which epochs):", "",
+            table(["epochs", "config", "why"], rows)]
 
 
 def _config_table(final: dict[str, Any], launched: dict[str, Any]) -> list[str]:

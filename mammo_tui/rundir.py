@@ -70,6 +70,7 @@ class RunInfo:
     bal_acc_adj: float | None
     started: float
     kind: str = "run"  # run | cv | fold (a fold of the cross-validation listed just above it)
+    parent: str = ""  # the run this one was started from (a fix applied to a finished run)
     folds: int = 0  # cv: K
     folds_done: int = 0  # cv: folds with a result
 
@@ -105,6 +106,7 @@ def run_info(run_dir: str | Path) -> RunInfo:
         kappa_quadratic=best.get("kappa_quadratic"),
         bal_acc_adj=best.get("balanced_accuracy_adjusted"),
         started=float(started or 0.0),
+        parent=Path(summary.get("parent_run") or "").name,
     )
 
 

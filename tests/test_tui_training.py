@@ -53,17 +53,23 @@ async def test_forced_collapse_shows_the_red_banner_and_applying_a_fix_starts_a_
         assert "COLLAPSED" in text and "100 % of predictions" in text
         suggestions = dash.query_one(SuggestionList)
         assert suggestions.option_count >= 1 and suggestions.display
-        assert dash.state.suggestions()[0]["key"] == "sampler"
-        assert "sampler = weighted" in text
+        # lr 0.1 is far too high even from scratch: the first fix; then the sampler
+        assert [s["key"] for s in dash.state.suggestions()][:2] == ["lr", "sampler"]
+        assert "lr = 0.001" in text and "sampler = weighted" in text
         assert dash.result.exit_code == 3  # collapsed
 
         # The run finished: applying the highlighted fix starts a new run with it.
         await pilot.press("a")
-        await confirm(pilot, "a new run starts")
+        await confirm(pilot, "a new run starts with the changed")
         await wait_until(pilot, lambda: dash.state.run_name not in ("", "collapse"), what="new run")
         await wait_until(pilot, lambda: dash.state.done and not dash.engine_running, what="new run end")
-        assert dash.state.config["sampler"] == "weighted" and dash.state.config["class_weights"] == "none"
-        assert read_summary(tmp_path / "collapse")["config"]["sampler"] == "none"  # untouched
+        assert dash.state.config["lr"] == 0.001 and dash.state.config["sampler"] == "none"
+        assert read_summary(tmp_path / "collapse")["config"]["lr"] == 0.1  # untouched
+        new_run = Path(dash.state.run_dir)
+        assert read_summary(new_run)["parent_run"] == str(tmp_path / "collapse")
+        from mammo_tui.rundir import list_runs
+
+        assert {r.name: r.parent for r in list_runs(tmp_path)}[new_run.name] == "collapse"
 
 
 @async_test
@@ -106,15 +112,24 @@ async def test_quit_while_training_stops_the_engine_before_exiting(spec, tmp_pat
 
 
 @async_test
-async def test_apply_while_running_restarts_from_the_best_checkpoint_with_the_changed_config(spec, tmp_path):
+async def test_apply_while_running_restarts_from_the_best_healthy_weights_with_the_changed_config(spec, tmp_path):
     app = MammoApp(job=job(spec, tmp_path, "resumed", collapse_config(epochs=30)))
     async with app.run_test(size=(120, 40)) as pilot:
         dash = await dashboard(pilot)
         await wait_until(pilot, lambda: dash.state.suggestions(), what="a suggestion")
-        assert dash.state.suggestions()[0]["key"] == "sampler"
+        top = dash.state.suggestions()[0]
+        assert (top["key"], top["value"]) == ("lr", 0.001)
+        # the dialog, the help and the log name the same restart point
+        point = dash.state.restart_point()
+        assert point in ("the initial weights (no epoch was healthy)",
+                         f"its best healthy checkpoint (epoch {dash.state.best_healthy_epoch})")
         await pilot.press("a")
-        await confirm(pilot, "The run stops")
-        await wait_until(pilot, lambda: dash.state.config.get("sampler") == "weighted"
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
+        assert f"The run stops and restarts from {point} with the changed config" in app.screen.question
+        await pilot.press("y")
+        # the applied suggestion leaves the list at once
+        assert all(s["key"] != "lr" for s in dash.state.suggestions())
+        await wait_until(pilot, lambda: dash.state.config.get("lr") == 0.001
                          and dash.engine_running, what="the resumed run")
         resumed_at = len(dash.state.epochs) + 1
         await wait_until(pilot, lambda: dash.state.last and dash.state.last.epoch >= resumed_at,
@@ -125,13 +140,17 @@ async def test_apply_while_running_restarts_from_the_best_checkpoint_with_the_ch
     run_dir = tmp_path / "resumed"
     starts = [e for e in read_events(run_dir) if e.type == "run_started"]
     assert len(starts) == 2 and starts[1].start_epoch > 1
-    assert starts[1].config["sampler"] == "weighted"
+    assert starts[1].config["lr"] == 0.001
     saved = tomllib.loads((run_dir / "config.toml").read_text())
-    assert saved["sampler"] == "weighted"
+    assert saved["lr"] == 0.001
     events = read_events(run_dir)
-    assert any("restarting from the best checkpoint" in getattr(e, "message", "") for e in events)
+    restart = point.removeprefix("its ")
+    assert any(f"restarting at epoch {starts[1].start_epoch} from {restart}" in getattr(e, "message", "")
+               for e in events)
     changed = [e for e in events if e.type == "config_changed"]
-    assert changed and changed[0].changes["sampler"] == ["none", "weighted"]
+    assert changed and changed[0].changes["lr"] == [0.1, 0.001]
+    assert changed[0].reason == f"fix applied in the dashboard; restarted from {restart}"
+    assert read_summary(run_dir)["config_history"][1]["epochs"][0] == starts[1].start_epoch
 
 
 @async_test

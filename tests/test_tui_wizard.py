@@ -35,10 +35,21 @@ async def test_config_screen_validates_and_warns_inline(tmp_path):
         assert "balances the classes twice" in text and launch.disabled
         screen.query_one("#f-class_weights", Select).value = "none"
         screen.query_one("#f-sampler", Select).value = "none"
-        screen.query_one("#f-freeze", Select).value = "none"
         await pilot.pause()
         text = screen_text(app)
-        assert "collapse risk: full fine-tuning" in text and "no sampler, no class weights" in text
+        assert "no sampler, no class weights" in text and not launch.disabled
+        # no pretrained weights on this box: said before launch, and a frozen backbone is refused
+        assert "from scratch" in screen.query_one("#weights-status").render().plain
+        screen.query_one("#f-freeze", Select).value = "last_block"
+        await pilot.pause()
+        assert "freezes a randomly initialised backbone" in screen_text(app) and launch.disabled
+        screen.query_one("#f-pretrained").value = True
+        await pilot.pause()
+        assert "✖ no ImageNet weights for" in screen.query_one("#weights-status").render().plain
+        assert "launch will fail" in screen_text(app)
+        screen.query_one("#f-pretrained").value = False
+        screen.query_one("#f-freeze", Select).value = "none"
+        await pilot.pause()
         assert not launch.disabled
         screen.query_one("#f-lr", Input).value = "0"
         await pilot.pause()

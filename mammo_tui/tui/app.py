@@ -37,6 +37,7 @@ class MammoApp(App[int]):
 
     def __init__(self, mode: str = "wizard", *, demo: bool = False, dataset: Any = None,
                  run_dir: str | None = None, runs_root: str = "runs", config: Any = None,
+                 overrides: dict | None = None,
                  demo_size: float | None = None, events: Iterable[Event] | None = None,
                  run_name: str | None = None, job: Any = None) -> None:
         """events: replay these instead of reading run_dir (previews and snapshot tests).
@@ -50,7 +51,8 @@ class MammoApp(App[int]):
         self.dataset = dataset
         self.run_dir = run_dir
         self.runs_root = runs_root
-        self.config = config
+        self.config = config  # a TrainConfig from --preset (+ flags): used instead of the plan
+        self.overrides = dict(overrides or {})  # flags without --preset: applied on top of the plan
         self.demo_size = demo_size
         self.events = list(events) if events is not None else None
         self.run_name = run_name
@@ -73,7 +75,7 @@ class MammoApp(App[int]):
             from mammo_tui.tui.wizard import DatasetScreen
 
             self.push_screen(DatasetScreen(demo=self.demo, dataset=self.dataset, user_config=self.config,
-                                           demo_size=self.demo_size))
+                                           user_overrides=self.overrides, demo_size=self.demo_size))
 
     def _install_hangup_handler(self) -> None:
         # A dropped SSH connection sends SIGHUP: stop training cleanly (checkpoint, resumable run)
@@ -176,11 +178,11 @@ def watch_screen(run_dir: str | None, events: Iterable[Event] | None = None) -> 
 
 def run_app(mode: str = "wizard", *, demo: bool = False, dataset: Any = None,
             run_dir: str | None = None, runs_root: str = "runs", config: Any = None,
-            job: Any = None) -> int:
+            overrides: dict | None = None, job: Any = None) -> int:
     """Run the app in the terminal; returns the exit code (the training run's when one ran).
     job: a TrainJob to start at once (train --resume, cv), skipping the wizard."""
     app = MammoApp(mode, demo=demo, dataset=dataset, run_dir=run_dir, runs_root=runs_root,
-                   config=config, job=job)
+                   config=config, overrides=overrides, job=job)
     app.run()
     # Belt and braces: the app waits for its threads on quit; if it was torn down another way,
     # wait here so the run directory is complete before the process exits.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -36,42 +35,6 @@ FIELDS: list[tuple[str, str, str]] = [
 ]
 # 0: one patient-grouped train/val split; K: K-fold cross-validation (one run per fold)
 VALIDATION_CHOICES = [("one split", 0), ("3-fold CV", 3), ("5-fold CV", 5), ("10-fold CV", 10)]
-DEMO_PRESET = "demo"
-HIGH_IMBALANCE = 10.0
-FULL_FINETUNE_MIN_IMAGES = 10000  # DESIGN.md freezing depth by size: full fine-tuning above this
-
-
-def config_warnings(cfg: TrainConfig, n_images: int | None, imbalance: float | None) -> list[str]:
-    """Collapse risks of a valid config for this dataset (errors are ConfigError, not these)."""
-    from mammo_tui.collapse import LR_HIGH_BACKBONE, LR_HIGH_HEAD
-
-    out: list[str] = []
-    imbalanced = imbalance is not None and (not math.isfinite(imbalance) or imbalance > HIGH_IMBALANCE)
-    small = n_images is not None and n_images <= FULL_FINETUNE_MIN_IMAGES
-    if cfg.sampler == "weighted" and cfg.class_weights == "balanced":
-        out.append("double balancing: the sampler AND class weights both favour rare classes; "
-                   "training over-corrects and is unstable. Keep one.")
-    if cfg.freeze == "none" and (small or imbalanced):
-        what = "small, imbalanced" if small and imbalanced else ("small" if small else "imbalanced")
-        out.append(f"collapse risk: full fine-tuning (freeze = none) on a {what} dataset is what "
-                   "collapsed in the reference (one class for every image). Prefer last_block.")
-    if imbalanced and cfg.sampler == "none" and cfg.class_weights == "none" and cfg.loss == "ce":
-        out.append("collapse risk: no sampler, no class weights and plain CE on an imbalanced set: "
-                   "batches are dominated by the majority class. Set sampler = weighted.")
-    limit = LR_HIGH_BACKBONE if cfg.freeze != "head" else LR_HIGH_HEAD
-    if cfg.lr > limit:
-        out.append(f"lr {cfg.lr:g} is high for {'backbone layers' if cfg.freeze != 'head' else 'a head'} "
-                   f"(> {limit:g}): large steps push the network onto one class.")
-    if cfg.freeze not in ("head",) and cfg.warmup_epochs == 0 and cfg.pretrained:
-        out.append("warmup_epochs = 0: random head gradients reach the pretrained backbone at once; "
-                   "1-2 head-only epochs protect it.")
-    if not cfg.pretrained and cfg.freeze != "none":
-        out.append("pretrained = false with a frozen backbone: random frozen features learn little; "
-                   "use freeze = none when training from scratch.")
-    if cfg.warmup_epochs >= cfg.epochs and cfg.freeze != "head":
-        out.append(f"warmup_epochs ({cfg.warmup_epochs}) >= epochs ({cfg.epochs}): the backbone "
-                   "never unfreezes, so this is a head-only run.")
-    return out
 
 
 def cv_warnings(folds: int, class_counts: list[int] | None) -> list[str]:
@@ -88,17 +51,36 @@ def cv_warnings(folds: int, class_counts: list[int] | None) -> list[str]:
 
 
 def initial_config(w: WizardState) -> tuple[TrainConfig, str, str]:
-    """(config, preset name, where it came from) for the form."""
-    from mammo_tui.config import resolve
-
+    """(config, preset name, where it came from) for the form: the plan's config, which is what
+    `train` without --preset trains for the same dataset and flags."""
     if w.user_config is not None:
         return w.user_config, "", "your --preset / flags"
+    origin = f"the decision flow: preset auto: {w.plan.headline}"
     if w.demo:
-        return resolve(DEMO_PRESET), DEMO_PRESET, (
-            f"the demo preset: sized for a CPU, and it trains everything because without cached "
-            f"ImageNet weights the demo starts from scratch (for real data the plan says "
-            f"{w.plan.preset})")
-    return resolve(w.plan.preset, w.plan.overrides), w.plan.preset, "the decision flow"
+        origin += ", sized for a CPU by the demo preset"
+    if w.user_overrides:
+        origin += ", with your flags"
+    return w.plan.config, w.plan.preset, origin
+
+
+def form_weights(cfg: TrainConfig, plan):
+    """Whether this config's pretrained weights exist (a WeightsStatus). The plan checked the
+    network for its own arch; another arch or file typed in the form is checked on disk only."""
+    from mammo_tui.weights import weights_status
+
+    known = getattr(plan, "weights", None)
+    if known is not None and (known.arch, cfg.pretrained) == (cfg.arch, True) and not cfg.weights:
+        return known
+    return weights_status(cfg.arch, cfg.weights, cfg.pretrained, check_network=False)
+
+
+def weights_line(status) -> Text:
+    """The weights status as the configuration step shows it, before launch."""
+    if status.available:
+        return Text(f"✔ pretrained weights: {status.detail}", style="green")
+    if status.source == "off":
+        return Text(f"○ from scratch: {status.detail}", style="yellow")
+    return Text(f"✖ {status.detail}", style="bold red")
 
 
 class ConfigScreen(WizardStep):
@@ -125,6 +107,7 @@ class ConfigScreen(WizardStep):
         with VerticalScroll(id="wizard-body"):
             yield Static(Text("Step 4 of 4 · Configuration", style="bold"), classes="step-title")
             yield Static(Text(f"From {self.origin}", style="dim"), classes="hint")
+            yield Static("", id="weights-status")
             with Grid(id="form"):
                 for key, label, kind in FIELDS:
                     yield Label(label, classes="field-label")
@@ -190,8 +173,14 @@ class ConfigScreen(WizardStep):
                 errors.append(str(exc).removeprefix("config: "))
         self._show("#config-errors", "\n".join(f"✖ {e}" for e in errors))
         fp = self.wizard.fingerprint
-        warnings = config_warnings(cfg, getattr(fp, "n_images", None),
-                                   getattr(fp, "imbalance_ratio", None)) if cfg else []
+        warnings: list[str] = []
+        if cfg is not None:
+            from mammo_tui.planner import config_warnings
+
+            status = form_weights(cfg, self.wizard.plan)
+            self.query_one("#weights-status", Static).update(weights_line(status))
+            warnings = config_warnings(cfg, getattr(fp, "n_images", None), getattr(fp, "imbalance_ratio", None),
+                                       status)
         warnings += cv_warnings(self.query_one("#cv-folds", Select).value, getattr(fp, "class_counts", None))
         self._show("#config-warnings", "\n".join(f"▲ {w}" for w in warnings))
         self.query_one("#launch", Button).disabled = cfg is None
@@ -225,7 +214,8 @@ class ConfigScreen(WizardStep):
             config=cfg, dataset=None if w.demo else w.spec, demo=w.demo,
             demo_size=w.demo_size, outdir=str(getattr(self.app, "runs_root", "runs")),
             run_name=name or None, skip_bad_rows=w.skip_bad_rows,
-            preset=self.preset or "custom", cv_folds=self.query_one("#cv-folds", Select).value)
+            preset=self.preset or "custom", cv_folds=self.query_one("#cv-folds", Select).value,
+            origin=self.origin if cfg == self.base else f"{self.origin}, edited in the wizard")
         self.app.launch(job)
 
     @on(Button.Pressed, "#save")

@@ -8,7 +8,7 @@ timer, so a burst of events (attaching to a long log, fast batches) costs one re
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
@@ -24,7 +24,7 @@ from textual.worker import Worker, WorkerState
 from mammo_tui.events import Event, RunFailed
 from mammo_tui.tui.dialogs import ConfirmScreen, HelpScreen
 from mammo_tui.tui.messages import EngineDone, EngineEvent
-from mammo_tui.tui.render import suggestion_label
+from mammo_tui.tui.render import change_text, suggestion_label
 from mammo_tui.tui.state import COLLAPSE, EPOCH, FOLDS, LOG, PROGRESS, STATUS, DashboardState
 from mammo_tui.tui.widgets import (
     ClassesPanel,
@@ -69,9 +69,12 @@ class TrainJob:
     run_name: str | None = None
     resume: str | None = None
     force: bool = False
-    restart_from_best: bool = False
+    restart: bool = False  # a fix applied: restart from the best healthy checkpoint
+    parent_run: str = ""
     skip_bad_rows: bool = False
     preset: str = ""
+    origin: str = ""
+    overrides: dict = field(default_factory=dict)  # config None: the plan's config + these keys
     cv_folds: int = 0  # >= 2: a K-fold cross-validation (cv.run_cv) instead of one run
 
     def to_request(self):
@@ -87,14 +90,18 @@ class TrainJob:
 class DashboardScreen(Screen):
     HELP_TITLE = "training dashboard"
     HELP_TEXT = ("Stop keeps a resumable run. Apply takes the highlighted suggestion (up/down "
-                 "in the list) and restarts from the best checkpoint with it. 1-6 hide / show panels. "
+                 "in the list) and restarts the run with it from its best healthy checkpoint (never a "
+                 "collapsed or warning epoch), or from the initial weights when no epoch was healthy: a "
+                 "fresh optimizer, warmup and LR schedule for the remaining epochs. An applied "
+                 "suggestion leaves the list. After a finished run, a new run starts with the change "
+                 "and records the run it came from. 1-6 hide / show panels. "
                  "In a cross-validation the panels show the current fold and the fold table every "
                  "fold; stop keeps the finished folds (cv --resume continues), and apply starts a "
                  "new cross-validation, since all folds must train the same way.")
     BINDINGS = [
         Binding("s", "stop", "Stop", tooltip="stop training (asks first); a checkpoint is saved"),
         Binding("a", "apply", "Apply fix",
-                tooltip="apply the highlighted suggestion and restart from the checkpoint"),
+                tooltip="apply the highlighted suggestion and restart from the best healthy checkpoint"),
         Binding("1", "toggle('1')", "Panels", key_display="1-6",
                 tooltip="show / hide: 1 curves, 2 classes, 3 confusion, 4 metrics, 5 suggestions, 6 log"),
         *(Binding(key, f"toggle('{key}')", f"show / hide {label}", show=False)
@@ -322,10 +329,11 @@ class DashboardScreen(Screen):
         suggestion = suggestions[min(index, len(suggestions) - 1)]
 
         fresh = self.completed  # every epoch done: resuming would have nothing left to train
-        how = ("The run has finished, so a new run starts with the changed config."
+        how = (f"The run has finished, so a new run starts with the changed config (from the initial "
+               f"weights); it records {self.state.run_name or 'this run'} as the run it came from."
                if fresh else
-               "The run stops (its checkpoint is kept) and continues from its last checkpoint "
-               "with the changed config.")
+               f"The run stops and restarts from {self.state.restart_point()} with the changed config, "
+               "a fresh optimizer, warmup and LR schedule for the remaining epochs.")
         if self.state.is_cv:  # folds must not differ in config, so a fix means a new CV
             fresh = True
             how = ("Every fold of a cross-validation trains the same way, so a new cross-validation "
@@ -349,6 +357,7 @@ class DashboardScreen(Screen):
         return (finished is not None and not finished.interrupted and not self.engine_running)
 
     async def _apply_and_restart(self, suggestion: dict[str, Any], fresh: bool) -> None:
+        from mammo_tui.collapse import apply_suggestion
         from mammo_tui.errors import ConfigError
 
         if self.engine_running:
@@ -359,20 +368,25 @@ class DashboardScreen(Screen):
         except ConfigError as exc:
             self.notify(str(exc), title="cannot apply", severity="error", timeout=8)
             return
-        change = f"{suggestion.get('key')} = {suggestion.get('value')}"
+        change = change_text(suggestion)
+        run_dir = self.state.run_dir or getattr(self.result, "run_dir", None)
         if fresh:
             what = "cross-validation" if self.state.is_cv else "run"
-            self._say("warning", f"applied {change}: starting a new {what}")
-            self.start_training(replace(self.request, config=config, resume=None, force=False,
-                                        run_name=None))
+            self._say("warning", f"applied {change}: starting a new {what} from the initial weights")
+            parent = "" if self.state.is_cv else str(run_dir or "")
+            self.start_training(replace(self.request, config=config, resume=None, force=False, run_name=None,
+                                        restart=False, parent_run=parent, origin=f"fix applied to {parent}"
+                                        if parent else self.request.origin))
             return
-        run_dir = self.state.run_dir or getattr(self.result, "run_dir", None)
         if not run_dir:
             self.notify("the run has no directory yet; nothing to resume", severity="error")
             return
-        self._say("warning", f"applied {change}: restarting {Path(run_dir).name} from its best checkpoint")
+        restart_point = self.state.restart_point()
+        self.state.config.update({suggestion["key"]: suggestion["value"], **(suggestion.get("also") or {})})
+        self._dirty.add(COLLAPSE)  # the applied suggestion leaves the list now
+        self._say("warning", f"applied {change}: restarting {Path(run_dir).name} from {restart_point}")
         self.start_training(replace(self.request, config=config, resume=str(run_dir), force=True,
-                                    restart_from_best=True))
+                                    restart=True))
 
     def _say(self, level: str, text: str) -> None:
         self.state.note(level, text)
@@ -383,7 +397,8 @@ class DashboardScreen(Screen):
         """The config the run uses now (RunStarted + any ConfigChanged), as a TrainConfig."""
         from mammo_tui.config import KEYS, from_mapping
 
-        base = self.request.config.to_dict() if self.request is not None else {}
+        request_config = getattr(self.request, "config", None)
+        base = request_config.to_dict() if request_config is not None else {}
         base.update({k: v for k, v in self.state.config.items() if k in KEYS})
         return from_mapping(base, source="run config")
 
@@ -405,13 +420,3 @@ class DashboardScreen(Screen):
         await self.stop_engine()
         self.app.pop_screen()
 
-
-def apply_suggestion(config, suggestion: dict[str, Any]):
-    """collapse.apply_suggestion when present (it knows multi-key fixes), else key=value."""
-    try:
-        from mammo_tui.collapse import Suggestion
-        from mammo_tui.collapse import apply_suggestion as apply
-    except ImportError:
-        return config.replace(**{suggestion["key"]: suggestion["value"]})
-    names = ("key", "value", "reason")
-    return apply(config, Suggestion(**{k: suggestion.get(k) for k in names if k in suggestion}))

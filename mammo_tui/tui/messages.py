@@ -34,6 +34,7 @@ class ScanProgress(Message):
 
 class ScanDone(Message):
     def __init__(self, spec: Any = None, report: Any = None, error: BaseException | None = None,
-                 demo: bool = False) -> None:
+                 demo: bool = False, fingerprint: Any = None, plan: Any = None) -> None:
         super().__init__()
         self.spec, self.report, self.error, self.demo = spec, report, error, demo
+        self.fingerprint, self.plan = fingerprint, plan

@@ -248,13 +248,19 @@ def confusion_table(state: DashboardState) -> Table | Text:
     return table
 
 
+def change_text(s: dict[str, Any]) -> str:
+    """`sampler = weighted, sampler_power = 0.5`: every key a suggestion changes."""
+    changes = {s.get("key"): s.get("value"), **(s.get("also") or {})}
+    return ", ".join(f"{k} = {v}" for k, v in changes.items())
+
+
 def suggestion_label(s: dict[str, Any]) -> str:
-    return f"{s.get('key')} = {s.get('value')}: {s.get('reason', '')}"
+    return f"{change_text(s)}: {s.get('reason', '')}"
 
 
 def suggestion_prompt(index: int, s: dict[str, Any]) -> Text:
     text = Text(f"{index}. ", style="bold")
-    text.append(f"{s.get('key')} = {s.get('value')}", style="bold cyan")
+    text.append(change_text(s), style="bold cyan")
     text.append(f"  {s.get('reason', '')}", style="dim")
     return text
 

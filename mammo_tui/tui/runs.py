@@ -178,6 +178,8 @@ class RunsScreen(Screen):
             epochs = f"{run.folds_done}/{run.folds} folds"
         elif run.kind == "fold":
             name = Text(f"  └ {run.name}", style="dim")
+        elif run.parent:  # started by applying a fix to a finished run
+            name = Text.assemble(run.name, (f"  ← fix of {run.parent}", "dim"))
         return [mark, name, Text(run.status, style=STATUS_STYLE.get(run.status, "")),
                 run.preset or "–", run.arch or "–", epochs,
                 str(run.best_epoch) if run.best_epoch is not None else "–",

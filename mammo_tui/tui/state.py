@@ -52,6 +52,7 @@ class DashboardState:
     epochs: list[EpochMetrics] = field(default_factory=list)
     collapse: CollapseStatus | None = None
     best_epoch: int | None = None
+    best_healthy_epoch: int | None = None  # what applying a fix restarts from (healthy.pt)
     finished: RunFinished | None = None
     failed: RunFailed | None = None
     new_log: list[LogLine] = field(default_factory=list)  # drained by the log panel
@@ -70,7 +71,7 @@ class DashboardState:
 
     def _on_run_started(self, e: RunStarted) -> set[str]:
         if self.run_dir and e.run_dir != self.run_dir:  # a new run on this dashboard: start over
-            self.epochs, self.collapse, self.best_epoch = [], None, None
+            self.epochs, self.collapse, self.best_epoch, self.best_healthy_epoch = [], None, None, None
         self.run_name, self.run_dir, self.config = e.run_name, e.run_dir, dict(e.config)
         self.class_names = list(e.class_names) or list(CLASS_NAMES)
         self.n_train, self.n_val, self.steps_per_epoch = e.n_train, e.n_val, e.steps_per_epoch
@@ -111,6 +112,8 @@ class DashboardState:
             self.best_epoch = e.epoch
             self.note("info", f"epoch {e.epoch}: new best checkpoint")
             return {LOG, EPOCH}
+        if e.kind == "healthy":
+            self.best_healthy_epoch = e.epoch
         return set()  # "last" is saved every epoch; not news
 
     def _on_config_changed(self, e: ConfigChanged) -> set[str]:
@@ -225,11 +228,24 @@ class DashboardState:
 
     def suggestions(self) -> list[dict[str, Any]]:
         """The current collapse check's; once a CV has finished, its worst fold's (the fix a new
-        CV should try), else the last fold's."""
+        CV should try), else the last fold's. A suggestion the run's config already holds (it was
+        applied, by the user or by on_collapse = recover) is not listed."""
         worst = self.suggesting_fold
         if worst is not None:
             return list(worst.suggestions)
-        return list(self.collapse.suggestions) if self.collapse else []
+        listed = list(self.collapse.suggestions) if self.collapse else []
+        return [s for s in listed if not self.holds(s)]
+
+    def holds(self, suggestion: dict[str, Any]) -> bool:
+        changes = {suggestion.get("key"): suggestion.get("value"), **(suggestion.get("also") or {})}
+        return bool(self.config) and all(self.config.get(k) == v for k, v in changes.items())
+
+    def restart_point(self) -> str:
+        """What applying a fix restarts from: the engine's rule (trainer.Trainer._restart), said
+        the same way in the dialog, the help and the log."""
+        if self.best_healthy_epoch is not None:
+            return f"its best healthy checkpoint (epoch {self.best_healthy_epoch})"
+        return "the initial weights (no epoch was healthy)"
 
     @property
     def suggesting_fold(self) -> FoldFinished | None:

@@ -42,7 +42,8 @@ class WizardState:
     fingerprint: Any = None  # Fingerprint
     plan: Any = None  # planner.Plan
     skip_bad_rows: bool = False
-    user_config: Any = None  # a TrainConfig the CLI passed (--preset / flags); wins over the plan
+    user_config: Any = None  # a TrainConfig the CLI passed (--preset + flags); wins over the plan
+    user_overrides: dict[str, Any] = field(default_factory=dict)  # flags without --preset: on the plan
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -123,8 +124,9 @@ class DatasetScreen(WizardStep):
     ]
 
     def __init__(self, *, demo: bool = False, dataset: Any = None, user_config: Any = None,
-                 demo_size: float | None = None) -> None:
-        super().__init__(WizardState(user_config=user_config, demo_size=demo_size))
+                 user_overrides: dict | None = None, demo_size: float | None = None) -> None:
+        super().__init__(WizardState(user_config=user_config, user_overrides=dict(user_overrides or {}),
+                                     demo_size=demo_size))
         self.autostart_demo = demo
         self.autostart_dataset = dataset
         self._last_input: Input | None = None
@@ -232,10 +234,10 @@ class DatasetScreen(WizardStep):
         for button in self.query(Button):
             button.disabled = True
         size = self.wizard.demo_size or getattr(self.app, "demo_size", None)
-        self._scan_worker(spec, demo, size)
+        self._scan_worker(spec, demo, size, dict(self.wizard.user_overrides))
 
     @work(thread=True, exclusive=True, group="scan", exit_on_error=False)
-    def _scan_worker(self, spec: Any, demo: bool, demo_size: float | None) -> None:
+    def _scan_worker(self, spec: Any, demo: bool, demo_size: float | None, overrides: dict) -> None:
         try:
             from mammo_tui.data.sources import scan_dataset
             from mammo_tui.prepare import DEMO_SIZE, ensure_demo_dataset
@@ -255,7 +257,15 @@ class DatasetScreen(WizardStep):
                     self.post_message(ScanProgress(done, total))
 
             report = scan_dataset(spec, check_images=True, progress=progress)
-            self.post_message(ScanDone(spec=spec, report=report, demo=demo))
+            from mammo_tui.data.fingerprint import fingerprint
+            from mammo_tui.planner import plan_for
+            from mammo_tui.weights import weights_status
+
+            # here, off the UI thread: the pretrained-weights check may wait on the network
+            self.post_message(ScanProgress(0, 0, "checking for pretrained weights…"))
+            fp = fingerprint(report)
+            plan = plan_for(fp, overrides, demo=demo, weights_probe=weights_status)
+            self.post_message(ScanDone(spec=spec, report=report, demo=demo, fingerprint=fp, plan=plan))
         except Exception as exc:  # noqa: BLE001 - DatasetError and unexpected ones: both shown inline
             self.post_message(ScanDone(error=exc, demo=demo))
 
@@ -276,8 +286,6 @@ class DatasetScreen(WizardStep):
         if message.error is not None:
             self._show_error(str(message.error) or type(message.error).__name__)
             return
-        from mammo_tui.data.fingerprint import fingerprint
-
         self.query_one("#scan-progress").display = False
         self.query_one("#scan-status", Static).update("")
         w = self.wizard
@@ -286,7 +294,7 @@ class DatasetScreen(WizardStep):
             from mammo_tui.prepare import DEMO_SIZE
 
             w.demo_size = w.demo_size or getattr(self.app, "demo_size", None) or DEMO_SIZE
-        w.fingerprint = fingerprint(message.report)
+        w.fingerprint, w.plan = message.fingerprint, message.plan
         from mammo_tui.tui.fingerprint_view import FingerprintScreen
 
         self.app.push_screen(FingerprintScreen(w))
