@@ -154,8 +154,9 @@ def sample_wizard_state():
     D 168, three bad rows), scanned, fingerprinted and planned: wizard previews and snapshots."""
     from mammo_tui.data.fingerprint import fingerprint
     from mammo_tui.data.records import ImageInfo, ImageRecord, Problem, ValidationReport
-    from mammo_tui.planner import plan
+    from mammo_tui.planner import plan_for
     from mammo_tui.tui.wizard import WizardState
+    from mammo_tui.weights import WeightsStatus
 
     records, infos = [], {}
     for label, count in enumerate((20, 181, 425, 168)):
@@ -179,5 +180,10 @@ def sample_wizard_state():
                               kind="reference_csv", rows_read=797, records=records,
                               problems=problems, image_infos=infos)
     fp = fingerprint(report)
-    return WizardState(spec=None, report=report, fingerprint=fp,
-                       plan=plan(fp.n_images, fp.class_counts), skip_bad_rows=True)
+
+    def cached(arch, weights_file, pretrained):  # fixed, whatever this machine's torch cache holds
+        return WeightsStatus(arch, True, "cache", f"ImageNet weights for {arch} found in "
+                             f"~/.cache/torch/hub/checkpoints")
+
+    return WizardState(spec=None, report=report, fingerprint=fp, plan=plan_for(fp, weights_probe=cached),
+                       skip_bad_rows=True)
