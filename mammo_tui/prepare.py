@@ -11,16 +11,21 @@ from mammo_tui.errors import DatasetError
 DEMO_SIZE = 0.5
 
 
-def ensure_demo_dataset(size: float = DEMO_SIZE, seed: int = 0, root: str | Path | None = None):
-    """The built-in demo dataset, generated once into the cache and reused."""
+def ensure_demo_dataset(size: float = DEMO_SIZE, seed: int = 0, root: str | Path | None = None,
+                        difficulty: float = 0.0):
+    """The built-in demo dataset, generated once into the cache and reused.
+
+    difficulty > 0 (see data/demo.py) gets its own cache folder; difficulty 0 keeps the old name.
+    """
     from mammo_tui.data.cache import default_cache_root
     from mammo_tui.data.demo import demo_paths, make_demo_dataset
     from mammo_tui.data.sources import DatasetSpec
 
-    folder = Path(root) if root else default_cache_root() / f"demo-size{size:g}-seed{seed}"
+    hard = f"-difficulty{difficulty:g}" if difficulty else ""
+    folder = Path(root) if root else default_cache_root() / f"demo-size{size:g}{hard}-seed{seed}"
     csv, dicom_root = demo_paths(folder / "labels.csv")
     if not csv.is_file():
-        csv, dicom_root = demo_paths(make_demo_dataset(folder, size=size, seed=seed))
+        csv, dicom_root = demo_paths(make_demo_dataset(folder, size=size, seed=seed, difficulty=difficulty))
     return DatasetSpec(csv=str(csv), dicom_root=str(dicom_root))
 
 

@@ -83,3 +83,69 @@ def test_density_class_is_visible_after_decoding(demo_dataset, tmp_path):
     mono1 = np.array([report.image_infos[r.path].photometric == "MONOCHROME1" for r in report.records])
     assert mono1.sum() >= 5
     assert float((predicted[mono1] == labels[mono1]).mean()) > 0.75
+
+
+def _bright_fraction(csv: Path, cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    csv, root = demo_paths(csv)
+    report = scan_dataset(DatasetSpec(csv=str(csv), dicom_root=str(root)))
+    images = load_images(report.records, PreprocessCache(64, cache)).astype(np.float32)
+    breast = images > 0.02
+    return ((images > 0.6) & breast).sum(axis=(1, 2)) / breast.sum(axis=(1, 2)), np.array([r.label for r in report.records])
+
+
+def test_difficulty_is_deterministic_and_changes_only_the_densities(tmp_path):
+    easy = make_demo_dataset(tmp_path / "easy", size=0.02, seed=7)
+    default = make_demo_dataset(tmp_path / "default", size=0.02, seed=7, difficulty=0.0)
+    hard = make_demo_dataset(tmp_path / "hard", size=0.02, seed=7, difficulty=1.0)
+    again = make_demo_dataset(tmp_path / "again", size=0.02, seed=7, difficulty=1.0)
+    other = make_demo_dataset(tmp_path / "other", size=0.02, seed=7, difficulty=0.5)
+    assert tree_digest(easy.parent) == tree_digest(default.parent)
+    assert tree_digest(hard.parent) == tree_digest(again.parent)
+    assert tree_digest(hard.parent) != tree_digest(other.parent) != tree_digest(easy.parent)
+    # the same exams, labels (class counts) and views: only what the tissue looks like differs
+    assert hard.read_text() == easy.read_text()
+    assert tree_digest(hard.parent).keys() == tree_digest(easy.parent).keys()
+
+
+def test_difficulty_is_validated(tmp_path):
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(DatasetError, match="difficulty"):
+            make_demo_dataset(tmp_path / "bad", size=0.02, difficulty=bad)
+
+
+def test_class_means_move_together_with_difficulty():
+    from mammo_tui.data.demo import FIBROGLANDULAR_FRACTION, class_means
+
+    assert class_means(0.0) == list(FIBROGLANDULAR_FRACTION)
+    gaps = [np.diff(class_means(d)) for d in (0.0, 0.5, 1.0)]
+    assert all((g > 0).all() for g in gaps)  # still ordered A < B < C < D
+    assert (gaps[0] > gaps[1]).all() and (gaps[1] > gaps[2]).all()
+
+
+def test_higher_difficulty_overlaps_the_classes(tmp_path):
+    """At difficulty 1 the brightness of neighbouring classes overlaps: class means closer, spread
+    within a class larger, a threshold between class means gets far fewer labels right."""
+    scores = {}
+    for difficulty in (0.0, 1.0):
+        csv = make_demo_dataset(tmp_path / f"d{difficulty}", size=0.1, seed=0, difficulty=difficulty)
+        bright, labels = _bright_fraction(csv, tmp_path / "cache")
+        means = np.array([bright[labels == c].mean() for c in range(4)])
+        spread = np.mean([bright[labels == c].std() for c in range(4)])
+        thresholds = (means[1:] + means[:-1]) / 2
+        accuracy = float((np.searchsorted(thresholds, bright) == labels).mean())
+        scores[difficulty] = (means, spread, accuracy)
+    (easy_means, easy_spread, easy_acc), (hard_means, hard_spread, hard_acc) = scores[0.0], scores[1.0]
+    assert hard_means[3] - hard_means[0] < 0.75 * (easy_means[3] - easy_means[0])
+    assert hard_spread > 1.5 * easy_spread
+    assert easy_acc > 0.85 and hard_acc < easy_acc - 0.25
+
+
+def test_ensure_demo_dataset_caches_each_difficulty_apart(tmp_path, monkeypatch):
+    from mammo_tui.prepare import ensure_demo_dataset
+
+    monkeypatch.setenv("MAMMO_TUI_CACHE", str(tmp_path))
+    easy = ensure_demo_dataset(0.02, seed=1)
+    hard = ensure_demo_dataset(0.02, seed=1, difficulty=1.0)
+    assert Path(easy.csv).parent.name == "demo-size0.02-seed1"  # the name it always had
+    assert Path(hard.csv).parent.name == "demo-size0.02-difficulty1-seed1"
+    assert tree_digest(Path(easy.csv).parent) != tree_digest(Path(hard.csv).parent)

