@@ -10,6 +10,19 @@ from mammo_tui.engine.distributed import DistInfo, DistributedWeightedSampler
 from mammo_tui.runlog import read_events
 
 
+def torchrun(command: str, tiny_demo, tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node=2 -m mammo_tui COMMAND` headless on the tiny demo (demo preset,
+    from scratch, 32 px), writing under tmp_path; asserts that every rank ran to the end."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mammo_tui",
+         command, "--no-ui", "--csv", tiny_demo.csv, "--dicom-root", tiny_demo.dicom_root, "--preset", "demo",
+         "--no-pretrained", "--img-size", "32", "--set", "augment=false", "--outdir", str(tmp_path), *args],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert ranks_finished(proc), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 def ranks_finished(proc) -> bool:
     """Every rank ran to the end: healthy (0) or collapsed (3). torchrun itself turns a rank's exit
     code 3 into its own 1 ("failed (exitcode: 3)"), which still means the run finished."""
@@ -29,14 +42,7 @@ def test_distributed_weighted_sampler_ranks_partition_one_balanced_draw():
 
 
 def test_torchrun_two_processes_train_and_only_rank_0_writes(tiny_demo, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mammo_tui",
-         "train", "--no-ui", "--csv", tiny_demo.csv, "--dicom-root", tiny_demo.dicom_root, "--preset", "demo",
-         "--epochs", "2", "--no-pretrained", "--img-size", "32", "--batch-size", "8", "--set", "augment=false",
-         "--outdir", str(tmp_path), "--run-name", "ddp"],
-        capture_output=True, text=True, timeout=600, env=env)
-    assert ranks_finished(proc), proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = torchrun("train", tiny_demo, tmp_path, "--epochs", "2", "--batch-size", "8", "--run-name", "ddp")
     assert [p.name for p in tmp_path.iterdir()] == ["ddp"]
     events = read_events(tmp_path / "ddp")
     assert [e.type for e in events].count("run_started") == 1
@@ -48,14 +54,8 @@ def test_torchrun_two_processes_train_and_only_rank_0_writes(tiny_demo, tmp_path
 
 def test_torchrun_cross_validation_agrees_on_one_folder_and_rank_0_alone_writes(tiny_demo, tmp_path):
     """No --run-name: the timestamped CV name and each fold's plan come from rank 0."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mammo_tui",
-         "cv", "--no-ui", "--folds", "2", "--csv", tiny_demo.csv, "--dicom-root", tiny_demo.dicom_root,
-         "--preset", "demo", "--epochs", "1", "--no-pretrained", "--img-size", "32", "--batch-size", "8",
-         "--set", "augment=false", "--set", "max_batches_per_epoch=2", "--outdir", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, env=env)
-    assert ranks_finished(proc), proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = torchrun("cv", tiny_demo, tmp_path, "--folds", "2", "--epochs", "1", "--batch-size", "8",
+                    "--set", "max_batches_per_epoch=2")
     [cv_dir] = list(tmp_path.iterdir())
     assert sorted(p.name for p in cv_dir.iterdir()) == ["cv.json", "cv_summary.json", "fold-1", "fold-2"]
     for fold in ("fold-1", "fold-2"):
@@ -110,14 +110,7 @@ def test_torchrun_batch_larger_than_a_ranks_share_still_trains(tiny_demo, tmp_pa
     """81 images, ~65 for training, 2 ranks, batch 40: each rank draws 33 images. The loader used
     to cut batches of 40 from the whole set with drop_last, so every rank trained 0 batches and
     reported loss 0.0000."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mammo_tui",
-         "train", "--no-ui", "--csv", tiny_demo.csv, "--dicom-root", tiny_demo.dicom_root, "--preset", "demo",
-         "--epochs", "1", "--no-pretrained", "--img-size", "32", "--batch-size", "40", "--set", "augment=false",
-         "--outdir", str(tmp_path), "--run-name", "big-batch"],
-        capture_output=True, text=True, timeout=600, env=env)
-    assert ranks_finished(proc), proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun("train", tiny_demo, tmp_path, "--epochs", "1", "--batch-size", "40", "--run-name", "big-batch")
     events = read_events(tmp_path / "big-batch")
     started = events[0]
     share = -(-started.n_train // 2)

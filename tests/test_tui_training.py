@@ -127,8 +127,9 @@ async def test_apply_while_running_restarts_from_the_best_healthy_weights_with_t
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
         assert f"The run stops and restarts from {point} with the changed config" in app.screen.question
         await pilot.press("y")
-        # the applied suggestion leaves the list at once
-        assert all(s["key"] != "lr" for s in dash.state.suggestions())
+        # the applied suggestion leaves the list (as soon as the engine has stopped to restart)
+        await wait_until(pilot, lambda: all(s["key"] != "lr" for s in dash.state.suggestions()),
+                         what="the applied suggestion to leave the list")
         await wait_until(pilot, lambda: dash.state.config.get("lr") == 0.001
                          and dash.engine_running, what="the resumed run")
         resumed_at = len(dash.state.epochs) + 1

@@ -116,21 +116,38 @@ def resolve_device(name: str) -> torch.device:
 # run directory set-up
 
 
-def write_config_toml(run_dir: Path, cfg: TrainConfig, history: list[dict[str, Any]], plan=None) -> None:
+def launch_segment(cfg: TrainConfig | dict[str, Any], origin: str) -> dict[str, Any]:
+    """The first entry of a run's config history: the launch config from epoch 1."""
+    values = cfg.to_dict() if isinstance(cfg, TrainConfig) else dict(cfg)
+    return {"first_epoch": 1, "config": values, "reason": origin or "launch", "restart": True}
+
+
+def config_history(segments: list[dict[str, Any]], last_epoch: int) -> list[dict[str, Any]]:
+    """Which config trained which epochs: one entry per segment (launch, each change or restart),
+    with its epochs, what changed against the segment before, why, and the whole config."""
+    out = []
+    for number, segment in enumerate(segments):
+        end = segments[number + 1]["first_epoch"] - 1 if number + 1 < len(segments) else last_epoch
+        previous = segments[number - 1]["config"] if number else segment["config"]
+        out.append({"epochs": [segment["first_epoch"], end], "reason": segment["reason"],
+                    "restart": bool(segment.get("restart")),
+                    "changes": {k: [previous.get(k), v] for k, v in segment["config"].items() if previous.get(k) != v},
+                    "config": segment["config"]})
+    return out
+
+
+def write_config_toml(run_dir: Path, cfg: TrainConfig, segments: list[dict[str, Any]],
+                      reasons: list[str] = ()) -> None:
     """config.toml: the config training uses now, headed by comments that say where it came from
-    and which config trained which epochs (comments: `--preset config.toml` still reads it)."""
+    (the plan's reasons) and which config trained which epochs (comments: `--preset config.toml`
+    still reads it)."""
     comments = ["mammo-tui run config: the values this run trains with now."]
-    for number, segment in enumerate(history):
-        first = segment["first_epoch"]
-        if number == 0:
-            comments.append(f"From epoch {first}: {segment['reason']}")
-        else:
-            before = config_mod.from_mapping(history[number - 1]["config"], source="history")
-            changes = ", ".join(f"{k} = {b!r}" for k, (a, b) in
-                                config_mod.diff(before, config_mod.from_mapping(segment["config"], source="history")).items())
-            comments.append(f"From epoch {first}: {changes or 'no change'} ({segment['reason']})")
-    if plan is not None:
-        comments += ["", "Why this preset (the decision flow):"] + [f"- {r}" for r in plan.reasons]
+    for number, entry in enumerate(config_history(segments, 0)):
+        changes = ", ".join(f"{k} = {b!r}" for k, (_, b) in entry["changes"].items())
+        what = f"{changes or 'no change'} ({entry['reason']})" if number else entry["reason"]
+        comments.append(f"From epoch {entry['epochs'][0]}: {what}")
+    if reasons:
+        comments += ["", "Why this preset (the decision flow):"] + [f"- {r}" for r in reasons]
     atomic_write_text(run_dir / CONFIG_FILE, config_mod.to_toml(cfg, comments=comments))
 
 
@@ -160,6 +177,7 @@ class _Setup:
     def __init__(self, request: TrainRequest):
         self.request = request
         self.plan = None  # planner.Plan when the config is "preset auto"
+        self.plan_reasons: list[str] = []  # its reasons, kept in config.toml's comments
         self.facts: list[str] = []  # said at start as information (preset auto, weights found)
         self.notes: list[str] = []  # said at start as warnings
         self.changed: dict[str, tuple[Any, Any]] = {}  # config changes accepted on resume
@@ -181,7 +199,7 @@ class _Setup:
         if req.config is None:
             plan = plan_request(self.prepared, req.overrides, req.demo)
             self.config, self.preset, self.plan = plan.config, plan.preset, plan
-            self.origin = f"preset auto: {plan.headline}"
+            self.origin, self.plan_reasons = f"preset auto: {plan.headline}", list(plan.reasons)
         else:
             self.config = req.config
         if self.origin.startswith("preset auto"):
@@ -260,9 +278,8 @@ class _Setup:
                               f"or continue it with --resume {self.run_dir}")
         try:
             (self.run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-            history = [{"first_epoch": 1, "config": self.config.to_dict(), "reason": self.origin or "launch",
-                        "restart": True}]
-            write_config_toml(self.run_dir, self.config, history, self.plan)
+            write_config_toml(self.run_dir, self.config, [launch_segment(self.config, self.origin)],
+                              self.plan_reasons)
             write_splits_csv(self.run_dir / SPLITS_FILE, records, self.split)
             write_json(self.run_dir / DATASET_FILE, {
                 "spec": self.prepared.spec.to_dict(), "demo": req.demo, "preset": self.preset,
@@ -306,6 +323,7 @@ class _Setup:
                               ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
         info = json.loads((self.run_dir / DATASET_FILE).read_text(encoding="utf-8"))
         self.preset, self.origin = info.get("preset", ""), info.get("origin", "")
+        self.plan_reasons = list((info.get("plan") or {}).get("reasons") or [])
         self.parent_run = info.get("parent_run", "")
         self.is_demo = bool(info.get("demo"))
         from mammo_tui.data.sources import DatasetSpec
@@ -358,12 +376,12 @@ class Trainer:
         self.changes: list[dict[str, Any]] = []
         # Which config trained which epochs: a segment starts at launch, at each config change and
         # at each restart (a fix applied: weights rolled back, warmup and LR schedule start over).
-        self.segments: list[dict[str, Any]] = [
-            {"first_epoch": 1, "config": self.cfg.to_dict(), "reason": setup.origin or "launch", "restart": True}]
+        self.segments: list[dict[str, Any]] = [launch_segment(self.cfg, setup.origin)]
         self.start_epoch = 1
         self.started = time.time()
         self.pending: list[Event] = []  # said before run_started could be emitted
         self.recent: list[dict[str, Any]] = []  # metrics since the last restart (the drift rules)
+        self.suggestions: list[dict[str, Any]] = []  # the last collapse check's (what recover applies)
         self.features_for: str | None = None  # the stage the cached backbone features belong to
         self.train_feats = self.val_feats = None
 
@@ -584,8 +602,7 @@ class Trainer:
         self.best_healthy_score = tuple(state["best_healthy_score"]) if state.get("best_healthy_score") else None
         self.recoveries = int(state.get("recoveries", 0))
         self.changes = list(state.get("changes") or [])
-        self.segments = list(state.get("segments") or [
-            {"first_epoch": 1, "config": state["config"], "reason": self.setup.origin or "launch", "restart": True}])
+        self.segments = list(state.get("segments") or [launch_segment(state["config"], self.setup.origin)])
         self.start_epoch = epoch + 1
         healthy = self.run_dir / CHECKPOINT_DIR / "healthy.pt"
         if healthy.is_file():
@@ -640,7 +657,7 @@ class Trainer:
 
     def _write_config(self) -> None:
         if self.is_main:
-            write_config_toml(self.run_dir, self.cfg, self.segments, self.setup.plan)
+            write_config_toml(self.run_dir, self.cfg, self.segments, self.setup.plan_reasons)
 
     # -- epochs ------------------------------------------------------------------------------
     def _features(self, images: np.ndarray) -> torch.Tensor:
@@ -890,7 +907,7 @@ class Trainer:
         self.recoveries += 1
         top = self.suggestions[0]
         self._restart(epoch, apply_suggestion(self.cfg, top), f"collapse ({'; '.join(reasons)}): {top['reason']}")
-        for event in self.pending:
+        for event in self.pending:  # _restart queues its log line (at resume it comes before RunStarted)
             self.emit(event)
         self.pending = []
         return True
@@ -930,18 +947,6 @@ class Trainer:
             write_json(self.run_dir / SUMMARY_FILE, summary)
         return summary
 
-    def config_history(self, last_epoch: int) -> list[dict[str, Any]]:
-        """Which config trained which epochs: one entry per segment, with what changed and why."""
-        out = []
-        for number, segment in enumerate(self.segments):
-            end = self.segments[number + 1]["first_epoch"] - 1 if number + 1 < len(self.segments) else last_epoch
-            previous = self.segments[number - 1]["config"] if number else segment["config"]
-            out.append({"epochs": [segment["first_epoch"], end], "reason": segment["reason"],
-                        "restart": bool(segment.get("restart")),
-                        "changes": {k: [previous[k], v] for k, v in segment["config"].items() if previous.get(k) != v},
-                        "config": segment["config"]})
-        return out
-
     def _summary(self, status: str, interrupted: bool, error: str) -> dict[str, Any]:
         best = next((h for h in self.history if h["epoch"] == self.best_epoch), None)
         last = self.history[-1] if self.history else None
@@ -963,7 +968,7 @@ class Trainer:
             "collapse_events": [{"epoch": h["epoch"], "status": h["status"]} for h in self.history
                                 if h["status"] != "healthy"],
             "changes": self.changes,
-            "config_history": self.config_history(epochs_completed),
+            "config_history": config_history(self.segments, epochs_completed),
             "preset": self.setup.preset,
             "origin": self.setup.origin,
             "parent_run": self.setup.parent_run,
