@@ -48,22 +48,11 @@ def _single_channel(conv: nn.Conv2d) -> nn.Conv2d:
 
 
 def _weights_help(arch: str, detail: str) -> str:
-    weights = get_model_weights(arch).DEFAULT
-    cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-    return (
-        f"Pretrained ImageNet weights for {arch} are not available ({detail}). Either: "
-        f"(1) on a machine with internet run `python -c \"import torchvision; "
-        f"torchvision.models.get_model('{arch}', weights='DEFAULT')\"` and copy {cache.name} to "
-        f"{cache} on this machine (torchvision's cache; TORCH_HOME moves it); or "
-        f"(2) download {weights.url} anywhere and pass --weights /path/to/{cache.name}; or "
-        f"(3) train from scratch with --no-pretrained (much weaker on small datasets: expect to "
-        f"need more epochs and to unfreeze everything, freeze = \"none\")."
-    )
+    from mammo_tui.weights import how_to_get
 
-
-def cached_weights_path(arch: str) -> Path:
-    weights = get_model_weights(arch).DEFAULT
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    return (f"Pretrained ImageNet weights for {arch} are not available ({detail}). Either "
+            f"{how_to_get(arch)}; or train from scratch with --no-pretrained (much weaker on small "
+            "datasets; or run without --preset: the decision flow then picks the from_scratch preset).")
 
 
 HEAD_PREFIXES = {"resnet": ("fc.",), "efficientnet": ("classifier.",)}  # replaced by a new 4-class head
