@@ -149,13 +149,19 @@ def test_a_bad_group_pattern_is_a_dataset_error_naming_it(tmp_path, pattern, fra
     assert fragment in str(caught.value) and "--group-pattern" in str(caught.value)
 
 
-def test_patient_id_column_comes_first_and_no_warning(tmp_path):
-    rows = ["image_path,label,patient_id"]
-    for patient in range(6):
+def four_view_csv(folder, column: str, prefix: str, group_id, exams: int) -> Path:
+    """A generic CSV of `exams` x 4 views (PNG), with a `column` naming each exam's group."""
+    rows = [f"image_path,label,{column}"]
+    for exam in range(exams):
         for view in VIEWS:
-            write_png(tmp_path / f"p{patient}_{view}.png")
-            rows.append(f"p{patient}_{view}.png,{'ABCD'[patient % 4]},PAT{patient}")
-    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+            write_png(folder / f"{prefix}{exam}_{view}.png")
+            rows.append(f"{prefix}{exam}_{view}.png,{'ABCD'[exam % 4]},{group_id(exam)}")
+    (folder / "data.csv").write_text("\n".join(rows) + "\n")
+    return folder / "data.csv"
+
+
+def test_patient_id_column_comes_first_and_no_warning(tmp_path):
+    four_view_csv(tmp_path, "patient_id", "p", lambda i: f"PAT{i}", exams=6)
     # a pattern giving other ids is not needed: the column wins, and a note says the pattern was unused
     report = scan_dataset(DatasetSpec(csv=str(tmp_path / "data.csv"), group_pattern=r"^(p\d)_"))
     assert report.problems == []
@@ -168,12 +174,7 @@ def test_patient_id_column_comes_first_and_no_warning(tmp_path):
 
 
 def test_accession_column_groups_when_there_is_no_patient_id(tmp_path):
-    rows = ["image_path,label,AccessionNumber"]
-    for exam in range(3):
-        for view in VIEWS:
-            write_png(tmp_path / f"e{exam}_{view}.png")
-            rows.append(f"e{exam}_{view}.png,{'ABC'[exam]},ACC-{exam}")
-    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    four_view_csv(tmp_path, "AccessionNumber", "e", lambda i: f"ACC-{i}", exams=3)
     report = scan_dataset(DatasetSpec(csv=str(tmp_path / "data.csv")))
     assert report.group_sources == {"accession_column": 12}
     assert len({r.group for r in report.records}) == 3
