@@ -90,7 +90,8 @@ def _bright_fraction(csv: Path, cache: Path) -> tuple[np.ndarray, np.ndarray]:
     report = scan_dataset(DatasetSpec(csv=str(csv), dicom_root=str(root)))
     images = load_images(report.records, PreprocessCache(64, cache)).astype(np.float32)
     breast = images > 0.02
-    return ((images > 0.6) & breast).sum(axis=(1, 2)) / breast.sum(axis=(1, 2)), np.array([r.label for r in report.records])
+    bright = ((images > 0.6) & breast).sum(axis=(1, 2)) / breast.sum(axis=(1, 2))
+    return bright, np.array([r.label for r in report.records])
 
 
 def test_difficulty_is_deterministic_and_changes_only_the_densities(tmp_path):
