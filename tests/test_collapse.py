@@ -301,6 +301,9 @@ def test_a_far_too_high_lr_is_the_first_fix() -> None:
     out = suggest(cfg, COLLAPSE, from_cm(CONSTANT_C))
     assert (out[0].key, out[0].value) == ("lr", 1e-4)
     assert "sampler" in keys(out)
+    # just above its limit (1e-3 > 3e-4), the missing balancing is the first fix
+    near = suggest(cfg.replace(lr=1e-3), COLLAPSE, from_cm(CONSTANT_C))
+    assert [s.key for s in near][:1] == ["sampler"] and keys(near)["lr"] == 1e-4
 
 
 ALL_A = [[8, 0, 0, 0], [73, 0, 0, 0], [170, 0, 0, 0], [67, 0, 0, 0]]
