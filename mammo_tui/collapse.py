@@ -73,12 +73,26 @@ class Suggestion:
 
     @property
     def changes(self) -> dict[str, Any]:
-        return {self.key: self.value, **self.also}
+        return suggestion_changes(self)
+
+
+def suggestion_changes(suggestion: Suggestion | Mapping[str, Any]) -> dict[str, Any]:
+    """Every key a suggestion sets, from a Suggestion or its to_dict() form (events, run log)."""
+    if isinstance(suggestion, Mapping):
+        return {suggestion.get("key"): suggestion.get("value"), **(suggestion.get("also") or {})}
+    return {suggestion.key: suggestion.value, **suggestion.also}
 
 
 def has_pretrained(cfg: TrainConfig) -> bool:
     """The backbone starts from pretrained weights (torchvision's or a --weights file)."""
     return bool(cfg.pretrained or cfg.weights)
+
+
+def lr_subject(cfg: TrainConfig) -> str:
+    """What lr_limit(cfg) protects, for the messages that quote it."""
+    if cfg.freeze == "head":
+        return "a head-only run"
+    return "backbone layers" if has_pretrained(cfg) else "a network from scratch"
 
 
 def lr_limit(cfg: TrainConfig) -> float:
@@ -375,10 +389,8 @@ def _steadier(cfg: TrainConfig, rare: bool) -> list[Suggestion]:
     backbone_trains = cfg.freeze != "head"
     lr_high = cfg.lr > limit
     if lr_high:
-        what = "a head-only run" if not backbone_trains else (
-            "backbone layers" if has_pretrained(cfg) else "a network from scratch")
         out.append(_make("lr", _lower_lr(cfg.lr, limit),
-                         f"lr {cfg.lr:g} is high for {what} (> {limit:g}); "
+                         f"lr {cfg.lr:g} is high for {lr_subject(cfg)} (> {limit:g}); "
                          "large steps push the network onto one class"))
     elif rare:
         out.append(_make("lr", _round_lr(cfg.lr / 3), f"smaller steps (lr {cfg.lr:g} -> "
@@ -400,11 +412,8 @@ def apply_suggestion(config: TrainConfig, suggestion: Suggestion | Mapping[str, 
     a suggestion never means "balance twice" (replace() would refuse sampler + class weights with
     a ConfigError; logit-adjusted loss on top of either over-corrects toward the rare classes).
     """
-    if isinstance(suggestion, Mapping):
-        key, value = suggestion["key"], suggestion["value"]
-        also = dict(suggestion.get("also") or {})
-    else:
-        key, value, also = suggestion.key, suggestion.value, dict(suggestion.also)
+    wanted = suggestion_changes(suggestion)
+    key, value = next(iter(wanted.items()))
     changes: dict[str, Any] = {}
     if not config.allow_double_balancing:
         if key == "sampler" and value == "weighted":
@@ -413,5 +422,5 @@ def apply_suggestion(config: TrainConfig, suggestion: Suggestion | Mapping[str, 
             changes.update(sampler="none", loss="ce" if config.loss == "logit_adjusted" else config.loss)
         elif key == "loss" and value == "logit_adjusted":
             changes.update(sampler="none", class_weights="none")
-    changes.update({key: value, **also})
+    changes.update(wanted)
     return config.replace(**changes)

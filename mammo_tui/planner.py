@@ -320,12 +320,12 @@ def config_warnings(cfg: TrainConfig, n_images: int | None, imbalance: float | N
     weights: the WeightsStatus for cfg (None = not checked). Shared by `plan`, the wizard's
     configuration step and the console, so all three warn about the same things.
     """
-    from mammo_tui.collapse import lr_limit
+    from mammo_tui.collapse import has_pretrained, lr_limit, lr_subject
 
     out: list[str] = []
     imbalanced = imbalance is not None and (not math.isfinite(imbalance) or imbalance > HIGH_IMBALANCE)
     small = n_images is not None and n_images <= SIZE_TABLE[-1].low - 1
-    pretrained = weights.available if weights is not None else (cfg.pretrained or bool(cfg.weights))
+    pretrained = weights.available if weights is not None else has_pretrained(cfg)
     balancers = balancing(cfg)
     if len(balancers) > 1:  # only reachable with allow_double_balancing = true
         out.append(f"double balancing: {' and '.join(balancers)} both favour rare classes; training "
@@ -342,8 +342,8 @@ def config_warnings(cfg: TrainConfig, n_images: int | None, imbalance: float | N
                    "batches are dominated by the majority class. Set sampler = weighted.")
     limit = lr_limit(cfg)
     if cfg.lr > limit:
-        what = "a head" if cfg.freeze == "head" else ("backbone layers" if pretrained else "a network from scratch")
-        out.append(f"lr {cfg.lr:g} is high for {what} (> {limit:g}): large steps push the network onto one class.")
+        out.append(f"lr {cfg.lr:g} is high for {lr_subject(cfg)} (> {limit:g}): large steps push the network "
+                   "onto one class.")
     if cfg.freeze != "head" and cfg.warmup_epochs == 0 and pretrained:
         out.append("warmup_epochs = 0: random head gradients reach the pretrained backbone at once; "
                    "1-2 head-only epochs protect it.")

@@ -357,7 +357,7 @@ class DashboardScreen(Screen):
         return (finished is not None and not finished.interrupted and not self.engine_running)
 
     async def _apply_and_restart(self, suggestion: dict[str, Any], fresh: bool) -> None:
-        from mammo_tui.collapse import apply_suggestion
+        from mammo_tui.collapse import apply_suggestion, suggestion_changes
         from mammo_tui.errors import ConfigError
 
         if self.engine_running:
@@ -382,7 +382,7 @@ class DashboardScreen(Screen):
             self.notify("the run has no directory yet; nothing to resume", severity="error")
             return
         restart_point = self.state.restart_point()
-        self.state.config.update({suggestion["key"]: suggestion["value"], **(suggestion.get("also") or {})})
+        self.state.config.update(suggestion_changes(suggestion))
         self._dirty.add(COLLAPSE)  # the applied suggestion leaves the list now
         self._say("warning", f"applied {change}: restarting {Path(run_dir).name} from {restart_point}")
         self.start_training(replace(self.request, config=config, resume=str(run_dir), force=True,

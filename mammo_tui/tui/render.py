@@ -250,7 +250,9 @@ def confusion_table(state: DashboardState) -> Table | Text:
 
 def change_text(s: dict[str, Any]) -> str:
     """`sampler = weighted, sampler_power = 0.5`: every key a suggestion changes."""
-    changes = {s.get("key"): s.get("value"), **(s.get("also") or {})}
+    from mammo_tui.collapse import suggestion_changes
+
+    changes = suggestion_changes(s)
     return ", ".join(f"{k} = {v}" for k, v in changes.items())
 
 

@@ -237,7 +237,9 @@ class DashboardState:
         return [s for s in listed if not self.holds(s)]
 
     def holds(self, suggestion: dict[str, Any]) -> bool:
-        changes = {suggestion.get("key"): suggestion.get("value"), **(suggestion.get("also") or {})}
+        from mammo_tui.collapse import suggestion_changes
+
+        changes = suggestion_changes(suggestion)
         return bool(self.config) and all(self.config.get(k) == v for k, v in changes.items())
 
     def restart_point(self) -> str:
