@@ -4,7 +4,9 @@
   Use `demo_dataset.csv` / `demo_dataset.dicom_root` (or unpack: `csv, root = demo_dataset`);
   `demo_dataset_size` is the `size` it was made with.
 - `make_dicom`: writes a small DICOM file with chosen pixels and attributes.
-- Every test session uses a temporary preprocess cache (MAMMO_TUI_CACHE), never ~/.cache.
+- Every test session uses a temporary preprocess cache (MAMMO_TUI_CACHE), never ~/.cache, and a
+  temporary config dir (MAMMO_TUI_CONFIG_DIR), never ~/.config.
+- `tests/corpus.py`: run the CLI in a subprocess and check it fails cleanly (the bad-input corpus).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ def _isolated_preprocess_cache(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MAMMO_TUI_CACHE", str(tmp_path_factory.mktemp("preprocess-cache")))
         patch.setenv("MAMMO_TUI_OFFLINE", "1")  # never probe the weights server from a test
+        # the per-user secret of the patient digests lives here, never in the user's ~/.config
+        patch.setenv("MAMMO_TUI_CONFIG_DIR", str(tmp_path_factory.mktemp("config-dir")))
         yield
 
 
