@@ -6,10 +6,11 @@ Key names are a public contract (presets and scripts use them); add keys, never 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, NamedTuple, get_type_hints
 
 from mammo_tui.errors import ConfigError
 
@@ -98,6 +99,58 @@ KEYS: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig))
 _TYPES = get_type_hints(TrainConfig)
 
 
+class Range(NamedTuple):
+    low: float
+    high: float
+    why: str
+    open_low: bool = False  # (low, high]: low itself is refused
+    open_high: bool = False
+
+    def holds(self, value: float) -> bool:
+        # written so that NaN fails every comparison, and +-inf fails the finite bounds
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return above and below
+
+    def text(self) -> str:
+        return (f"{'(' if self.open_low else '['}{_number(self.low)}, "
+                f"{_number(self.high)}{')' if self.open_high else ']'}")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+MAX_EPOCHS = 10_000
+# Every int and float key's allowed values: the one table coerce() checks (a test fails when a
+# numeric key has no row). Out-of-range values would crash, hang or silently do nothing later.
+RANGES: dict[str, Range] = {
+    "warmup_epochs": Range(0, MAX_EPOCHS, "head-only epochs; 0 = none"),
+    "sampler_power": Range(0, 1, "1 = inverse frequency, 0.5 = square-root sampling, 0 = natural frequencies"),
+    "focal_gamma": Range(0, 10, "0 = plain cross-entropy; the focal-loss paper uses 0.5 to 5"),
+    "la_tau": Range(0, 10, "0 = no logit adjustment; 1 is the paper's setting"),
+    "lr": Range(0, 1, "AdamW steps above 1 diverge at once", open_low=True),
+    "weight_decay": Range(0, 1, "decoupled AdamW decay; 0 = off"),
+    "epochs": Range(1, MAX_EPOCHS, "at least one epoch; more is a typo"),
+    "batch_size": Range(1, 1024, "one batch is held in memory at once"),
+    "img_size": Range(16, 2048, "images are resized to img_size x img_size and held in memory; 2048 px is "
+                                "about full mammogram resolution, 16 MiB per image"),
+    "grad_clip": Range(0, 1000, "the largest gradient norm kept; 0 = no clipping"),
+    "early_stop_patience": Range(0, MAX_EPOCHS, "epochs without improvement; 0 = off"),
+    "crt_epochs": Range(0, MAX_EPOCHS, "the last epochs re-train the head; 0 = off"),
+    # numpy and scikit-learn take seeds below 2**32; the run adds per-epoch and per-attempt offsets
+    "seed": Range(0, 2**31 - 1, "numpy and scikit-learn seeds, with room for per-epoch offsets"),
+    "val_fraction": Range(0, 1, "the share of patients in validation, e.g. 0.2", open_low=True, open_high=True),
+    "num_workers": Range(-1, 64, "-1 = chosen from the CPU count; each worker is a process"),
+    "collapse_kappa": Range(-1, 1, "Cohen's kappa's range"),
+    "collapse_dominance": Range(0, 1, "a share of the predictions", open_low=True),
+    "warn_bal_acc_adj": Range(-1, 1, "adjusted balanced accuracy's range"),
+    "warn_drift": Range(0, 1, "a rise of one class's prediction share", open_low=True),
+    "warn_dominance": Range(0, 1, "a share of the predictions", open_low=True),
+    "max_batches_per_epoch": Range(0, 10**9, "0 = all batches"),
+}
+
+
 def coerce(key: str, value: Any, source: str = "config") -> Any:
     """Check one value against the key's type and choices; strings from `--set` are parsed."""
     if key not in _TYPES:
@@ -115,9 +168,11 @@ def coerce(key: str, value: Any, source: str = "config") -> Any:
             elif not isinstance(value, bool):
                 raise ValueError
         elif kind is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()
+                                           and math.isfinite(value)):
                 raise ValueError
-            value = int(value)
+            # nan and inf stay floats here: the range check below names them like any out-of-range value
+            value = int(value) if not isinstance(value, float) or math.isfinite(value) else value
         elif kind is float:
             if isinstance(value, bool):
                 raise ValueError
@@ -131,28 +186,20 @@ def coerce(key: str, value: Any, source: str = "config") -> Any:
         ) from None
     if key in CHOICES and value not in CHOICES[key]:
         raise ConfigError(f"{source}: {key} must be one of {', '.join(CHOICES[key])}; got {value!r}")
+    if key in RANGES and not RANGES[key].holds(value):
+        span = RANGES[key]
+        raise ConfigError(f"{source}: {key} must be in {span.text()} ({span.why}), got {value!r}")
+    if kind is str and any(ch in value for ch in "\0\n\r"):
+        raise ConfigError(f"{source}: {key} must be one line of text (no NUL bytes or line breaks), "
+                          f"got {value!r}")
     return value
 
 
 def _check_ranges(cfg: TrainConfig, source: str) -> None:
-    positive = {"lr": cfg.lr, "epochs": cfg.epochs, "batch_size": cfg.batch_size}
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{source}: {key} must be > 0, got {value}")
-    if cfg.img_size < 16:
-        raise ConfigError(f"{source}: img_size must be at least 16 px, got {cfg.img_size}")
-    if not 0.0 < cfg.val_fraction < 1.0:
-        raise ConfigError(f"{source}: val_fraction must be between 0 and 1, got {cfg.val_fraction}")
-    if cfg.warmup_epochs < 0 or cfg.early_stop_patience < 0:
-        raise ConfigError(f"{source}: warmup_epochs and early_stop_patience must be >= 0")
-    if not 0 <= cfg.crt_epochs < cfg.epochs:
-        raise ConfigError(f"{source}: crt_epochs ({cfg.crt_epochs}) must be >= 0 and smaller than epochs "
+    """The rules between keys; each key's own range is RANGES, checked in coerce()."""
+    if cfg.crt_epochs >= cfg.epochs:
+        raise ConfigError(f"{source}: crt_epochs ({cfg.crt_epochs}) must be smaller than epochs "
                           f"({cfg.epochs}): they are the last epochs of the run")
-    if not 0.0 <= cfg.sampler_power <= 1.0:
-        raise ConfigError(f"{source}: sampler_power must be between 0 and 1 (1 = inverse frequency, 0.5 = "
-                          f"square-root sampling, 0 = natural frequencies), got {cfg.sampler_power}")
-    if not 0.0 < cfg.warn_dominance <= 1.0:
-        raise ConfigError(f"{source}: warn_dominance must be in (0, 1], got {cfg.warn_dominance}")
     balancers = balancing(cfg)
     if len(balancers) > 1 and not cfg.allow_double_balancing:
         raise ConfigError(

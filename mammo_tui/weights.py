@@ -27,6 +27,8 @@ WEIGHTS_URLS = {
     "resnet50": "https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
     "efficientnet_b0": "https://download.pytorch.org/models/efficientnet_b0_rwightman-7f5810bc.pth",
 }
+# torch.save writes a zip archive (PK); files from torch < 1.6 start with a pickle protocol byte
+TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 OFFLINE_ENV = "MAMMO_TUI_OFFLINE"
 PROBE_TIMEOUT_S = 3.0
 
@@ -74,14 +76,34 @@ def how_to_get(arch: str) -> str:
             f"(torchvision's cache), or pass --weights /path/to/{url.rsplit('/', 1)[-1]}")
 
 
+def weights_file_problem(path: Path) -> str:
+    """What makes `path` unusable as a weights file, seen without torch ("" = none found): the
+    contents are checked when the model is built (engine/models.py)."""
+    if path.is_dir():
+        return "is a folder, not a file; pass the .pth/.pt file in it"
+    if not path.is_file():
+        return "no such file"
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    if not head:
+        return "the file is empty (0 bytes); copy it again"
+    if not head.startswith(TORCH_MAGIC):
+        return f"not a PyTorch file (it starts with {head!r}; torch.save writes a zip archive)"
+    return ""
+
+
 def weights_status(arch: str, weights_file: str = "", pretrained: bool = True,
                    check_network: bool = True) -> WeightsStatus:
     """Where this run's pretrained weights would come from, or why there are none."""
     if weights_file:
         path = Path(weights_file).expanduser()
-        if path.is_file():
+        problem = weights_file_problem(path)
+        if not problem:
             return WeightsStatus(arch, True, "file", f"pretrained weights for {arch} from {path}")
-        return WeightsStatus(arch, False, "none", f"--weights {weights_file}: no such file")
+        return WeightsStatus(arch, False, "none", f"--weights {weights_file}: {problem}")
     if not pretrained:
         return WeightsStatus(arch, False, "off", f"pretrained = false: {arch} starts from random weights")
     if arch not in WEIGHTS_URLS:

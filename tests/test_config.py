@@ -1,3 +1,4 @@
+import re
 import tomllib
 
 import pytest
@@ -113,7 +114,76 @@ def test_to_toml_round_trips():
 
 
 def test_ranges_checked():
-    with pytest.raises(ConfigError, match="batch_size must be > 0"):
+    with pytest.raises(ConfigError, match=r"batch_size must be in \[1, 1024\]"):
         config.from_mapping({"batch_size": 0})
-    with pytest.raises(ConfigError, match="img_size must be at least 16"):
+    with pytest.raises(ConfigError, match=r"img_size must be in \[16, 2048\]"):
         config.from_mapping({"img_size": 8})
+    with pytest.raises(ConfigError, match="crt_epochs \\(10\\) must be smaller than epochs"):
+        config.from_mapping({"crt_epochs": 10})
+
+
+NUMERIC = [key for key in config.KEYS if config._TYPES[key] in (int, float)]
+
+
+def test_every_numeric_key_has_a_range_that_holds_its_default():
+    # a new int/float key without a row in RANGES fails here: add its range, with the reason
+    assert sorted(NUMERIC) == sorted(config.RANGES)
+    defaults = TrainConfig()
+    for key in NUMERIC:
+        assert config.RANGES[key].holds(getattr(defaults, key)), key
+
+
+def _outside(span: config.Range) -> list[float]:
+    """nan, +-inf, just below and far above the range."""
+    low = span.low if span.open_low else span.low - (1 if span.low == int(span.low) else 0.01)
+    return [float("nan"), float("inf"), float("-inf"), low, span.high * 10 + 1]
+
+
+@pytest.mark.parametrize("key", NUMERIC)
+def test_every_numeric_key_refuses_nan_inf_and_out_of_range_values(key):
+    span = config.RANGES[key]
+    message = re.escape(f"{key} must be in {span.text()} ({span.why}), got ")
+    for value in _outside(span):
+        raw = repr(value).replace("'", "") if value == value else "nan"
+        with pytest.raises(ConfigError, match=message):
+            config.parse_set([f"{key}={raw}"])  # TOML: nan, inf, -inf
+        with pytest.raises(ConfigError, match=message):
+            config.from_mapping({key: value}, source="config.toml")
+    for bound, is_open in ((span.low, span.open_low), (span.high, span.open_high)):
+        if not is_open:
+            assert config.coerce(key, bound) == bound
+
+
+@pytest.mark.parametrize("item, message", [
+    ("lr=nan", "--set lr=nan: lr must be in (0, 1] (AdamW steps above 1 diverge at once), got nan"),
+    ("lr=inf", "lr must be in (0, 1]"),
+    ("weight_decay=-0.1", "weight_decay must be in [0, 1]"),
+    ("focal_gamma=-1", "focal_gamma must be in [0, 10]"),
+    ("grad_clip=-1", "grad_clip must be in [0, 1000]"),
+    ("seed=-1", "seed must be in [0, 2147483647]"),
+    ("seed=4294967297", "seed must be in [0, 2147483647]"),
+    ("img_size=100000", "img_size must be in [16, 2048] (images are resized"),
+    ("max_batches_per_epoch=-1", "max_batches_per_epoch must be in [0, 1000000000] (0 = all batches), got -1"),
+    ("num_workers=1000", "num_workers must be in [-1, 64]"),
+    ("collapse_kappa=5", "collapse_kappa must be in [-1, 1]"),
+    ("collapse_dominance=0", "collapse_dominance must be in (0, 1]"),
+    ("val_fraction=1", "val_fraction must be in (0, 1)"),
+    ("epochs=inf", "epochs must be in [1, 10000]"),
+    ("epochs=nan", "epochs must be in [1, 10000]"),
+])
+def test_issue_examples_name_the_key_and_the_range(item, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config.parse_set([item])
+
+
+def test_a_preset_out_of_range_is_named_with_its_file(tmp_path):
+    preset = tmp_path / "huge.toml"
+    preset.write_text("img_size = 100000\n")
+    with pytest.raises(ConfigError, match=r"preset huge.toml: img_size must be in \[16, 2048\]"):
+        config.resolve(str(preset))
+
+
+@pytest.mark.parametrize("value", ["a\x00b.pth", "a\nb.pth"])
+def test_string_keys_refuse_nul_bytes_and_line_breaks(value):
+    with pytest.raises(ConfigError, match="weights must be one line of text"):
+        config.from_mapping({"weights": value})

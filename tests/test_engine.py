@@ -1,5 +1,6 @@
 """The training engine on real (tiny) demo data: defenses, collapse, resume, failures."""
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -21,8 +22,11 @@ def tiny_config(**changes):
     return config.resolve("demo", {**TINY, **changes})
 
 
-def run(spec, tmp_path, sink=None, cancel=None, **changes):
-    request = TrainRequest(config=tiny_config(**changes), dataset=spec, outdir=str(tmp_path / "runs"))
+def run(spec, tmp_path, sink=None, cancel=None, diverge=False, **changes):
+    cfg = tiny_config(**changes)
+    if diverge:  # lr 1e30 is outside lr's range: set past the check to force a NaN loss
+        cfg = dataclasses.replace(cfg, lr=1e30)
+    request = TrainRequest(config=cfg, dataset=spec, outdir=str(tmp_path / "runs"))
     events = []
 
     def collect(event):
@@ -119,7 +123,7 @@ def test_resume_refuses_a_changed_config_unless_forced(tiny_demo, tmp_path):
 
 
 def test_nan_loss_stops_cleanly_naming_epoch_and_batch(tiny_demo, tmp_path):
-    result, events = run(tiny_demo, tmp_path, epochs=2, lr=1e30, grad_clip=0.0, freeze="none",
+    result, events = run(tiny_demo, tmp_path, epochs=2, diverge=True, grad_clip=0.0, freeze="none",
                          warmup_epochs=0, max_batches_per_epoch=6)
     failed = [e for e in events if e.type == "failed"]
     assert result.exit_code == 1 and failed

@@ -288,7 +288,8 @@ def test_cv_evaluate_on_a_set_without_a_class_leaves_it_out_of_the_recall_means(
         model = build_model("resnet18", 4, pretrained=False)
         save_checkpoint(cv / f"fold-{fold}" / "checkpoints" / "best.pt",
                         {"model": model.state_dict(), "arch": "resnet18", "class_names": list("ABCD"),
-                         "img_size": 32, "in_channels": 1, "epoch": 1})
+                         "img_size": 32, "in_channels": 1, "epoch": 1,
+                         "config": {"arch": "resnet18", "img_size": 32}})
     (cv / CV_FILE).write_text(json.dumps({"folds": 2, "status": "finished", "config": {}}))
     rng = np.random.default_rng(0)
     for letter in "BCD":

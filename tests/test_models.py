@@ -3,6 +3,8 @@ checkpoint) and which layers run in train mode when blocks are frozen."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torchvision.models import get_model
@@ -219,3 +221,79 @@ def test_resnet_train_mode_is_unchanged():
     with torch.no_grad():
         old = model(x)
     assert torch.equal(new, old)
+
+
+# -- damaged checkpoints: every reader gets a CheckpointError naming the file -----------------------
+
+
+def _full_checkpoint(path, arch="resnet18"):
+    """A best.pt as the trainer writes it (the keys every checkpoint holds)."""
+    from mammo_tui import config
+
+    torch.manual_seed(0)
+    model = build_model(arch, 4, pretrained=False)
+    cfg = config.resolve("demo", {"arch": arch, "img_size": 32, "pretrained": False})
+    save_checkpoint(path, {"model": model.state_dict(), "epoch": 1, "config": cfg.to_dict(), "arch": arch,
+                           "class_names": list("ABCD"), "img_size": 32, "in_channels": 1,
+                           "normalization": {"mean": 0.5, "std": 0.25}, "metrics": {}, "status": "healthy"})
+
+
+def _damage_kinds():
+    from test_corpus_checkpoints import DAMAGE
+
+    extra = {
+        "normalization-std-0": (lambda p: torch.save({**torch.load(p, weights_only=True),
+                                                      "normalization": {"mean": 0.5, "std": 0.0}}, p),
+                                "normalization"),
+        "class-names-one": (lambda p: torch.save({**torch.load(p, weights_only=True), "class_names": ["A"]}, p),
+                            "class_names"),
+        "arch-unknown": (lambda p: torch.save({**torch.load(p, weights_only=True), "arch": "vgg"}, p), "arch"),
+        "model-not-tensors": (lambda p: torch.save({**torch.load(p, weights_only=True), "model": {"a": 1}}, p),
+                              "not a state dict"),
+    }
+    return {**DAMAGE, **extra}
+
+
+@pytest.mark.parametrize("kind", list(_damage_kinds()))
+def test_every_damaged_checkpoint_is_named_with_what_is_wrong(tmp_path, kind):
+    from mammo_tui.engine.checkpoint import load_checkpoint
+    from mammo_tui.errors import MammoError
+    from mammo_tui.evaluate import load_run_model
+
+    path = tmp_path / "run" / "checkpoints" / "best.pt"
+    _full_checkpoint(path)
+    load_checkpoint(path)  # healthy before the damage
+    damage, said = _damage_kinds()[kind]
+    damage(path)
+    with pytest.raises(MammoError) as caught:
+        load_run_model(tmp_path / "run")
+    assert str(path) in str(caught.value) and said in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["format-99", "img-size-neg", "no-config", "unknown-config-key"])
+def test_a_damaged_run_checkpoint_as_weights_is_refused(tmp_path, kind):
+    path = tmp_path / "best.pt"
+    _full_checkpoint(path)
+    damage, said = _damage_kinds()[kind]
+    damage(path)
+    with pytest.raises(WeightsUnavailableError, match=said):
+        build_model("resnet18", 4, weights_file=str(path))
+
+
+@pytest.mark.parametrize("make, said", [
+    (lambda p: p.write_text("resnet18 weights\n"), "not a PyTorch file"),
+    (lambda p: p.write_bytes(b""), "empty (0 bytes)"),
+    (lambda p: p.mkdir(), "is a folder"),
+    (lambda p: torch.save(torch.zeros(3), p), "it holds a Tensor"),
+    (lambda p: torch.save({"a": 1}, p), "non-tensor values"),
+])
+def test_a_bad_weights_file_says_what_it_is(tmp_path, make, said):
+    from mammo_tui.weights import weights_status
+
+    path = tmp_path / "w.pth"
+    make(path)
+    with pytest.raises(WeightsUnavailableError, match=re.escape(f"--weights {path}: ") + ".*" + re.escape(said)):
+        build_model("resnet18", 4, weights_file=str(path))
+    status = weights_status("resnet18", str(path))  # plan and the wizard say it before training
+    if said in ("not a PyTorch file", "empty (0 bytes)", "is a folder"):
+        assert not status.available and said in status.detail

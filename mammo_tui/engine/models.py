@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torchvision.models import get_model, get_model_weights
 
+from mammo_tui.engine.checkpoint import read_torch_file, validate_checkpoint
 from mammo_tui.errors import ConfigError, WeightsUnavailableError
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "efficientnet_b0")
@@ -82,25 +83,23 @@ def _shape(value) -> str:
 
 
 def _read_weights_file(path: Path, arch: str) -> dict:
-    if not path.is_file():
-        raise WeightsUnavailableError(f"--weights {path}: no such file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle payloads, truncated files, not-a-checkpoint
-        raise WeightsUnavailableError(
-            f"--weights {path}: cannot be loaded as a plain state dict ({exc.__class__.__name__}: "
-            f"{str(exc)[:200]}). Use a torchvision .pth state dict such as "
-            f"{Path(get_model_weights(arch).DEFAULT.url).name}, or a mammo-tui run's checkpoints/best.pt."
-        ) from None
-    if isinstance(state, dict) and _is_run_checkpoint(state):
-        return state
+    what = f"--weights {path}"
+    state = read_torch_file(path, what, WeightsUnavailableError)  # folder, empty, truncated, not torch
+    if isinstance(state, dict) and (_is_run_checkpoint(state) or "format_version" in state):
+        # a mammo-tui checkpoint: the same checks as for eval and --resume (format, keys, config)
+        return validate_checkpoint(state, path, WeightsUnavailableError, what)
     for wrapper in ("state_dict", "model"):  # {"state_dict": ...}, torchvision reference scripts' {"model": ...}
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
             break
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsUnavailableError(f"--weights {path}: neither a state dict (layer names -> tensors) nor "
-                                      "a mammo-tui checkpoint (a run's checkpoints/best.pt)")
+        held = "a Tensor" if isinstance(state, torch.Tensor) else f"a {type(state).__name__}"
+        if isinstance(state, dict) and state:
+            held += " with non-tensor values"
+        raise WeightsUnavailableError(
+            f"{what}: neither a state dict (layer names -> tensors) nor a mammo-tui checkpoint (a run's "
+            f"checkpoints/best.pt); it holds {held}. Use a torchvision .pth state dict such as "
+            f"{Path(get_model_weights(arch).DEFAULT.url).name}.")
     return state
 
 
