@@ -118,3 +118,81 @@ def test_unwritable_cache_still_loads_and_warns(tmp_path, demo_records):
     images = load_images(demo_records[:2], cache, workers=1)
     assert images.shape == (2, 16, 16)
     assert cache.decodes == 2 and cache.warnings and "MAMMO_TUI_CACHE" in cache.warnings[0]
+
+
+# -- the content-hash memo and the decode check --------------------------------------------------
+
+
+def replace_keeping_size_and_mtime(path, data: bytes) -> None:
+    """Overwrite a file in place with other bytes of the same size, then restore its mtime."""
+    import time
+
+    before = os.stat(path)
+    assert len(data) == before.st_size
+    time.sleep(0.05)  # past the file system's timestamp granularity: the write gets a new ctime
+    with open(path, "r+b") as handle:
+        handle.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (os.stat(path).st_size, os.stat(path).st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+def test_same_size_replacement_with_restored_mtime_is_hashed_again(tmp_path, make_dicom):
+    from mammo_tui.data import cache as cache_module
+
+    picture = np.full((32, 32), 100, dtype=np.uint16)
+    picture[8:24, 8:24] = 3000
+    path = make_dicom(tmp_path / "img" / "a.dcm", picture)
+    other = make_dicom(tmp_path / "img" / "b.dcm", 4000 - picture)
+    cache = PreprocessCache(16, tmp_path / "cache")
+    first_hash, before = cache.content_hash(str(path)), cache.load(path)
+    replace_keeping_size_and_mtime(path, other.read_bytes())
+    assert cache.content_hash(str(path)) != first_hash
+    assert not np.array_equal(cache.load(path), before), "the old cache entry was served"
+    cache_module._hash_memo.clear()  # a new process: only the on-disk index is left
+    assert cache.content_hash(str(path)) == cache_module.content_hash(other, tmp_path / "cache")
+
+
+def test_decode_check_decodes_once_per_content_and_decoder_version(tmp_path, make_dicom, monkeypatch):
+    from mammo_tui.data import cache as cache_module
+
+    path = str(make_dicom(tmp_path / "a.dcm", np.full((32, 32), 900, dtype=np.uint16)))
+    decoded = []
+    real = cache_module.read_image
+    monkeypatch.setattr(cache_module, "read_image", lambda p: decoded.append(p) or real(p))
+    digest = cache_module.content_hash(path, tmp_path / "cache")
+    for _ in range(2):
+        cache_module.check_decodes(path, digest, tmp_path / "cache")
+    assert decoded == [path]  # the second check (another process too: it is on disk) decodes nothing
+    monkeypatch.setattr(cache_module, "DECODER_VERSION", cache_module.DECODER_VERSION + "|newer")
+    cache_module.check_decodes(path, digest, tmp_path / "cache")
+    assert decoded == [path, path]
+
+
+def test_decode_check_raises_and_remembers_nothing_for_a_bad_image(tmp_path, make_dicom):
+    from mammo_tui.data.cache import check_decodes, content_hash
+    from mammo_tui.data.records import ImageReadError
+
+    path = str(make_dicom(tmp_path / "nan.dcm", np.full((32, 32), 900, dtype=np.uint16), RescaleSlope="nan"))
+    for _ in range(2):
+        with pytest.raises(ImageReadError) as caught:
+            check_decodes(path, content_hash(path, tmp_path / "cache"), tmp_path / "cache")
+        assert caught.value.kind == "not_finite" and path in caught.value.message
+
+
+def test_file_that_turned_bad_after_the_scan_stops_training_naming_it(tmp_path, make_dicom):
+    path = make_dicom(tmp_path / "nan.dcm", np.full((32, 32), 900, dtype=np.uint16), RescaleIntercept="inf")
+    with pytest.raises(DatasetError) as caught:
+        load_images([ImageRecord(str(path), 0, "g", 2)], PreprocessCache(16, tmp_path / "cache"))
+    assert str(path) in str(caught.value) and "not_finite" in str(caught.value)
+    assert "Traceback" not in str(caught.value)
+
+
+def test_a_cache_entry_with_nan_is_rebuilt(tmp_path, demo_records):
+    cache = PreprocessCache(16, tmp_path)
+    good = cache.load(demo_records[0].path)
+    entry = cache.entry_path(demo_records[0].path)
+    broken = good.astype(np.float16)
+    broken[0, 0] = np.nan
+    np.save(entry, broken)
+    np.testing.assert_array_equal(cache.load(demo_records[0].path), good)
+    assert cache.decodes == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pydicom
 import pytest
@@ -79,14 +81,14 @@ def test_rgb_is_converted_to_grayscale():
     np.testing.assert_allclose(decoded, expected, atol=1e-4)
 
 
-def test_multiframe_takes_the_first_frame():
+def test_multiframe_is_refused_at_probe_and_decode_time():
+    # frame 1 of a multi-frame object (e.g. a tomosynthesis volume) is not the mammogram
     path = pydicom_file("SC_rgb_rle_2frame.dcm")
-    frames = pydicom.dcmread(path).pixel_array.astype(np.float64)
-    assert frames.shape == (2, 100, 100, 3)
-    assert not np.array_equal(frames[0], frames[1])
-    decoded = read_image(path)
-    np.testing.assert_allclose(decoded, (frames[0] @ [0.299, 0.587, 0.114]) / 255.0, atol=1e-4)
-    assert probe_image(path).frames == 2
+    for check in (probe, read_image):
+        with pytest.raises(ImageReadError) as caught:
+            check(path)
+        assert caught.value.kind == "multi_frame"
+        assert path in caught.value.message and "2 frames" in caught.value.message
 
 
 def test_truncated_uncompressed_file_is_caught_by_the_header_probe():
@@ -232,3 +234,173 @@ def test_jpeg2000_file_cut_short_is_truncated_not_no_pixels(tmp_path, make_dicom
     with pytest.raises(ImageReadError) as caught:
         probe(str(path))
     assert caught.value.kind == "truncated"
+
+
+# -- bad pixels and odd headers: each a named problem, never a crash or NaN pixels ----------------
+
+
+def expect_problem(check, path, kind: str) -> str:
+    with pytest.raises(ImageReadError) as caught:
+        check(str(path))
+    assert caught.value.kind == kind, caught.value.message
+    assert str(path) in caught.value.message
+    return caught.value.message
+
+
+def with_transfer_syntax(path, uid: str):
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = uid
+    ds.save_as(path)
+    return path
+
+
+@pytest.mark.parametrize("attributes", [
+    {"RescaleSlope": "nan", "RescaleIntercept": "0"},
+    {"RescaleSlope": "1", "RescaleIntercept": "inf"},
+    {"RescaleSlope": "-inf", "RescaleIntercept": "0"},
+])
+def test_non_finite_rescale_is_not_finite_in_probe_and_decode(tmp_path, make_dicom, attributes):
+    path = make_dicom(tmp_path / "rescale.dcm", breast_phantom(), **attributes)
+    for check in (probe, read_image):
+        assert "Rescale" in expect_problem(check, path, "not_finite")
+
+
+def test_decoded_pixels_that_are_not_finite_are_refused(tmp_path, make_dicom, monkeypatch):
+    # whatever produced them (a VOI LUT, a plugin, float data): NaN never leaves read_image
+    from mammo_tui.data import images
+
+    path = make_dicom(tmp_path / "ok.dcm", breast_phantom())
+    broken = read_image(path)
+    broken[3, 4] = np.nan
+    monkeypatch.setattr(images, "decode_dicom", lambda _: broken)
+    assert "1 of" in expect_problem(read_image, path, "not_finite")
+
+
+def test_float_pixel_data_is_refused_by_decode_like_by_probe(tmp_path):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.Rows = ds.Columns = 32
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated = 1, "MONOCHROME2", 32
+    values = np.full((32, 32), 0.5, dtype=np.float32)
+    values[3, 3] = np.nan
+    ds.FloatPixelData = values.tobytes()
+    path = tmp_path / "float.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    expect_problem(probe, path, "no_pixels")
+    expect_problem(read_image, path, "no_pixels")
+
+
+def test_unknown_transfer_syntax_is_a_named_problem(tmp_path, make_dicom):
+    path = with_transfer_syntax(make_dicom(tmp_path / "odd.dcm", breast_phantom()), "1.2.3.4.5.6.7")
+    for check in (probe, read_image):
+        assert "1.2.3.4.5.6.7" in expect_problem(check, path, "unsupported_compression")
+
+
+def test_unknown_photometric_interpretation_is_named_at_probe_time(tmp_path, make_dicom):
+    path = make_dicom(tmp_path / "odd.dcm", breast_phantom(), photometric="WEIRD")
+    for check in (probe, read_image):
+        assert "WEIRD" in expect_problem(check, path, "unreadable")
+
+
+def test_garbage_compressed_streams_fail_at_decode_with_the_file_named(tmp_path, make_dicom):
+    from pydicom.encaps import encapsulate
+
+    for name, uid, stream in [("j2k.dcm", "1.2.840.10008.1.2.4.90", b"\xff\x4f\xff\x51"),
+                              ("jpeg12.dcm", "1.2.840.10008.1.2.4.51", b"\xff\xd8\xff\xc1")]:
+        path = make_dicom(tmp_path / name, breast_phantom(), pixel_data=False)
+        ds = pydicom.dcmread(path)
+        ds.PixelData = encapsulate([stream + bytes(range(256)) * 2])
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = uid
+        ds.save_as(path)
+        message = expect_problem(read_image, path, "unreadable")
+        if get_decoder(uid).missing_dependencies:  # e.g. Pillow reads no 12-bit JPEG: name what does
+            assert "another decoder may read it: pip install" in message
+
+
+def test_huge_image_in_the_header_is_too_large_before_any_decode(tmp_path, make_dicom):
+    path = make_dicom(tmp_path / "huge.dcm", breast_phantom(), Rows=20000, Columns=20000)
+    for check in (probe, read_image):
+        assert "400,000,000 pixels" in expect_problem(check, path, "too_large")
+
+
+def test_an_exception_nobody_expected_from_a_decoder_names_the_file(tmp_path, make_dicom, monkeypatch):
+    from mammo_tui.data import images
+
+    class PluginBug(Exception):
+        pass
+
+    def explode(_):
+        raise PluginBug("surprise")
+
+    path = make_dicom(tmp_path / "ok.dcm", breast_phantom())
+    monkeypatch.setattr(images, "decode_dicom", explode)
+    assert "PluginBug: surprise" in expect_problem(read_image, path, "unreadable")
+    monkeypatch.setattr(images, "decode_dicom", lambda _: (_ for _ in ()).throw(MemoryError()))
+    expect_problem(read_image, path, "too_large")
+
+
+# -- PNG / JPEG -------------------------------------------------------------------------------
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def handmade_png(path, width: int, height: int, idat: bytes):
+    import struct
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", idat)
+                     + png_chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("width, height", [(20000, 20000), (10000, 10000)])  # over 2x / over 1x PIL's limit
+def test_png_over_the_decompression_bomb_limit_is_too_large(tmp_path, width, height):
+    import zlib
+
+    path = handmade_png(tmp_path / "bomb.png", width, height, zlib.compress(bytes(1000)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PIL's DecompressionBombWarning must not leak to the console
+        for check in (probe, read_image):
+            assert f"{width * height:,} pixels" in expect_problem(check, path, "too_large")
+
+
+def test_png_with_garbage_pixel_data_or_cut_short_is_unreadable(tmp_path):
+    from PIL import Image
+
+    garbage = handmade_png(tmp_path / "idat.png", 64, 64, bytes(range(256)) * 2)
+    expect_problem(read_image, garbage, "unreadable")
+    good = tmp_path / "good.png"
+    Image.fromarray(breast_phantom().astype(np.uint8)).save(good)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good.read_bytes()[:-40])
+    expect_problem(read_image, cut, "unreadable")
+
+
+def test_animated_png_is_multi_frame(tmp_path):
+    from PIL import Image
+
+    frames = [Image.fromarray(np.full((32, 32), v, dtype=np.uint8)) for v in (10, 200)]
+    path = tmp_path / "anim.png"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    for check in (probe, read_image):
+        assert "2 frames" in expect_problem(check, path, "multi_frame")
+
+
+@pytest.mark.parametrize("center, width", [("nan", "nan"), ("2000", "inf"), ("inf", "400")])
+def test_a_non_finite_window_is_ignored_and_the_pixels_stay_finite(tmp_path, make_dicom, center, width):
+    path = make_dicom(tmp_path / "w.dcm", breast_phantom(), WindowCenter=center, WindowWidth=width)
+    image = read_image(path)
+    assert np.isfinite(image).all()
+    np.testing.assert_array_equal(image, read_image(make_dicom(tmp_path / "plain.dcm", breast_phantom())))

@@ -5,8 +5,17 @@ file, another image size or a changed decoding rule never reuses a stale entry. 
 .npy files written atomically (temporary file in the same folder + os.replace): two runs sharing
 the cache can never read a half-written entry, and the last writer wins with identical bytes.
 
-Content hashes are memoised by (path, size, mtime_ns), in memory and in a small on-disk index, so a
-warm run reads neither the images nor their hashes' inputs again.
+Content hashes are memoised by (path, size, mtime_ns, ctime_ns, inode), in memory and in a small
+on-disk index, so a warm run reads neither the images nor their hashes' inputs again. The memo
+assumes a file whose bytes change also changes one of these: writing a file sets its mtime and
+ctime, and restoring the mtime (touch -d, os.utime, cp -p, rsync -t) sets ctime to now, which no
+user tool can set back; replacing the file (mv, os.replace) gives a new inode. What could slip
+through: an in-place rewrite within the same timestamp tick (a few ms) as the hashing, an edit
+made with the system clock set back, or a file system without a change time (on Windows st_ctime
+is the creation time). After such an edit, delete the cache folder's content-hashes/.
+
+check_decodes() remembers, under the cache folder, which contents decoded to finite 2-D pixels
+with this decoder version, so the dataset scan decodes each image once, not every plan/train/eval.
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import PIL
+import pydicom
 from numpy.typing import DTypeLike
 
 from mammo_tui.data import dicom
@@ -29,14 +40,21 @@ from mammo_tui.data.records import ImageReadError, ImageRecord
 from mammo_tui.errors import DatasetError
 
 # Bump when decoding or resizing changes what an image looks like: old entries become unreachable.
-PREPROCESS_VERSION = 1
+# 2: images with non-finite pixels, multi-frame images and unknown syntaxes are refused.
+PREPROCESS_VERSION = 2
+# What decides whether a content decodes: our rules and the decoder libraries' versions. A
+# "decodes fine" record under another version is not trusted (e.g. after upgrading pydicom).
+DECODER_VERSION = (f"v{PREPROCESS_VERSION}|pydicom {pydicom.__version__}|pillow {PIL.__version__}"
+                   f"|numpy {np.__version__}")
 CACHE_ENV = "MAMMO_TUI_CACHE"
 CACHE_DTYPE = np.float16  # values in [0, 1]: float16 keeps ~3 decimal digits, half the memory
 
-# (abspath, size, mtime_ns) -> sha1, least recently used first; bounded so a huge dataset (or many
-# datasets in one process) cannot grow it without limit: evicted entries come back from the index.
+# (abspath, size, mtime_ns, ctime_ns, inode) -> sha1, least recently used first; bounded so a huge
+# dataset (or many datasets in one process) cannot grow it without limit: evicted entries come
+# back from the index.
 _HASH_MEMO_MAX = 100_000
-_hash_memo: OrderedDict[tuple[str, int, int], str] = OrderedDict()
+MemoKey = tuple[str, int, int, int, int]
+_hash_memo: OrderedDict[MemoKey, str] = OrderedDict()
 _hash_memo_lock = threading.Lock()
 
 
@@ -57,14 +75,20 @@ def _write_atomic(target: Path, payload: Callable[[object], None]) -> None:
         raise
 
 
-def _hash_index_file(root: Path, memo_key: tuple[str, int, int]) -> Path:
+def _memo_key(path: str) -> MemoKey:
+    """What identifies one version of a file without reading it (see the module docstring)."""
+    stat = os.stat(path)
+    return os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
+
+
+def _hash_index_file(root: Path, memo_key: MemoKey) -> Path:
     name = hashlib.sha1(repr(memo_key).encode()).hexdigest()
     return root / "content-hashes" / name[:2] / name
 
 
 def content_hash(path: str | os.PathLike, root: str | os.PathLike | None = None,
                  on_write_error: Callable[[OSError], None] | None = None) -> str:
-    """sha1 of the file's bytes, computed once per (path, size, mtime_ns).
+    """sha1 of the file's bytes, computed once per (path, size, mtime_ns, ctime_ns, inode).
 
     The one content-hash routine: the dataset scan (duplicate content) and PreprocessCache (entry
     keys) both call it, so a file's bytes are read for hashing once: later calls hit the in-memory
@@ -73,8 +97,7 @@ def content_hash(path: str | os.PathLike, root: str | os.PathLike | None = None,
     Raises OSError when the file cannot be read.
     """
     path = os.fspath(path)
-    stat = os.stat(path)
-    memo_key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    memo_key = _memo_key(path)
     with _hash_memo_lock:
         known = _hash_memo.get(memo_key)
         if known:
@@ -101,6 +124,29 @@ def content_hash(path: str | os.PathLike, root: str | os.PathLike | None = None,
     return digest
 
 
+def _decoded_marker(root: Path, digest: str) -> Path:
+    name = hashlib.sha1(f"{digest}|{DECODER_VERSION}".encode()).hexdigest()
+    return root / "decoded" / name[:2] / name
+
+
+def check_decodes(path: str | os.PathLike, digest: str, root: str | os.PathLike | None = None) -> None:
+    """Decode the image the way training will (read_image: finite, 2-D), unless content `digest`
+    already decoded fine under DECODER_VERSION; raises ImageReadError naming the file.
+
+    Only success is remembered (an empty marker file under root/decoded): a bad image is decoded
+    again next time, so a fixed decoder or plugin is noticed. A marker that cannot be written
+    costs a decode next time, nothing else.
+    """
+    marker = _decoded_marker(Path(root).expanduser() if root is not None else default_cache_root(), digest)
+    if marker.is_file():
+        return
+    read_image(path)
+    try:
+        _write_atomic(marker, lambda handle: None)
+    except OSError:
+        pass
+
+
 class PreprocessCache:
     def __init__(self, img_size: int, root: str | os.PathLike | None = None) -> None:
         self.img_size = int(img_size)
@@ -114,7 +160,7 @@ class PreprocessCache:
 
     # -- keys -------------------------------------------------------------------------------
     def content_hash(self, path: str) -> str:
-        """sha1 of the file's bytes, computed once per (path, size, mtime_ns) (see content_hash)."""
+        """sha1 of the file's bytes, memoised by the file's stat (see content_hash)."""
         return content_hash(path, self.root, self._unwritable)
 
     def key(self, path: str) -> str:
@@ -135,7 +181,7 @@ class PreprocessCache:
         entry = self.entry_path(path)
         try:
             image = np.load(entry, allow_pickle=False)
-            if image.shape == (self.img_size, self.img_size):
+            if image.shape == (self.img_size, self.img_size) and np.isfinite(image).all():
                 with self._lock:
                     self.hits += 1
                 return image.astype(dtype, copy=False)
@@ -199,9 +245,8 @@ def load_images(
             finally:
                 pool.shutdown(cancel_futures=True)  # stop at the first bad file
     except ImageReadError as error:
-        raise DatasetError(f"Cannot load an image for training: {error.message}. It passed the header "
-                           "check but its pixels cannot be decoded; remove or replace the file and run "
-                           "again.") from None
+        raise DatasetError(f"Cannot load an image for training ({error.kind}): {error.message}. The file "
+                           "changed since the dataset was checked; remove or replace it and run again.") from None
     except OSError as error:
         raise DatasetError(f"Cannot read an image for training: {error.filename}: {error.strerror}. "
                            "Check that the dataset did not move since it was checked.") from None

@@ -9,6 +9,7 @@ Only technical header fields are read; PatientID leaves this module as a digest,
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import warnings
@@ -32,6 +33,33 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 logging.getLogger("pydicom").addHandler(logging.NullHandler())
 # pydicom names its decoder plugins; pip knows some of them by another name.
 _PIP_NAMES = {"gdcm": "python-gdcm"}
+# Photometric Interpretations the decoder handles (pydicom converts the YBR family to RGB).
+_PHOTOMETRICS = frozenset({"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL", "YBR_FULL_422",
+                           "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT"})
+# PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS, ~89.5 Mpx), applied to DICOM too: a
+# full-field mammogram has ~14 Mpx, so a header asking for more is damaged or not a mammogram,
+# and decoding it could exhaust memory.
+MAX_PIXELS = 89_478_485
+
+
+def require_pixel_count(path: str, width: int, height: int, limit: int = MAX_PIXELS) -> None:
+    """Raise ImageReadError(too_large) for an image over the decompression-bomb limit."""
+    pixels = width * height
+    if pixels > limit:
+        raise ImageReadError("too_large", f"{path}: image is {width}x{height} px ({pixels:,} pixels), over the "
+                             f"{limit:,}-pixel safety limit (a mammogram has about 14 million); it is damaged "
+                             "or not a mammogram: downscale or remove it")
+
+
+def require_finite(values: np.ndarray, path: str, stage: str = "after decoding") -> None:
+    """Raise ImageReadError(not_finite) when any pixel is NaN or infinite (training would learn NaN)."""
+    if values.dtype.kind not in "fc":
+        return  # integers are always finite
+    bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+    if bad:
+        raise ImageReadError("not_finite", f"{path}: {bad:,} of {values.size:,} pixels are NaN or infinite "
+                             f"{stage}; the file's pixel data or its rescale / VOI LUT values are broken: "
+                             "re-export the image or remove it")
 
 
 def _read(path: str, **kwargs) -> pydicom.Dataset:
@@ -86,6 +114,10 @@ def install_hint(transfer_syntax: pydicom.uid.UID) -> str:
 
 
 def _require_decoder(path: str, transfer_syntax: pydicom.uid.UID) -> None:
+    if not transfer_syntax.is_transfer_syntax:  # pydicom cannot tell how its pixels are encoded
+        raise ImageReadError("unsupported_compression", f"{path}: unknown Transfer Syntax UID "
+                             f"{str(transfer_syntax)!r}, so the pixels cannot be decoded; re-export the file "
+                             "uncompressed (Explicit VR Little Endian) or as JPEG 2000")
     if not transfer_syntax.is_compressed:
         return
     try:
@@ -97,13 +129,25 @@ def _require_decoder(path: str, transfer_syntax: pydicom.uid.UID) -> None:
                              f"{transfer_syntax.name}; {install_hint(transfer_syntax)}")
 
 
+def _other_decoders(transfer_syntax: pydicom.uid.UID) -> str:
+    """'; if the file is intact, ...: pip install ...' when pydicom knows decoders not installed here
+    (e.g. Pillow cannot read 12-bit JPEG, pylibjpeg-libjpeg can)."""
+    if not transfer_syntax.is_compressed:
+        return ""
+    try:
+        missing = get_decoder(transfer_syntax).missing_dependencies
+    except NotImplementedError:
+        return ""
+    return f"; if the file is intact, another decoder may read it: {install_hint(transfer_syntax)}" if missing else ""
+
+
 def _check_pixel_length(ds: pydicom.Dataset, path: str, transfer_syntax: pydicom.uid.UID) -> None:
     """Catch files cut short inside uncompressed pixel data without reading the pixels."""
     raw = ds.get_item(0x7FE00010, keep_deferred=True)  # do not read the pixels
     length = getattr(raw, "length", None)
     if length is None or length == _UNDEFINED_LENGTH or transfer_syntax.is_compressed:
         return  # encapsulated data: checked when decoding
-    frames = max(1, _int(ds.get("NumberOfFrames", 1), 1))
+    frames = _frames(ds)
     bits = _int(ds.get("BitsAllocated", 0))
     pixels = _int(ds.Rows) * _int(ds.Columns) * _int(ds.get("SamplesPerPixel", 1), 1) * frames
     expected = (pixels * bits + 7) // 8
@@ -118,21 +162,27 @@ def _check_pixel_length(ds: pydicom.Dataset, path: str, transfer_syntax: pydicom
                                  "bytes of pixel data; the file is truncated (copy it again from the source)")
 
 
-def probe_dicom(path: str) -> tuple[ImageInfo, str | None]:
-    """Header facts and the patient digest (None when the file has no PatientID).
+def _frames(ds: pydicom.Dataset) -> int:
+    return max(1, _int(ds.get("NumberOfFrames", 1), 1))
 
-    Raises ImageReadError(kind) with kind unreadable | no_pixels | truncated |
-    unsupported_compression | tiny_image.
-    """
-    # defer_size keeps the pixel data on disk while still telling us its declared length and offset
-    ds = _read(path, defer_size=1024)
-    if "PixelData" not in ds:
-        if _has_pixel_data_tag(path):
-            raise ImageReadError("truncated", f"{path}: the file ends inside its pixel data; it is truncated "
-                                 "(copy it again from the source)")
-        other = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
-        detail = f"it has {other[0]}, which is not supported" if other else "it is not an image (e.g. a report)"
-        raise ImageReadError("no_pixels", f"{path}: DICOM file without pixel data; {detail}")
+
+def _finite_number(ds: pydicom.Dataset, keyword: str, path: str) -> None:
+    """A rescale value must be a finite number, or every pixel becomes NaN / infinite."""
+    if keyword not in ds:
+        return
+    raw = ds[keyword].value
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ImageReadError("unreadable", f"{path}: {keyword} {raw!r} is not a number; re-export the image "
+                             "from the PACS") from None
+    if not math.isfinite(value):
+        raise ImageReadError("not_finite", f"{path}: {keyword} is {raw!r}, so every pixel would be NaN or "
+                             "infinite; the header is damaged: re-export the image from the PACS")
+
+
+def _check_header(ds: pydicom.Dataset, path: str) -> tuple[pydicom.uid.UID, int, int]:
+    """What probe and decode both require of the header; (transfer syntax, rows, columns)."""
     rows, columns = _int(ds.get("Rows", 0)), _int(ds.get("Columns", 0))
     if rows <= 0 or columns <= 0:
         raise ImageReadError("no_pixels", f"{path}: DICOM header gives no image size (Rows/Columns)")
@@ -141,6 +191,35 @@ def probe_dicom(path: str) -> tuple[ImageInfo, str | None]:
         raise ImageReadError("unreadable", f"{path}: DICOM file meta has no Transfer Syntax UID, so the "
                              "pixels cannot be decoded; re-export the file from the PACS")
     _require_decoder(path, transfer_syntax)
+    frames = _frames(ds)
+    if frames > 1:  # e.g. tomosynthesis: frame 1 is one slice, not the 2-D mammogram
+        raise ImageReadError("multi_frame", f"{path}: DICOM file has {frames} frames (e.g. a tomosynthesis "
+                             "volume); only single-frame 2-D mammograms are supported: use the 2-D (or "
+                             "synthesised 2-D) view instead")
+    require_pixel_count(path, columns, rows)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    if photometric not in _PHOTOMETRICS:
+        raise ImageReadError("unreadable", f"{path}: Photometric Interpretation {photometric!r} is not one "
+                             "this decoder knows; re-export the image as MONOCHROME2")
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        _finite_number(ds, keyword, path)
+    return transfer_syntax, rows, columns
+
+
+def probe_dicom(path: str) -> tuple[ImageInfo, str | None]:
+    """Header facts and the patient digest (None when the file has no PatientID).
+
+    Raises ImageReadError(kind) with kind unreadable | no_pixels | truncated |
+    unsupported_compression | tiny_image | multi_frame | too_large | not_finite.
+    """
+    # defer_size keeps the pixel data on disk while still telling us its declared length and offset
+    ds = _read(path, defer_size=1024)
+    if "PixelData" not in ds:
+        if _has_pixel_data_tag(path):
+            raise ImageReadError("truncated", f"{path}: the file ends inside its pixel data; it is truncated "
+                                 "(copy it again from the source)")
+        raise _no_pixels(ds, path)
+    transfer_syntax, rows, columns = _check_header(ds, path)
     _check_pixel_length(ds, path, transfer_syntax)
     if min(rows, columns) < MIN_IMAGE_SIDE:
         raise ImageReadError("tiny_image", f"{path}: image is {columns}x{rows} px, smaller than "
@@ -153,7 +232,7 @@ def probe_dicom(path: str) -> tuple[ImageInfo, str | None]:
         transfer_syntax=transfer_syntax.name,
         modality=str(ds.get("Modality", "")),
         bits_stored=_int(ds.get("BitsStored", 0)),
-        frames=max(1, _int(ds.get("NumberOfFrames", 1), 1)),
+        frames=_frames(ds),
     )
     patient_id = str(ds.get("PatientID", "") or "").strip()
     return info, (patient_digest(patient_id) if patient_id else None)
@@ -219,21 +298,31 @@ def _to_gray(rgb: np.ndarray, max_value: float) -> np.ndarray:
     return np.clip(rgb[..., :3].astype(np.float32) @ _LUMA / max_value, 0.0, 1.0)
 
 
+def _no_pixels(ds: pydicom.Dataset, path: str) -> ImageReadError:
+    other = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
+    detail = f"it has {other[0]}, which is not supported" if other else "it is not an image (e.g. a report)"
+    return ImageReadError("no_pixels", f"{path}: DICOM file without pixel data; {detail}")
+
+
 def decode_dicom(path: str) -> np.ndarray:
-    """Decode the first frame of a DICOM file to float32 HxW in [0, 1], dense tissue bright."""
+    """Decode a single-frame DICOM file to float32 HxW in [0, 1], dense tissue bright.
+
+    Raises ImageReadError for anything the header probe refuses, and for pixels that cannot be
+    decoded; the caller (images.read_image) checks the result is finite.
+    """
     ds = _read(path)
-    transfer_syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if transfer_syntax is not None:
-        _require_decoder(path, transfer_syntax)
+    if "PixelData" not in ds:
+        raise _no_pixels(ds, path)
+    transfer_syntax, _, _ = _check_header(ds, path)
     try:
-        if max(1, _int(ds.get("NumberOfFrames", 1), 1)) > 1:
-            ds.pixel_array_options(index=0)  # decode only the first frame
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             pixels = ds.pixel_array
-    except Exception as error:
+    except Exception as error:  # whatever a decoder plugin raises: name the file
         kind = "truncated" if "less than expected" in str(error) else "unreadable"
-        raise ImageReadError(kind, f"{path}: cannot decode the pixel data ({error})") from None
+        detail = " ".join(str(error).split()) or type(error).__name__  # plugins list their errors on lines
+        raise ImageReadError(kind, f"{path}: cannot decode the pixel data ({detail})"
+                             f"{_other_decoders(transfer_syntax)}") from None
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     bits = _int(ds.get("BitsStored", 8), 8)
     if photometric == "PALETTE COLOR":
@@ -242,6 +331,7 @@ def decode_dicom(path: str) -> np.ndarray:
     if pixels.ndim == 3:  # RGB (pydicom converts YBR to RGB by default)
         return _to_gray(pixels, float(2**bits - 1))
     values = apply_modality_lut(pixels, ds)
+    require_finite(values, path, "after its Modality LUT / rescale")  # a window could hide them
     inverted = photometric == "MONOCHROME1"
     if _has_voi(ds):
         windowed = _voi_window(values, ds)

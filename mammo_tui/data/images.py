@@ -4,18 +4,30 @@ Formats are recognised by their first bytes, not by the file name: DICOM (with o
 extension), PNG (8/16-bit) and JPEG. 8-bit PNG/JPEG are taken as already windowed for display
 (value / 255); 16-bit PNG holds raw detector values, so it gets the same percentile window as a
 DICOM without a window.
+
+Whatever goes wrong with one file (a decoder plugin's own exception, PIL's decompression-bomb
+guard, NaN or infinite pixels, several frames) leaves probe/read_image as an ImageReadError
+naming the file, so callers report it as a problem of that image and go on.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mammo_tui.data.dicom import decode_dicom, percentile_window, probe_dicom
+from mammo_tui.data.dicom import (
+    MAX_PIXELS,
+    decode_dicom,
+    percentile_window,
+    probe_dicom,
+    require_finite,
+    require_pixel_count,
+)
 from mammo_tui.data.records import MIN_IMAGE_SIDE, ImageInfo, ImageReadError
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -44,15 +56,53 @@ def sniff_format(path: str) -> str:
     raise ImageReadError("unreadable", f"{path}: not a DICOM, PNG or JPEG file; remove it or convert it")
 
 
+def _as_problem(path: str, error: Exception) -> ImageReadError:
+    """Any exception from probing or decoding one image, as a problem naming that image."""
+    if isinstance(error, ImageReadError):
+        return error
+    if isinstance(error, Image.DecompressionBombError):  # PIL refuses before it tells the size
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        return ImageReadError("too_large", f"{path}: image has {size}, over the {MAX_PIXELS:,}-pixel safety "
+                              "limit (a mammogram has about 14 million); downscale or remove it")
+    if isinstance(error, MemoryError):
+        return ImageReadError("too_large", f"{path}: not enough memory to decode this image; free memory, "
+                              "or downscale or remove the image")
+    return ImageReadError("unreadable", f"{path}: cannot decode the image ({type(error).__name__}: {error})")
+
+
 def _open_pil(path: str) -> Image.Image:
+    """Image.open (header only) that refuses images over the decompression-bomb limit or with frames."""
     try:
-        return Image.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, with the size
+            image = Image.open(path)
     except (UnidentifiedImageError, OSError) as error:
         raise ImageReadError("unreadable", f"{path}: cannot read the image ({error})") from None
+    try:
+        require_pixel_count(path, *image.size)
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:  # an animated PNG or a multi-picture JPEG: which frame is the mammogram?
+            raise ImageReadError("multi_frame", f"{path}: image has {frames} frames (animated or multi-picture); "
+                                 "only single-frame images are supported: save the mammogram alone")
+    except BaseException:
+        image.close()
+        raise
+    return image
 
 
 def probe(path: str) -> tuple[ImageInfo, str | None]:
-    """Header facts plus the patient digest from DICOM (None otherwise); no pixel decoding."""
+    """Header facts plus the patient digest from DICOM (None otherwise); no pixel decoding.
+
+    Raises ImageReadError for anything wrong with the file, whatever the library raised.
+    """
+    try:
+        return _probe(path)
+    except Exception as error:
+        raise _as_problem(path, error) from error
+
+
+def _probe(path: str) -> tuple[ImageInfo, str | None]:
     fmt = sniff_format(path)
     if fmt == "DICOM":
         return probe_dicom(path)
@@ -81,22 +131,30 @@ def _read_pil(path: str) -> np.ndarray:
         except (OSError, SyntaxError, ValueError) as error:
             raise ImageReadError("unreadable", f"{path}: cannot decode the image ({error})") from None
         if image.mode in _SIXTEEN_BIT_MODES:
-            return percentile_window(np.asarray(image, dtype=np.float32))
+            values = np.asarray(image, dtype=np.float32)
+            require_finite(values, path, "in the file")  # mode F: before the window hides how many
+            return percentile_window(values)
         if image.mode != "L":
             image = image.convert("L")
         return np.asarray(image, dtype=np.float32) / 255.0
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to float32 HxW in [0, 1] (dense tissue bright); raises ImageReadError."""
+    """Decode an image file to float32 HxW in [0, 1] (dense tissue bright).
+
+    Raises ImageReadError for any failure, including pixels that are not all finite: what returns
+    is safe to train on (the dataset scan calls this through cache.check_decodes).
+    """
     path = os.fspath(path)
     try:
-        return decode_dicom(path) if sniff_format(path) == "DICOM" else _read_pil(path)
-    except (ImageReadError, MemoryError):
-        raise
-    except Exception as error:  # e.g. a malformed LUT: whatever it is, name the file
-        raise ImageReadError("unreadable", f"{path}: cannot decode the image ({type(error).__name__}: "
-                             f"{error})") from error
+        image = decode_dicom(path) if sniff_format(path) == "DICOM" else _read_pil(path)
+    except Exception as error:  # e.g. a malformed LUT or a plugin's own error: name the file
+        raise _as_problem(path, error) from error
+    if image.ndim != 2:
+        raise ImageReadError("unreadable", f"{path}: decoded to an array of shape {image.shape}, not one 2-D "
+                             "image; convert it to a single greyscale image")
+    require_finite(image, path)  # NaN pixels would train NaN weights and predict NaN
+    return image
 
 
 def resize_pad(image: np.ndarray, size: int) -> np.ndarray:
