@@ -25,8 +25,105 @@ examples:
   mammo-tui cv --folds 5 --demo               5-fold cross-validation in the dashboard
   mammo-tui cv --no-ui --resume runs/<cv>     continue a stopped cross-validation headless
   mammo-tui watch runs/<run>                  re-attach the dashboard to a (headless) run or CV
-exit codes: 0 healthy/warning, 3 collapsed, 2 bad input or config, 1 failed, 130 interrupted
+exit codes: 0 healthy/warning, 3 collapsed, 2 bad input or config, 1 internal error (a bug: please
+  report it), 130 interrupted (Ctrl-C, SIGTERM, SIGHUP), 141 output pipe closed (e.g. | head)
 """
+
+
+EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_CLOSED_PIPE = 1, 130, 141  # 141 = 128 + SIGPIPE, as `seq 9 | head -1`
+DEBUG_ENV = "MAMMO_TUI_DEBUG"  # 1: show the traceback of an internal error on stderr too
+
+
+class _Interrupted(KeyboardInterrupt):
+    """SIGTERM / SIGHUP as an interrupt (its argument names the signal): exit 130 like Ctrl-C."""
+
+
+def _abort_on_signal(signum, frame) -> None:
+    raise _Interrupted(signal.Signals(signum).name)
+
+
+def _install_abort_handlers() -> dict:
+    """SIGTERM and SIGHUP abort any command like Ctrl-C (exit 130, not the shell's 143 / 129) until
+    a command installs its own (training stops after the batch); returns the handlers replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    names = [name for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    return {getattr(signal, name): signal.signal(getattr(signal, name), _abort_on_signal) for name in names}
+
+
+def _restore_handlers(previous: dict) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def _scanning(frame) -> bool:
+    """Whether the interrupted code is inside the dataset scan (it writes nothing: abort at once)."""
+    while frame is not None:
+        if frame.f_code.co_name == "scan_dataset" and frame.f_globals.get("__name__") == "mammo_tui.data.sources":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _say(text: str) -> None:
+    """A message on stderr; a closed stderr loses it, never the exit code."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (BrokenPipeError, OSError):
+        _silence(sys.stderr)
+
+
+def _silence(stream) -> None:
+    """Point a stream whose reader is gone at /dev/null: the interpreter's final flush then has
+    nothing to complain about."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def _flush_stdout() -> bool:
+    """Flush stdout; False, quietly, when its reader stopped (`| head`), as other Unix tools do."""
+    try:
+        sys.stdout.flush()
+        return True
+    except (BrokenPipeError, OSError, ValueError):
+        _silence(sys.stdout)
+        return False
+
+
+def _crash_file(text: str) -> Path | None:
+    """Write an internal error's traceback where the user can attach it (0600: it may quote paths)."""
+    import tempfile
+    import time
+
+    folder = Path(os.environ.get("MAMMO_TUI_CACHE") or Path.home() / ".cache" / "mammo-tui") / "crashes"
+    for where in (folder, Path(tempfile.gettempdir())):
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            path = where / f"mammo-tui-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _internal_error(exc: Exception) -> int:
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    path = _crash_file(f"mammo-tui {__version__} {' '.join(sys.argv)}\n{text}")
+    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        _say(text.rstrip())
+    where = f"full traceback in {path}" if path else f"set {DEBUG_ENV}=1 to see the traceback"
+    _say(f"mammo-tui: internal error ({detail}); please report it with the {where}")
+    return EXIT_INTERNAL
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
@@ -83,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cv", help="patient-grouped stratified K-fold cross-validation (dashboard, or --no-ui)",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
-    p.add_argument("--folds", type=int, default=5, help="number of folds, 2-20 (default 5)")
+    p.add_argument("--folds", type=int, help="number of folds, 2-20 (default 5; with --resume: the CV's own)")
     p.add_argument("--no-ui", action="store_true", help="plain console output; never imports the TUI")
     _add_dataset_args(p)
     _add_config_args(p)
@@ -171,15 +268,9 @@ def _resolve_config(args):
 
     overrides = _config_overrides(args)
     if getattr(args, "resume", None):
-        if not overrides and not args.preset:
-            return None  # the run's own config
-        import tomllib
-
-        saved_path = Path(args.resume) / "config.toml"
-        if not saved_path.is_file():
-            raise MammoError(f"--resume {args.resume}: no config.toml there; is it a run directory?")
-        saved = tomllib.loads(saved_path.read_text(encoding="utf-8"))
-        return cfg.from_mapping({**saved, **overrides}, source="--resume")
+        # --preset: a whole config, compared with the run's; flags / --set alone go to the engine as
+        # overrides of the run's config (it reads config.toml and last.pt, and names what changed)
+        return cfg.resolve(args.preset, overrides) if args.preset else None
     if not args.preset:
         return None
     return cfg.resolve(args.preset, overrides)
@@ -187,8 +278,8 @@ def _resolve_config(args):
 
 def _install_signal_handlers(cancel: threading.Event) -> None:
     def handler(signum, frame):
-        if cancel.is_set():  # second signal: the user means it
-            raise KeyboardInterrupt
+        if cancel.is_set() or _scanning(frame):  # a second signal: the user means it; a scan saves nothing
+            raise _Interrupted(signal.Signals(signum).name)
         print(f"\n{signal.Signals(signum).name}: stopping after the current batch, saving state "
               "(send again to abort)", file=sys.stderr, flush=True)
         cancel.set()
@@ -219,14 +310,16 @@ def cmd_train(args) -> int:
 
         if not Path(args.resume).is_dir():
             raise MammoError(f"train --resume: {args.resume} is not a directory")
-        return run_app(job=TrainJob(config=config, resume=args.resume, force=args.force),
+        return run_app(job=TrainJob(config=config, resume=args.resume, force=args.force, dataset=spec,
+                                    overrides=_config_overrides(args) if config is None else {}),
                        runs_root=str(Path(args.resume).parent))
     if use_ui:
         from mammo_tui.tui.app import run_app
 
         # without --preset the wizard's decision flow picks the preset; flags apply on top
         return run_app("wizard", demo=args.demo, dataset=spec, runs_root=args.outdir or args.runs_dir,
-                       config=config, overrides=_config_overrides(args))
+                       config=config, overrides=_config_overrides(args), run_name=args.run_name,
+                       preset=args.preset or "")
     from mammo_tui.console import ConsolePrinter
     from mammo_tui.engine.distributed import main_process
     from mammo_tui.engine.trainer import TrainRequest, train
@@ -236,8 +329,10 @@ def cmd_train(args) -> int:
     main = main_process()  # under torchrun only rank 0 prints
     request = TrainRequest(**_request_fields(args, config, spec))
     result = train(request, ConsolePrinter() if main else (lambda event: None), cancel)
-    if main:
-        _print_safely(f"run directory: {result.run_dir}")
+    if main:  # the run, its status and the next commands, ready to paste
+        from mammo_tui.tui.nextsteps import exit_summary
+
+        _print_safely(exit_summary(result.run_dir) or f"run directory: {result.run_dir}")
     return result.exit_code
 
 
@@ -257,7 +352,7 @@ def _request_fields(args, config, spec) -> dict:
     return dict(config=config, dataset=spec, demo=args.demo, outdir=args.outdir or args.runs_dir,
                 run_name=args.run_name, resume=resume, force=getattr(args, "force", False),
                 skip_bad_rows=args.skip_bad_rows, preset=args.preset or "",
-                overrides=_config_overrides(args) if config is None and not resume else {})
+                overrides=_config_overrides(args) if config is None else {})
 
 
 def cmd_cv(args) -> int:
@@ -266,9 +361,11 @@ def cmd_cv(args) -> int:
     if args.resume:
         if not Path(args.resume).is_dir():
             raise MammoError(f"cv --resume: {args.resume} is not a directory")
-        fields, folds = resume_fields(args.resume)
+        fields, folds = resume_fields(args.resume, _config_overrides(args), args.preset, args.folds,
+                                      _dataset_spec(args))
     else:
-        fields, folds = _request_fields(args, _resolve_config(args), _dataset_spec(args)), args.folds
+        folds = 5 if args.folds is None else args.folds
+        fields = _request_fields(args, _resolve_config(args), _dataset_spec(args))
     if _wants_ui(args):
         from mammo_tui.tui.app import run_app
         from mammo_tui.tui.dashboard import TrainJob
@@ -292,7 +389,9 @@ def cmd_cv(args) -> int:
         _print_safely(f"cross-validation stopped; continue it with: mammo-tui cv --no-ui --resume {result.run_dir}")
     elif not result.summary:
         _print_safely("cross-validation stopped: a fold failed (see above); the finished folds are kept")
-    _print_safely(f"cross-validation directory: {result.run_dir}")
+    from mammo_tui.tui.nextsteps import exit_summary
+
+    _print_safely(exit_summary(result.run_dir) or f"cross-validation directory: {result.run_dir}")
     return result.exit_code
 
 
@@ -404,44 +503,75 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def _dispatch(args) -> int:
+    if args.command == "train":
+        return cmd_train(args)
+    if args.command == "cv":
+        return cmd_cv(args)
+    if args.command == "plan":
+        return cmd_plan(args)
+    if args.command == "demo-data":
+        return cmd_demo_data(args)
+    if args.command == "report":
+        return cmd_report(args)
+    if args.command in ("eval", "evaluate"):
+        return cmd_eval(args)
+    if args.command == "predict":
+        return cmd_predict(args)
+    if args.command == "presets":
+        return cmd_presets(args)
+    from mammo_tui.tui.app import run_app
+
+    if args.command == "watch":
+        from mammo_tui.tui.watchcheck import watch_problem
+
+        problem = watch_problem(args.run_dir)  # a runs folder, or no run at all: say so, exit 2
+        if problem:
+            raise MammoError(problem)
+        return run_app("watch", run_dir=args.run_dir, runs_root=args.runs_dir)
+    if args.command == "runs":
+        return run_app("runs", runs_root=args.runs_dir)
+    return run_app("wizard", demo=args.demo, dataset=_dataset_spec(args), runs_root=args.runs_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The only place an unexpected exception becomes "internal error" (exit 1); user errors are
+    MammoError (exit 2), interrupts and SIGTERM/SIGHUP exit 130, a closed output pipe 141."""
     # OpenMP threads that spin while waiting slow training ~3x on a busy machine (measured on
     # 2 cores); sleeping waits cost nothing measurable when the machine is idle.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    previous = _install_abort_handlers()
     try:
-        if args.command == "train":
-            return cmd_train(args)
-        if args.command == "cv":
-            return cmd_cv(args)
-        if args.command == "plan":
-            return cmd_plan(args)
-        if args.command == "demo-data":
-            return cmd_demo_data(args)
-        if args.command == "report":
-            return cmd_report(args)
-        if args.command in ("eval", "evaluate"):
-            return cmd_eval(args)
-        if args.command == "predict":
-            return cmd_predict(args)
-        if args.command == "presets":
-            return cmd_presets(args)
-        from mammo_tui.tui.app import run_app
+        code = _run(argv)
+    except BrokenPipeError:  # the reader of our output left mid-command (`| head`)
+        code = EXIT_CLOSED_PIPE
+    finally:
+        _restore_handlers(previous)
+        # output buffered for a pipe fails here, not in the interpreter's exit (also after --help)
+        flushed = _flush_stdout()
+    # a result worth more than "output cut" (an error, a collapsed run) keeps its code
+    return EXIT_CLOSED_PIPE if code == 0 and not flushed else code
 
-        if args.command == "watch":
-            if not Path(args.run_dir).is_dir():
-                raise MammoError(f"watch: {args.run_dir} is not a directory")
-            return run_app("watch", run_dir=args.run_dir, runs_root=args.runs_dir)
-        if args.command == "runs":
-            return run_app("runs", runs_root=args.runs_dir)
-        return run_app("wizard", demo=args.demo, dataset=_dataset_spec(args), runs_root=args.runs_dir)
+
+def _run(argv: list[str] | None) -> int:
+    try:
+        return _dispatch(build_parser().parse_args(argv))
     except MammoError as exc:
-        print(f"mammo-tui: error: {exc}", file=sys.stderr)
+        _say(f"mammo-tui: error: {exc}")
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("mammo-tui: aborted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        _say(f"mammo-tui: interrupted{f' by {exc}' if str(exc) else ''}")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if not exc.filename:
+            return _internal_error(exc)
+        # a file the user named or the disk holds (permissions, a full disk): theirs to fix, not a bug
+        _say(f"mammo-tui: error: {exc.filename}: {exc.strerror or exc}")
+        return MammoError.exit_code
+    except Exception as exc:  # noqa: BLE001 - the one top-level net: a bug, said in one line
+        return _internal_error(exc)
 
 
 if __name__ == "__main__":

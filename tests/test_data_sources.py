@@ -334,3 +334,92 @@ def test_utf16_csv_with_windows_paths_is_read(tmp_path):
     report = scan_dataset(DatasetSpec(csv=str(csv)))
     assert [Path(r.path).name for r in report.records] == ["a.png", "b.png"]
     assert [r.row for r in report.records] == [2, 3]
+
+
+# -- every image is decoded at scan time; any failure is a problem naming the file -----------------
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bad_image_dataset(root: Path, make_dicom) -> tuple[Path, dict[str, str]]:
+    """A generic CSV with 4 good images and one of each kind of bad pixels; {file name: kind}."""
+    import struct
+
+    import pydicom
+
+    rows = ["image_path,label,patient_id"]
+    for i in range(4):
+        rows.append(f"{write_png(root / f'good{i}.png').name},{'ABCD'[i]},p{i}")
+    bad = {"slope_nan.dcm": "not_finite", "frames.dcm": "multi_frame", "syntax.dcm": "unsupported_compression",
+           "bomb.png": "too_large", "cut.png": "unreadable", "odd.dcm": "unreadable"}
+    make_dicom(root / "slope_nan.dcm", phantom(), RescaleSlope="nan", RescaleIntercept="0")
+    make_dicom(root / "frames.dcm", phantom(), NumberOfFrames=2, PixelData=np.stack([phantom()] * 2).tobytes())
+    ds = pydicom.dcmread(make_dicom(root / "syntax.dcm", phantom()))
+    ds.file_meta.TransferSyntaxUID = "1.2.3.4.5.6.7"
+    ds.save_as(root / "syntax.dcm")
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)  # 400 Mpx of 8-bit grey
+    (root / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
+                                    + png_chunk(b"IDAT", zlib.compress(bytes(100))) + png_chunk(b"IEND", b""))
+    data = write_png(root / "whole.png").read_bytes()
+    (root / "whole.png").unlink()
+    (root / "cut.png").write_bytes(data[: len(data) - 30])  # the header is fine, the pixels end early
+    make_dicom(root / "odd.dcm", phantom())  # decodes fine by itself; the test breaks its decoder
+    rows += [f"{name},B,px{i}" for i, name in enumerate(bad)]
+    return write_csv(root / "data.csv", rows), bad
+
+
+def test_scan_decodes_every_image_and_names_each_bad_one(tmp_path, make_dicom, monkeypatch):
+    from mammo_tui.data import dicom
+
+    csv, bad = bad_image_dataset(tmp_path, make_dicom)
+    real = dicom.apply_modality_lut
+
+    def plugin_bug(pixels, ds):  # an exception type nobody expected, from deep inside a decode
+        if "odd.dcm" in str(ds.filename):
+            raise LookupError("plugin bug")
+        return real(pixels, ds)
+
+    monkeypatch.setattr(dicom, "apply_modality_lut", plugin_bug)
+    report = scan_dataset(DatasetSpec(csv=str(csv)))
+    assert sorted(Path(r.path).name for r in report.records) == [f"good{i}.png" for i in range(4)]
+    found = {Path(p.path).name: p for p in report.blocking_problems()}
+    assert {name: p.kind for name, p in found.items()} == bad
+    for name, problem in found.items():
+        assert name in problem.message and problem.row is not None
+    assert "LookupError: plugin bug" in found["odd.dcm"].message
+    assert report.rows_read == report.rows_usable + len(report.blocking_problems())
+    assert "Problems: none" not in report.summary_lines()
+
+
+def test_an_unexpected_exception_while_probing_is_a_problem_not_a_crash(tmp_path, monkeypatch):
+    from mammo_tui.data import images
+
+    write_png(tmp_path / "a.png")
+    write_png(tmp_path / "b.png")
+    csv = write_csv(tmp_path / "data.csv", ["image_path,label", "a.png,A", "b.png,B"])
+    real = images.probe  # replaced whole: the scan itself must contain what probe lets escape
+    monkeypatch.setattr(images, "probe", lambda p: real(p) if p.endswith("a.png") else 1 / 0)
+    report = scan_dataset(DatasetSpec(csv=str(csv)))
+    assert [Path(r.path).name for r in report.records] == ["a.png"]
+    (problem,) = report.blocking_problems()
+    assert problem.kind == "unreadable" and "b.png" in problem.message and "ZeroDivisionError" in problem.message
+
+
+def test_second_scan_of_the_same_content_decodes_nothing(tmp_path, monkeypatch):
+    from mammo_tui.data import cache
+
+    for name in ("a.png", "b.png"):
+        write_png(tmp_path / name)
+    csv = write_csv(tmp_path / "data.csv", ["image_path,label", "a.png,A", "b.png,B"])
+    decoded = []
+    real = cache.read_image
+    monkeypatch.setattr(cache, "read_image", lambda p: decoded.append(Path(p).name) or real(p))
+    scan_dataset(DatasetSpec(csv=str(csv)))
+    assert sorted(decoded) == ["a.png", "b.png"]
+    cache._hash_memo.clear()  # as in a new process: the on-disk records answer
+    scan_dataset(DatasetSpec(csv=str(csv)))
+    assert sorted(decoded) == ["a.png", "b.png"]

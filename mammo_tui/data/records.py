@@ -6,7 +6,6 @@ Nothing in these records carries PHI: groups are digests, headers keep only tech
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -24,6 +23,9 @@ PROBLEM_KINDS: tuple[str, ...] = (
     "truncated",
     "no_pixels",
     "unsupported_compression",
+    "not_finite",  # decoded pixels (or the rescale that makes them) NaN / infinite
+    "multi_frame",  # several frames (e.g. tomosynthesis): which one is the mammogram is unknown
+    "too_large",  # over the decompression-bomb pixel limit, or not decodable in the memory there is
     "tiny_image",
     "no_group",
     "empty_class",
@@ -50,13 +52,17 @@ UNGROUPED_HANDFUL = 5
 MIN_IMAGE_SIDE = 16
 
 
-# Fixed salt: the same patient gets the same digest in every run (splits stay comparable).
-_GROUP_SALT = "mammo-tui-group:"
+# Domain prefix of the keyed digest (the key, not this, is what makes it secret).
+_GROUP_DOMAIN = "mammo-tui-group:"
 
 
 def patient_digest(patient_id: str) -> str:
-    """The group string for a patient: a short digest, so no raw PatientID reaches run dirs or logs."""
-    return "pt-" + hashlib.sha1((_GROUP_SALT + patient_id).encode("utf-8")).hexdigest()[:12]
+    """The group string for a patient: HMAC under the user's (or dataset's) secret, see privacy.py.
+    The same secret gives the same digest (splits reproduce); without it, a digest in splits.csv
+    cannot be brute-forced back to an MRN, and the secret never enters a run directory."""
+    from mammo_tui.privacy import keyed_digest
+
+    return "pt-" + keyed_digest(_GROUP_DOMAIN + patient_id)[:12]
 
 
 class ImageReadError(Exception):

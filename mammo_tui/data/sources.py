@@ -69,6 +69,21 @@ class DatasetSpec:
         data = data or {}
         return cls(**{key: data.get(key) for key in ("csv", "dicom_root", "images", "group_pattern")})
 
+    def paths(self) -> dict[str, str]:
+        """The file / folder fields that are set: {"csv": ..., "dicom_root": ...}."""
+        return {key: value for key, value in (("csv", self.csv), ("dicom_root", self.dicom_root),
+                                              ("images", self.images)) if value}
+
+    def absolute(self) -> "DatasetSpec":
+        """The same dataset with absolute paths: what a run records, so that --resume works from
+        any working directory."""
+        full = {key: str(Path(value).expanduser().resolve()) for key, value in self.paths().items()}
+        return DatasetSpec(**{**self.to_dict(), **full})
+
+    def root(self) -> str:
+        """The folder the images are listed relative to (relocating a run matches paths under it)."""
+        return self.images or self.dicom_root or str(Path(self.csv or ".").parent)
+
     def describe(self) -> str:
         if self.images:
             return f"class folders in {self.images}"
@@ -117,18 +132,49 @@ def _inside(root: str, path: str) -> bool:
     return os.path.commonpath([root, path]) == root
 
 
-def _list_image_files(folder: str) -> tuple[list[str], int]:
-    """Image-like files under folder (recursive, sorted), and how many non-image files were skipped."""
+def _escapes(real_root: str, path: str) -> str | None:
+    """Where a symlink really takes path when that is outside real_root (the root's realpath);
+    None when it stays inside. `../` is refused lexically; this refuses the same escape by symlink."""
+    target = os.path.realpath(path)
+    return None if _inside(real_root, target) else target
+
+
+def _link_out_message(shown: str, target: str, root: str, what: str) -> str:
+    return (f"{shown} is a symbolic link to {target}, outside the {what} {root}; only files under it are "
+            "read. Copy the files in, or give the folder that holds both")
+
+
+def _list_image_files(folder: str, real_root: str) -> tuple[list[str], int, list[tuple[str, str]]]:
+    """Image-like files under folder (recursive, sorted; symlinks inside real_root followed once),
+    how many non-image files were skipped, and (path, target) of each symlink that leads outside."""
     found: list[str] = []
+    escaped: list[tuple[str, str]] = []
+    walked: set[str] = set()  # real folders already listed: a symlink loop is walked once
     skipped = 0
-    for current, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    for current, dirs, files in os.walk(folder, followlinks=True):
+        if os.path.realpath(current) in walked:
+            dirs[:] = []
+            continue
+        walked.add(os.path.realpath(current))
+        kept = []
+        for name in sorted(d for d in dirs if not d.startswith(".")):
+            target = _escapes(real_root, os.path.join(current, name))
+            if target:
+                escaped.append((os.path.join(current, name), target))
+            else:
+                kept.append(name)
+        dirs[:] = kept
         for name in sorted(files):
             if name.startswith(".") or name in _NOT_IMAGE_NAMES or Path(name).suffix.lower() in _NOT_IMAGE_SUFFIXES:
                 skipped += 1
                 continue
-            found.append(os.path.join(current, name))
-    return found, skipped
+            path = os.path.join(current, name)
+            target = _escapes(real_root, path)
+            if target:
+                escaped.append((path, target))
+            else:
+                found.append(path)
+    return found, skipped, escaped
 
 
 def _parse_row_label(value: str, row: int, column: str, problems: list[Problem]) -> int | None:
@@ -168,6 +214,7 @@ def _list_reference(csv_path: str, dicom_root: str) -> _Listing:
     if not os.path.isdir(root):
         raise DatasetError(f"DICOM root not found or not a folder: {dicom_root}. It must hold one "
                            "sub-folder per AccessionNumber.")
+    real_root = os.path.realpath(root)
     listing = _Listing("reference_csv", len(table.rows), notes=list(table.notes))
     first_row_of: dict[str, tuple[int, int]] = {}
     skipped_files = 0
@@ -197,8 +244,18 @@ def _list_reference(csv_path: str, dicom_root: str) -> _Listing:
             listing.problems.append(Problem("missing_file", f"row {row}: no folder {folder} for AccessionNumber "
                                             f"{accession}; row skipped", row=row, path=folder))
             continue
-        files, skipped = _list_image_files(folder)
+        target = _escapes(real_root, folder)
+        if target:
+            listing.problems.append(Problem("outside_root", f"row {row}: " + _link_out_message(
+                f"the folder of AccessionNumber {accession}", target, root, "DICOM root") + "; row skipped",
+                row=row, path=folder))
+            continue
+        files, skipped, escaped = _list_image_files(folder, real_root)
         skipped_files += skipped
+        for path, target in escaped:
+            listing.problems.append(Problem("outside_root", f"row {row}: " + _link_out_message(
+                _slashes(os.path.relpath(path, root)), target, root, "DICOM root") + "; image skipped",
+                row=row, path=path))
         if not files:
             listing.problems.append(Problem("missing_file", f"row {row}: folder {folder} has no image files; "
                                             "row skipped", row=row, path=folder))
@@ -226,6 +283,7 @@ def _list_generic(csv_path: str) -> _Listing:
     accession_col = next((i for i in map(table.find_column, ACCESSION_COLUMNS) if i is not None), None)
     view_col = table.find_column("view")
     root = os.path.dirname(os.path.abspath(csv_path))
+    real_root = os.path.realpath(root)
     listing = _Listing("generic_csv", len(table.rows), notes=list(table.notes))
     first_row_of: dict[str, int] = {}
     for row, fields in table.rows:
@@ -253,6 +311,11 @@ def _list_generic(csv_path: str) -> _Listing:
             listing.problems.append(Problem("missing_file", f"row {row}: image {value} not found ({path}); "
                                             "row skipped", row=row, path=path))
             continue
+        target = _escapes(real_root, path)
+        if target:
+            listing.problems.append(Problem("outside_root", f"row {row}: image_path " + _link_out_message(
+                repr(value), target, root, "CSV's folder") + "; row skipped", row=row, path=path))
+            continue
         patient = _field(fields, patient_col)
         accession = _field(fields, accession_col)
         relative = os.path.relpath(path, root)
@@ -277,6 +340,7 @@ def _list_folders(images: str) -> _Listing:
         found = ", ".join(e.name + ("/" if e.is_dir() else "") for e in entries[:10]) or "nothing"
         raise DatasetError(f"{root}: no class folders. Put the images in sub-folders named A, B, C, D "
                            f"(or 1, 2, 3, 4); found: {found}.")
+    _refuse_two_folders_per_class(root, used)
     listing = _Listing("folders", 0)
     ignored = [e.name for e, label in class_dirs if label is None]
     if ignored:
@@ -285,9 +349,19 @@ def _list_folders(images: str) -> _Listing:
     if loose:
         listing.notes.append(f"{len(loose)} files directly in {root} (not in a class folder) were ignored")
     skipped_files = 0
+    real_root = os.path.realpath(root)
     for entry, label in used:
-        files, skipped = _list_image_files(entry.path)
+        target = _escapes(real_root, entry.path)
+        if target:
+            listing.problems.append(Problem("outside_root", _link_out_message(
+                f"class folder {entry.name}/", target, root, "images folder") + "; its images are skipped",
+                path=entry.path))
+            continue
+        files, skipped, escaped = _list_image_files(entry.path, real_root)
         skipped_files += skipped
+        for path, target in escaped:
+            listing.problems.append(Problem("outside_root", _link_out_message(
+                _slashes(os.path.relpath(path, root)), target, root, "images folder") + "; skipped", path=path))
         for path in files:
             stem = Path(path).stem
             # a group pattern sees the path inside the class folder: the class is the label, not the patient
@@ -296,8 +370,20 @@ def _list_folders(images: str) -> _Listing:
                                                  display=_slashes(os.path.relpath(path, root))))
     if skipped_files:
         listing.notes.append(f"{skipped_files} non-image files (text, CSV, hidden) in class folders were ignored")
-    listing.rows_read = len(listing.candidates)
+    listing.rows_read = len(listing.candidates) + len(listing.problems)
     return listing
+
+
+def _refuse_two_folders_per_class(root: str, used: list[tuple[os.DirEntry, int]]) -> None:
+    """A/ and 1/ (or a/ and A/) both name class A: merging them silently could hide a mix-up."""
+    folders: dict[int, list[str]] = {}
+    for entry, label in used:
+        folders.setdefault(label, []).append(entry.name + "/")
+    for label, names in folders.items():
+        if len(names) > 1:
+            raise DatasetError(f"{root}: class {CLASS_NAMES[label]} has {len(names)} folders, "
+                               f"{' and '.join(names)}; put its images in one folder (move the files of "
+                               f"{' and '.join(names[1:])} into {names[0]}) and run again.")
 
 
 def _list_candidates(spec: DatasetSpec) -> _Listing:
@@ -412,18 +498,22 @@ def _duplicate_content(records: list[ImageRecord], hashes: dict[str, str],
 
 
 def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progress | None = None) -> ValidationReport:
-    """Read the dataset's listing and (when check_images) every image header; report every problem.
+    """Read the dataset's listing and (when check_images) every image; report every problem.
 
     Raises DatasetError when nothing can be read (missing CSV, missing column, 0 usable images) or
-    when the group pattern is not a valid regex. With check_images every usable file's bytes are
-    hashed (cache.content_hash: memoised and indexed on disk, so the preprocess cache does not read
-    them again) to find identical content listed twice. Without check_images no image is opened:
-    groups cannot come from PatientID (it lives in the DICOM headers) and duplicates are not found.
+    when the group pattern is not a valid regex. With check_images every file's header is probed,
+    its bytes hashed (cache.content_hash: memoised and indexed on disk, so the preprocess cache does
+    not read them again) to find identical content listed twice, and its pixels decoded the way
+    training decodes them (cache.check_decodes: finite, one 2-D frame; remembered per content, so
+    the next scan of the same data decodes nothing). Any exception from one image is a Problem.
+    Without check_images no image is opened: groups cannot come from PatientID (it lives in the
+    DICOM headers) and duplicates are not found.
     """
     regex = compile_group_pattern(spec.group_pattern)  # before any file is read: a typo fails fast
     listing = _list_candidates(spec)
     if check_images:
-        from mammo_tui.data.cache import content_hash  # numpy/pydicom/cv2 load only when images are read
+        # numpy/pydicom/cv2 load only when images are read
+        from mammo_tui.data.cache import check_decodes, content_hash
         from mammo_tui.data.images import probe
     problems = list(listing.problems)
     notes = list(listing.notes)
@@ -439,6 +529,7 @@ def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progres
             try:
                 info, patient = probe(candidate.path)
                 digest = content_hash(candidate.path)
+                check_decodes(candidate.path, digest)  # what plan calls usable must decode for training
             except ImageReadError as error:
                 problems.append(Problem(error.kind, _row_prefix(candidate.row) + error.message + "; image skipped",
                                         row=candidate.row or None, path=candidate.path))
@@ -446,6 +537,11 @@ def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progres
             except OSError as error:
                 problems.append(Problem("unreadable", f"{_row_prefix(candidate.row)}{candidate.path}: cannot read "
                                         f"the file ({error.strerror or error}); image skipped",
+                                        row=candidate.row or None, path=candidate.path))
+                info = None
+            except Exception as error:  # one odd file never takes the scan down: it is that file's problem
+                problems.append(Problem("unreadable", f"{_row_prefix(candidate.row)}{candidate.path}: cannot read "
+                                        f"the image ({type(error).__name__}: {error}); image skipped",
                                         row=candidate.row or None, path=candidate.path))
                 info = None
             if info is not None:

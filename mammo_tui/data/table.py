@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,16 +31,86 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
     def find_column(self, name: str) -> int | None:
+        """The column's index; a DatasetError when two columns have the name (which one is meant?)."""
         wanted = normalise_column(name)
-        for index, column in enumerate(self.columns):
-            if normalise_column(column) == wanted:
-                return index
+        found = [index for index, column in enumerate(self.columns) if normalise_column(column) == wanted]
+        if len(found) > 1:
+            both = " and ".join(f"'{self.columns[i]}' (column {i + 1})" for i in found)
+            raise DatasetError(f"{self.path}: the columns {both} are all the '{name}' column (names are compared "
+                               "ignoring case, spaces and _), so which one to use is unclear; rename or remove "
+                               "all but one and run again.")
+        return found[0] if found else None
+
+    def duplicate_note(self) -> str | None:
+        """A note naming columns that share a name (refused only where a layout needs that column)."""
+        groups: dict[str, list[str]] = {}
+        for column in self.columns:
+            groups.setdefault(normalise_column(column), []).append(f"'{column}'")
+        clashes = ["/".join(names) for key, names in groups.items() if key and len(names) > 1]
+        return (f"{self.path.name}: columns with the same name ({', '.join(clashes)}) are not used"
+                if clashes else None)
+
+
+# Files people pass as "the CSV" that are not text: (magic bytes at offset 0, what it is, what to do).
+_NOT_TEXT = (
+    (b"\x1f\x8b", "a gzip-compressed file", "decompress it (gunzip FILE) and pass the .csv inside"),
+    (b"PK\x03\x04", "a zip archive (an .xlsx/.ods workbook is one too)",
+     "unpack it, or save the sheet as CSV (UTF-8) in Excel/LibreOffice"),
+    (bytes.fromhex("d0cf11e0a1b11ae1"), "an Excel .xls workbook", "save the sheet as CSV (UTF-8) in Excel"),
+    (b"%PDF", "a PDF document", "export the table as CSV"),
+    (b"\x89PNG", "a PNG image", "pass it as an image, not as the label CSV"),
+    (b"\xff\xd8\xff", "a JPEG image", "pass it as an image, not as the label CSV"),
+    (b"BZh", "a bzip2-compressed file", "decompress it (bunzip2 FILE) and pass the .csv inside"),
+    (bytes.fromhex("fd377a585a00"), "an xz-compressed file", "decompress it (unxz FILE) and pass the .csv inside"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", "unpack it and pass the .csv inside"),
+    (b"PAR1", "a Parquet file", "export it as CSV"),
+    (b"SQLite format 3", "an SQLite database", "export the table as CSV"),
+)
+_MAX_CSV_BYTES = 512 * 1024 * 1024  # far above any label CSV; a bigger file is the wrong file
+# characters no CSV text holds: C0 controls other than tab/newlines, and DEL/C1 controls
+_CONTROL = {chr(c) for c in range(32) if chr(c) not in "\t\n\r\f\v"} | {chr(c) for c in range(127, 160)}
+
+
+def _not_text_error(path: Path, what: str, fix: str) -> DatasetError:
+    return DatasetError(f"{path} is {what}, not a CSV text file; {fix.replace('FILE', path.name)}. "
+                        "The label CSV must be plain text with a header line (e.g. image_path,label).")
+
+
+def _check_magic(path: Path, data: bytes) -> None:
+    if data.startswith(b"PK\x03\x04") and b"xl/" in data[:65536]:  # the zip's member names
+        raise _not_text_error(path, "an Excel .xlsx workbook", "save the sheet as CSV (UTF-8) in Excel")
+    for magic, what, fix in _NOT_TEXT:
+        if data.startswith(magic):
+            raise _not_text_error(path, what, fix)
+    if data[128:132] == b"DICM":
+        raise _not_text_error(path, "a DICOM image", "pass the CSV that lists the images, not an image")
+
+
+def _bom_free_utf16_32(data: bytes) -> str | None:
+    """UTF-16/32 without a BOM (NUL bytes in a fixed pattern); None when it does not look like it."""
+    sample = data[:4096]
+    if len(sample) < 4 or b"\x00" not in sample:
         return None
+    for encoding, width, nul_at in (("utf-32-le", 4, (1, 2, 3)), ("utf-32-be", 4, (0, 1, 2)),
+                                    ("utf-16-le", 2, (1,)), ("utf-16-be", 2, (0,))):
+        units = len(sample) // width
+        ascii_like = sum(all(sample[i * width + k] == 0 for k in nul_at) for i in range(units))
+        if units and ascii_like >= 0.9 * units:  # mostly ASCII: the high bytes of each unit are 0
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError:
+                continue
+    return None
 
 
 def _decode(path: Path, data: bytes) -> tuple[str, str | None]:
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):  # before UTF-16: same first bytes
+        return data.decode("utf-32"), None
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Excel's "Unicode text"
         return data.decode("utf-16"), None
+    text = _bom_free_utf16_32(data)
+    if text is not None:
+        return text, f"{path.name} is UTF-16/32 text without a byte-order mark; read it as such"
     try:
         return data.decode("utf-8-sig"), None
     except UnicodeDecodeError:
@@ -54,6 +125,35 @@ def _decode(path: Path, data: bytes) -> tuple[str, str | None]:
     raise AssertionError("latin-1 decodes every byte")
 
 
+def _check_text(path: Path, text: str) -> None:
+    """Refuse binary content: control characters would garble every message quoting the file."""
+    sample = text[:65536]
+    controls = sum(ch in _CONTROL for ch in sample)
+    if controls and (controls > len(sample) // 100 or "\x00" in sample):
+        raise _not_text_error(path, f"binary data ({controls} control characters in the first "
+                              f"{len(sample)})", "pass the label CSV itself, saved as text")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        info = path.stat()
+        if path.is_dir():
+            raise DatasetError(f"{path} is a folder, not a label CSV. For class folders (A/ B/ C/ D/) pass "
+                               "--images DIR; for DICOM accession folders pass --dicom-root DIR with the CSV.")
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+            raise DatasetError(f"{path} is not a regular file (a pipe, socket or device); save the labels to "
+                               "a CSV file and pass that.")
+        if info.st_size > _MAX_CSV_BYTES:
+            raise DatasetError(f"{path} is {info.st_size / 2**30:.1f} GiB, far larger than any label CSV; "
+                               "is it the right file?")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(f"Label CSV not found: {path}. Check the path (relative paths start from "
+                           f"the current folder, {Path.cwd()}).") from None
+    except OSError as error:
+        raise DatasetError(f"Cannot read the label CSV {path}: {error.strerror or error}.") from None
+
+
 def _sniff_delimiter(header_line: str) -> str:
     counts = {d: header_line.count(d) for d in _DELIMITERS}
     best = max(_DELIMITERS, key=lambda d: counts[d])  # ties keep the comma (first)
@@ -62,14 +162,10 @@ def _sniff_delimiter(header_line: str) -> str:
 
 def read_table(path: str | Path) -> Table:
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DatasetError(f"Label CSV not found: {path}. Check the path (relative paths start from "
-                           f"the current folder, {Path.cwd()}).") from None
-    except OSError as error:
-        raise DatasetError(f"Cannot read the label CSV {path}: {error.strerror}.") from None
+    data = _read_bytes(path)
+    _check_magic(path, data)
     text, encoding_note = _decode(path, data)
+    _check_text(path, text)
     notes = [encoding_note] if encoding_note else []
     first_line = next((line for line in text.splitlines() if line.strip()), "")
     if not first_line:
@@ -94,4 +190,8 @@ def read_table(path: str | Path) -> Table:
     except csv.Error as error:
         raise DatasetError(f"{path}, line {reader.line_num}: cannot parse the CSV ({error}).") from None
     assert header is not None
-    return Table(path=path, columns=header, rows=rows, notes=notes)
+    table = Table(path=path, columns=header, rows=rows, notes=notes)
+    duplicates = table.duplicate_note()
+    if duplicates:
+        table.notes.append(duplicates)
+    return table
