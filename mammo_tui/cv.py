@@ -23,6 +23,7 @@ import numpy as np
 from mammo_tui.errors import ConfigError, RunDirError
 from mammo_tui.events import CVFinished, Event, EventSink, FoldFinished, FoldStarted
 from mammo_tui.labels import CLASS_NAMES
+from mammo_tui.privacy import SECRET_FILE_ENV, secret_fingerprint
 from mammo_tui.rundir import new_run_name, read_summary, safe_run_name, write_json
 from mammo_tui.runlog import EVENTS_FILE, follow_events, read_events
 
@@ -111,6 +112,59 @@ def read_manifest(cv_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
+def load_manifest(cv_dir: str | Path) -> dict[str, Any]:
+    """cv.json for continuing a CV: RunDirError naming the file when it is missing, a directory,
+    not JSON or lacks what a resume needs (read_manifest is the lenient reader for listings)."""
+    from mammo_tui.config import from_mapping
+    from mammo_tui.rundir import read_run_json
+
+    path = Path(cv_dir) / CV_FILE
+    if not path.exists():
+        raise RunDirError(f"--resume {cv_dir}: not a cross-validation directory (no {CV_FILE})")
+    fix = ("It records the cross-validation's folds, config and dataset; restore it from a backup, or "
+           "start a new cross-validation with another --run-name.")
+    manifest = read_run_json(path, fix)
+    folds = manifest.get("folds") if isinstance(manifest, dict) else None
+    if not isinstance(folds, int) or isinstance(folds, bool) or not isinstance(manifest.get("config"), dict):
+        raise RunDirError(f"{path} lacks a whole number \"folds\" or a \"config\" table; it was edited or "
+                          f"damaged. {fix}")
+    from_mapping(manifest["config"], source=str(path))  # a bad key or value: ConfigError naming it
+    return manifest
+
+
+def _check_folds(cv_dir: Path, manifest: dict[str, Any]) -> None:
+    """Every fold already on disk must belong to this CV as cv.json describes it (K and config):
+    an edited cv.json must not mix 2-fold folds into a 5-fold summary."""
+    from mammo_tui.config import diff, from_mapping
+    from mammo_tui.rundir import DATASET_FILE, read_run_json
+
+    folds = int(manifest["folds"])
+    extra = [d.name for d in fold_dirs(cv_dir) if int(d.name[5:]) > folds]
+    if extra:
+        raise RunDirError(f"{cv_dir / CV_FILE} says {folds} folds, but {', '.join(extra)} exist: {CV_FILE} "
+                          f"was edited. Restore its \"folds\", or start a new cross-validation with another --run-name.")
+    wanted = from_mapping(manifest["config"], source=str(cv_dir / CV_FILE))
+    for fold_dir in fold_dirs(cv_dir):
+        if not (fold_dir / DATASET_FILE).exists():
+            continue  # never got past its set-up: trained anew
+        record = (read_run_json(fold_dir / DATASET_FILE, "Delete that fold's folder to train it again.") or {})
+        record = record.get("cv") if isinstance(record, dict) else None
+        if not isinstance(record, dict):
+            continue  # a fold from before folds recorded this
+        if record.get("folds") != folds:
+            raise RunDirError(f"{fold_dir.name} was trained as fold {record.get('fold')} of {record.get('folds')} "
+                              f"({fold_dir / DATASET_FILE}), but {cv_dir / CV_FILE} says {folds} folds: {CV_FILE} "
+                              f"was edited. Restore \"folds\": {record.get('folds')}, or start a new "
+                              "cross-validation with another --run-name.")
+        if record.get("config"):
+            changed = diff(from_mapping(record["config"], source=str(fold_dir / DATASET_FILE)), wanted)
+            if changed:
+                listing = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+                raise RunDirError(f"{cv_dir / CV_FILE}: its config differs from the one {fold_dir.name} trained "
+                                  f"with ({listing}); every fold must train the same way. Undo the edit of "
+                                  f"{CV_FILE}, or start a new cross-validation with another --run-name.")
+
+
 def read_cv_summary(cv_dir: str | Path) -> dict[str, Any] | None:
     try:
         return json.loads((Path(cv_dir) / CV_SUMMARY_FILE).read_text(encoding="utf-8"))
@@ -171,20 +225,27 @@ def _set_status(cv_dir: Path, manifest: dict[str, Any], status: str) -> None:
         write_json(cv_dir / CV_FILE, manifest)
 
 
-def resume_fields(cv_dir: str | Path) -> tuple[dict[str, Any], int]:
+def resume_fields(cv_dir: str | Path, overrides: dict[str, Any] | None = None, preset: str | None = None,
+                  folds: int | None = None, dataset: Any = None) -> tuple[dict[str, Any], int]:
     """(TrainRequest fields, folds) that continue the cross-validation in cv_dir as it started.
 
+    overrides / preset / folds: what the command line also gave (--set, flags, --preset, --folds);
+    a value that differs from cv.json is refused, named: every fold must train the same way.
+    dataset (--csv / --images): the dataset moved; resumed folds match their images by path below it.
     Plain fields, not a TrainRequest, so the TUI can take them without importing the engine."""
     from mammo_tui.config import from_mapping
     from mammo_tui.data.sources import DatasetSpec
 
     cv_dir = Path(cv_dir)
-    manifest = read_manifest(cv_dir)
-    if manifest is None:
-        raise RunDirError(f"--resume {cv_dir}: not a cross-validation directory (no {CV_FILE})")
+    manifest = load_manifest(cv_dir)
+    _check_changes(cv_dir, manifest, overrides, preset, folds)
     data = manifest.get("dataset")
+    recorded = DatasetSpec.from_dict(data) if isinstance(data, dict) else None
+    if dataset is not None:  # --csv / --images with --resume: the dataset moved there
+        dataset = dataclasses.replace(dataset, group_pattern=dataset.group_pattern or
+                                      (recorded.group_pattern if recorded else None))
     fields = {"config": from_mapping(manifest["config"], source=str(cv_dir / CV_FILE)),
-              "dataset": DatasetSpec.from_dict(data) if data else None, "demo": bool(manifest.get("demo")),
+              "dataset": dataset or recorded, "demo": bool(manifest.get("demo")),
               "outdir": str(cv_dir.parent), "run_name": cv_dir.name,
               "skip_bad_rows": bool(manifest.get("skip_bad_rows")), "preset": manifest.get("preset", "")}
     if manifest.get("demo_size") is not None:
@@ -192,12 +253,44 @@ def resume_fields(cv_dir: str | Path) -> tuple[dict[str, Any], int]:
     return fields, int(manifest["folds"])
 
 
+def _check_changes(cv_dir: Path, manifest: dict[str, Any], overrides: dict[str, Any] | None,
+                   preset: str | None, folds: int | None) -> None:
+    from mammo_tui.config import diff, from_mapping, resolve
+
+    if folds is not None and folds != int(manifest["folds"]):
+        raise ConfigError(f"{cv_dir} is a {manifest['folds']}-fold cross-validation; --folds {folds} cannot "
+                          f"continue it. Drop --folds (or pass --folds {manifest['folds']}), or start a new "
+                          "cross-validation with another --run-name.")
+    if not overrides and not preset:
+        return
+    saved = from_mapping(manifest["config"], source=str(cv_dir / CV_FILE))
+    wanted = resolve(preset, overrides) if preset else from_mapping({**saved.to_dict(), **overrides},
+                                                                     source="--set")
+    changed = diff(saved, wanted)
+    if changed:
+        listing = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise ConfigError(f"cv --resume {cv_dir}: the config differs from the cross-validation's ({listing}); "
+                          "every fold must train the same way, so it cannot change half-way. Resume without "
+                          "those flags, or start a new cross-validation with another --run-name.")
+
+
+def _check_group_key(cv_dir: Path, manifest: dict[str, Any]) -> None:
+    """The folds still to train are computed again from the patient digests: under another secret
+    they would be other folds, overlapping the finished ones (a patient on both sides)."""
+    started_with, now = manifest.get("group_key"), secret_fingerprint()
+    if started_with and started_with != now:
+        raise RunDirError(f"{cv_dir} was started with another patient-digest secret ({started_with}; yours "
+                          f"is {now}), so its remaining folds would not match the finished ones. Resume "
+                          f"it where it started, or with {SECRET_FILE_ENV} pointing at the secret it used.")
+
+
 def _open_manifest(cv_dir: Path, request, folds: int) -> dict[str, Any]:
     """Check a re-run against the CV it continues (same K, same config), or start a new one."""
     from mammo_tui.config import diff, from_mapping
 
-    manifest = read_manifest(cv_dir)
+    manifest = load_manifest(cv_dir) if (cv_dir / CV_FILE).exists() else None
     if manifest is not None:
+        _check_folds(cv_dir, manifest)
         if int(manifest["folds"]) != folds:
             raise ConfigError(f"{cv_dir} is a {manifest['folds']}-fold cross-validation; its folds are "
                               f"not those of {folds} folds. Pass --folds {manifest['folds']} to continue "
@@ -208,16 +301,18 @@ def _open_manifest(cv_dir: Path, request, folds: int) -> dict[str, Any]:
             raise ConfigError(f"{cv_dir}: the config differs from the cross-validation's ({listing}); "
                               "every fold must train the same way. Continue it with "
                               f"`mammo-tui cv --resume {cv_dir}`, or use another --run-name.")
+        _check_group_key(cv_dir, manifest)
+        if request.dataset is not None and request.dataset.absolute().to_dict() != manifest.get("dataset"):
+            manifest["dataset"] = request.dataset.absolute().to_dict()  # relocated: each fold follows
         return manifest
     spec = request.dataset
     manifest = {
         "folds": folds, "started": time.time(), "status": "running",
         "preset": request.preset, "config": request.config.to_dict(),
-        "dataset": None if spec is None else {  # absolute paths: resumable from any working directory
-            key: str(Path(value).resolve()) if value and key != "group_pattern" else value
-            for key, value in spec.to_dict().items()},
+        "dataset": None if spec is None else spec.absolute().to_dict(),  # resumable from any folder
         "demo": request.demo, "demo_size": request.demo_size if request.demo else None,
         "skip_bad_rows": request.skip_bad_rows,
+        "group_key": secret_fingerprint(),  # which digest secret made the folds (not the secret)
     }
     if not _is_main():
         return manifest
@@ -280,8 +375,6 @@ def run_cv(request, folds: int, sink: EventSink = lambda e: None,
 
 
 def _run_cv(request, folds: int, sink: EventSink, cancel: threading.Event | None) -> CVResult:
-    from mammo_tui.engine.trainer import EXIT_COLLAPSED, EXIT_INTERRUPTED, TrainRequest, train
-
     from mammo_tui.engine.trainer import resolve_auto
     from mammo_tui.events import LogMessage
 
@@ -294,6 +387,44 @@ def _run_cv(request, folds: int, sink: EventSink, cancel: threading.Event | None
     name = _agreed(safe_run_name(request.run_name) if request.run_name else new_run_name(f"cv{folds}"))
     cv_dir = Path(request.outdir) / name
     new = not cv_dir.exists()
+    lock = _lock_cv_dir(cv_dir) if _is_main() else None
+    try:
+        return _run_folds(request, folds, sink, cancel, cv_dir, new)
+    except BaseException:
+        if new and lock is not None and not (cv_dir / CV_FILE).exists():  # leave no husk
+            _remove_husk(cv_dir)
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock_cv_dir(cv_dir: Path):
+    """One process per CV directory (two `cv --resume` would train each fold twice)."""
+    from mammo_tui.rundir import lock_run_dir
+
+    try:
+        cv_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"cannot write the cross-validation directory {cv_dir}: "
+                          f"{exc.strerror or exc}. Pass --outdir on a writable disk.") from None
+    return lock_run_dir(cv_dir)
+
+
+def _remove_husk(cv_dir: Path) -> None:
+    from mammo_tui.rundir import LOCK_FILE
+
+    (cv_dir / LOCK_FILE).unlink(missing_ok=True)
+    try:
+        cv_dir.rmdir()
+    except OSError:
+        pass
+
+
+def _run_folds(request, folds: int, sink: EventSink, cancel: threading.Event, cv_dir: Path,
+               new: bool) -> CVResult:
+    from mammo_tui.engine.trainer import EXIT_COLLAPSED, EXIT_INTERRUPTED, TrainRequest, train
+
     # what each fold needs, decided once from what is on disk now (rank 0's view under torchrun)
     plan = _agreed({fold: _fold_state(cv_dir / f"fold-{fold}") for fold in range(1, folds + 1)})
     manifest = _open_manifest(cv_dir, request, folds)
@@ -309,8 +440,8 @@ def _run_cv(request, folds: int, sink: EventSink, cancel: threading.Event | None
                 if cancel.is_set():
                     _set_status(cv_dir, manifest, "interrupted")
                     return CVResult(cv_dir, EXIT_INTERRUPTED, {})
-                if state == "resume":
-                    fold_request = TrainRequest(resume=str(fold_dir))
+                if state == "resume":  # the CV's dataset: where cv.json (or a relocation) says it is
+                    fold_request = TrainRequest(resume=str(fold_dir), dataset=request.dataset)
                 else:
                     fold_request = dataclasses.replace(request, outdir=str(cv_dir), run_name=fold_dir.name,
                                                        folds=folds, fold=fold - 1, resume=None)
@@ -334,10 +465,7 @@ def _run_cv(request, folds: int, sink: EventSink, cancel: threading.Event | None
             pass
         elif new and not any(cv_dir.glob("fold-*")):  # failed before any fold existed: leave no husk
             (cv_dir / CV_FILE).unlink(missing_ok=True)
-            try:
-                cv_dir.rmdir()
-            except OSError:
-                pass
+            _remove_husk(cv_dir)
         elif cv_dir.is_dir():
             _set_status(cv_dir, manifest, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
         raise

@@ -35,7 +35,6 @@ from mammo_tui.rundir import CHECKPOINT_DIR, SPLITS_FILE, atomic_write_text, rea
 BEST_CHECKPOINT = "best.pt"
 PREDICTIONS_FILE = "predictions.csv"
 BATCH_SIZE = 64
-REQUIRED_KEYS = ("model", "arch", "class_names", "img_size")
 SHARED_KEYS = ("img_size", "class_names")  # what fold models must agree on to share images and average
 # true_counts: which classes the evaluated set holds (cv.aggregate leaves absent ones out of recall means)
 FOLD_METRICS = ("kappa_quadratic", "balanced_accuracy_adjusted", "auc_macro", "accuracy", "recall_per_class",
@@ -48,7 +47,7 @@ FOLD_METRICS = ("kappa_quadratic", "balanced_accuracy_adjusted", "auc_macro", "a
 
 def load_run_model(run_dir: str | Path, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
     """(model in eval mode, checkpoint dict) from RUN_DIR/checkpoints/best.pt."""
-    from mammo_tui.engine.checkpoint import load_checkpoint
+    from mammo_tui.engine.checkpoint import load_checkpoint, load_weights
     from mammo_tui.engine.models import build_model
 
     run_dir = Path(run_dir).expanduser()
@@ -59,20 +58,16 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> tuple[Any, dict[
         raise RunDirError(f"{run_dir}: no {CHECKPOINT_DIR}/{BEST_CHECKPOINT}. The best checkpoint is "
                           "written when the first epoch finishes; see `mammo-tui report "
                           f"{run_dir}` for what happened to this run.")
-    checkpoint = load_checkpoint(path)  # weights_only=True: never unpickles objects
-    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
-    if missing:
-        raise MammoError(f"{path}: not a mammo-tui checkpoint (missing {', '.join(missing)})")
-    if int(checkpoint.get("in_channels", 1)) != 1:
-        raise MammoError(f"{path}: expects {checkpoint['in_channels']} input channels; "
+    # weights_only=True (never unpickles objects), then the structure: keys, types, config, ranges
+    checkpoint = load_checkpoint(path)
+    if checkpoint.get("in_channels", 1) != 1:
+        raise MammoError(f"{path}: expects {checkpoint['in_channels']!r} input channels; "
                          "this version reads single-channel mammograms only")
     # Architecture only: the trained weights below replace everything, so nothing is downloaded.
-    model = build_model(checkpoint["arch"], len(checkpoint["class_names"]), pretrained=False)
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as exc:
-        raise MammoError(f"{path}: the weights do not fit a {checkpoint['arch']} "
-                         f"({str(exc).splitlines()[0][:200]}); the file may be from another version") from None
+    classes = len(checkpoint["class_names"])
+    model = build_model(checkpoint["arch"], classes, pretrained=False)
+    load_weights(model, checkpoint["model"], path, f"a {checkpoint['arch']} with {classes} classes "
+                                                   f"({', '.join(map(str, checkpoint['class_names']))})")
     model.to(device).eval()
     return model, checkpoint
 
@@ -212,6 +207,9 @@ def evaluate(run_dir: str | Path, spec: Any, skip_bad_rows: bool = False, name: 
     run_dir = Path(run_dir).expanduser()
     members, warnings = load_members(run_dir, device)
     checkpoint = members[0].checkpoint  # img_size and class_names: the same for every member
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") if name else default_eval_name(spec)
+    output = run_dir / f"eval-{name or 'dataset'}.json"
+    _check_writable(output)  # before the work, not after it
     report = scan_dataset(spec, check_images=True)
     blocking = report.blocking_problems()  # an empty class or duplicate content removes nothing
     if blocking and not skip_bad_rows:
@@ -227,8 +225,6 @@ def evaluate(run_dir: str | Path, spec: Any, skip_bad_rows: bool = False, name: 
     probs = np.mean(each, axis=0)  # one member: its own probabilities
     metrics = compute_metrics(labels, probs.argmax(axis=1), probs, n_classes)
 
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") if name else default_eval_name(spec)
-    output = run_dir / f"eval-{name or 'dataset'}.json"
     overlap = _overlap_with_runs([m.run_dir for m in members], records)
     cv = members[0].fold is not None
     checkpoints = [str(m.run_dir / CHECKPOINT_DIR / BEST_CHECKPOINT) for m in members]
@@ -263,6 +259,23 @@ def evaluate(run_dir: str | Path, spec: Any, skip_bad_rows: bool = False, name: 
     return result
 
 
+def _check_writable(output: Path) -> None:
+    """eval records its result in the run directory: say at once when it cannot."""
+    import tempfile
+
+    if len(output.name.encode()) > 255:
+        raise RunDirError(f"--name gives the file name {output.name[:40]}... ({len(output.name)} characters); "
+                          "file names may have at most 255. Pick a shorter --name.")
+    try:
+        fd, probe = tempfile.mkstemp(dir=output.parent, prefix=".eval-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise RunDirError(f"cannot write {output}: {exc.strerror or exc}. eval records its result in the run "
+                          f"directory; evaluate a writable copy instead (cp -r {output.parent} COPY, then "
+                          "mammo-tui eval COPY ...).") from None
+
+
 # ---------------------------------------------------------------------------------------------
 # predict single images
 
@@ -288,8 +301,8 @@ def _load_each(paths: Sequence[str], cache: Any) -> tuple[np.ndarray, dict[int, 
             return
         try:
             images[index] = cache.load(path)
-        except ImageReadError as exc:
-            errors[index] = exc.message
+        except ImageReadError as exc:  # the kind first, as the dataset report lists them
+            errors[index] = f"{exc.kind}: {exc.message}"
         except OSError as exc:
             errors[index] = f"{path}: cannot read ({exc.strerror or exc})"
         except Exception as exc:  # a damaged file can break a decoder in its own way
@@ -304,8 +317,9 @@ def predict(run_dir: str | Path, paths: Sequence[str], out_csv: str | Path | Non
             device: str = "cpu", warn: Callable[[str], None] = lambda message: None) -> Path:
     """Write a CSV with one row per path: path, prediction, prob_<class>..., error.
 
-    An image that cannot be read still gets its row, with the reason in `error` and empty
-    prediction/probabilities. Default output: RUN_DIR/predictions.csv. On a CV directory the
+    An image that cannot be read (or whose pixels are not all finite) still gets its row, with the
+    problem kind and reason in `error` and empty prediction/probabilities, and is reported through
+    `warn`. Default output: RUN_DIR/predictions.csv. On a CV directory the
     probabilities are the mean over the folds' models, and a `folds` column (before `error`) says
     how many were averaged; folds left out are reported through `warn`.
     """
@@ -324,6 +338,8 @@ def predict(run_dir: str | Path, paths: Sequence[str], out_csv: str | Path | Non
     names = list(checkpoint["class_names"])
     resolved = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
     images, errors = _load_each(resolved, PreprocessCache(int(checkpoint["img_size"])))
+    for index in sorted(errors):  # named on the console too, not only in the CSV's error column
+        warn(f"skipped: {errors[index]}")
     readable = [i for i in range(len(paths)) if i not in errors]
     probs = np.mean(_member_probabilities(members, images[readable], device), axis=0)
     prob_of = dict(zip(readable, probs))

@@ -6,6 +6,7 @@ one, so `mammo-tui watch` shows the same dashboard whether the run is in-process
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -30,28 +31,95 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+class RunLogError(RunDirError, OSError):
+    """The run log cannot be opened or written: a message for the user (exit 2) that is still an
+    OSError for callers that already handle those (report, the runs browser)."""
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    if exc.errno == errno.EISDIR:
+        return "it is a directory, not a file"
+    return exc.strerror or str(exc)
+
+
 class RunLogWriter:
-    """Append-only JSONL sink. Each line is flushed (and fsynced for terminal events)."""
+    """Append-only JSONL sink: one os.write per event (no buffer that a failed flush could replay
+    or glue onto the next line), fsynced for terminal events.
+
+    On open, a torn last line (kill -9 or a full disk mid-write) is cut off, so the next event
+    starts on a line of its own; `repaired` says what was done (the trainer logs it)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")
+        self.repaired = ""
+        self._fd: int | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            self._repair()
+        except OSError as exc:
+            self.close()
+            raise RunLogError(f"cannot open the run log {self.path}: {_reason(exc)}. "
+                              f"{_fix_for(exc, self.path)}") from None
+
+    def _repair(self) -> None:
+        size = os.fstat(self._fd).st_size
+        tail = os.pread(self._fd, min(size, 1 << 20), max(0, size - (1 << 20)))
+        cut = tail.rfind(b"\n") + 1
+        torn = tail[cut:]
+        if not torn:
+            return
+        if parse_line(torn.decode("utf-8", "replace")) is not None:
+            os.write(self._fd, b"\n")  # a whole event that lost only its line end: keep it
+            self.repaired = f"{self.path}: the last event had no line end; added it"
+            return
+        os.ftruncate(self._fd, size - len(torn))
+        self.repaired = (f"{self.path}: removed a torn last line ({len(torn)} bytes of an event cut off "
+                         "by a kill or a full disk); the events before it are intact")
 
     def __call__(self, event: Event) -> None:
-        line = json.dumps(_json_safe(event.to_dict()), separators=(",", ":"))
+        data = (json.dumps(_json_safe(event.to_dict()), separators=(",", ":")) + "\n").encode("utf-8")
+        if self._fd is None:
+            raise RunLogError(f"the run log {self.path} is closed")
+        start = os.fstat(self._fd).st_size
         try:
-            self._file.write(line + "\n")
-            self._file.flush()
+            written = 0
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
             if event.type in ("finished", "failed", "checkpoint"):
-                os.fsync(self._file.fileno())
+                os.fsync(self._fd)
         except OSError as exc:
-            raise RunDirError(f"cannot append to the run log {self.path}: {exc.strerror or exc}. "
+            self._cut_back(start)
+            raise RunLogError(f"cannot append to the run log {self.path}: {_reason(exc)}. "
                               "The checkpoints already written are intact; free space and --resume.") from None
 
+    def _cut_back(self, size: int) -> None:
+        """Undo a half-written line, so the log stays one event per line (best effort)."""
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError:
+            pass
+
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        """Never raises: every event was written (or reported) when it was sent."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _fix_for(exc: OSError, path: Path) -> str:
+    if exc.errno == errno.EISDIR:
+        return f"Move that directory away (mv {path} {path}.bak) and run again."
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"The run directory is not writable; copy it (cp -r {path.parent} NEW) and --resume NEW."
+    if exc.errno == errno.ENOSPC:
+        return "Free space, then --resume the run."
+    return "Check the run directory, then --resume the run."
 
 
 def parse_line(line: str) -> Event | None:
@@ -69,8 +137,16 @@ def read_events(path: str | Path) -> list[Event]:
     path = Path(path)
     if path.is_dir():
         path = path / EVENTS_FILE
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    with _open_log(path) as handle:
         return [event for event in map(parse_line, handle) if event is not None]
+
+
+def _open_log(path: Path):
+    """The log for reading; RunLogError (an OSError) naming it when it cannot be read."""
+    try:
+        return open(path, encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise RunLogError(f"cannot read the run log {path}: {_reason(exc)}. {_fix_for(exc, path)}") from None
 
 
 def follow_events(
@@ -86,7 +162,7 @@ def follow_events(
         if should_stop():
             return
         time.sleep(poll_s)
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    with _open_log(path) as handle:
         pending = ""
         while not should_stop():
             if not pending.endswith("\n"):

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import threading
 import subprocess
@@ -191,7 +192,8 @@ def test_a_collapsed_fold_carries_its_last_suggestions_live_kept_and_watched(tin
 
 def test_a_failed_fold_stops_the_cv_without_a_summary(tiny_demo, tmp_path):
     # lr 1e30 with no clipping: the loss becomes NaN in fold 1 (as in the engine's NaN test)
-    request = cv_request(tiny_demo, tmp_path, lr=1e30, grad_clip=0.0, max_batches_per_epoch=6, epochs=2)
+    request = cv_request(tiny_demo, tmp_path, grad_clip=0.0, max_batches_per_epoch=6, epochs=2)
+    request.config = dataclasses.replace(request.config, lr=1e30)  # past lr's range check on purpose
     events = []
     result = run_cv(request, 2, events.append)
     assert result.exit_code == 1 and result.summary == {}
@@ -291,3 +293,28 @@ def test_the_fold_table_lowest_recall_ignores_absent_classes():
     console.print(render.folds_table(state, 60))
     rows = {line.split()[0]: line.split() for line in console.export_text().splitlines()[1:6]}
     assert [rows[str(f)][-1] for f in range(1, 6)] == ["0.800", "0.800", "0.400", "0.600", "0.200"]
+
+
+def test_cv_resume_under_another_digest_secret_is_refused(tiny_demo, tmp_path, monkeypatch):
+    # the remaining folds are computed from the patient digests: another secret, other folds
+    from mammo_tui import privacy
+    from mammo_tui.cv import _open_manifest
+
+    request = cv_request(tiny_demo, tmp_path, name="cv")
+    cv_dir = tmp_path / "cv"
+    cv_dir.mkdir()
+    manifest = {"folds": 2, "status": "running", "config": request.config.to_dict(),
+                "group_key": privacy.secret_fingerprint()}
+    (cv_dir / CV_FILE).write_text(json.dumps(manifest))
+    assert _open_manifest(cv_dir, request, 2)["group_key"] == manifest["group_key"]  # same secret: continues
+    secret = tmp_path / "team.secret"
+    secret.write_text("ab" * 32)
+    secret.chmod(0o600)
+    monkeypatch.setenv(privacy.SECRET_FILE_ENV, str(secret))
+    privacy.clear_cache()
+    try:
+        with pytest.raises(MammoError, match="another patient-digest secret.*MAMMO_TUI_GROUP_SECRET_FILE"):
+            _open_manifest(cv_dir, request, 2)
+    finally:
+        monkeypatch.delenv(privacy.SECRET_FILE_ENV)
+        privacy.clear_cache()

@@ -57,7 +57,7 @@ def test_torchrun_cross_validation_agrees_on_one_folder_and_rank_0_alone_writes(
     proc = torchrun("cv", tiny_demo, tmp_path, "--folds", "2", "--epochs", "1", "--batch-size", "8",
                     "--set", "max_batches_per_epoch=2")
     [cv_dir] = list(tmp_path.iterdir())
-    assert sorted(p.name for p in cv_dir.iterdir()) == ["cv.json", "cv_summary.json", "fold-1", "fold-2"]
+    assert sorted(p.name for p in cv_dir.iterdir()) == [".lock", "cv.json", "cv_summary.json", "fold-1", "fold-2"]
     for fold in ("fold-1", "fold-2"):
         assert [e.type for e in read_events(cv_dir / fold)].count("run_started") == 1
     assert proc.stdout.count("mean ± std over 2 folds") == 1  # one printer, not one per rank

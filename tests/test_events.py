@@ -132,3 +132,53 @@ def test_console_prints_fold_progress_and_kept_folds():
     assert lines[0] == "── fold 2/5 (runs/cv/fold-2) ──"
     assert lines[1] == "fold 1/5 already finished (healthy); kept"
     assert lines[2].startswith("fold 2/5: collapsed; best epoch 3: kappa_q 0.300 bal_acc_adj 0.200")
+
+
+# -- a log you can trust after kill -9 and a full disk --------------------------------------------
+
+import pytest  # noqa: E402
+
+from mammo_tui.errors import RunDirError  # noqa: E402
+
+
+def test_a_torn_last_line_is_cut_off_when_the_log_is_opened_again(tmp_path):
+    writer = RunLogWriter(tmp_path / "events.jsonl")
+    writer(ev.LogMessage("info", "before the kill"))
+    writer.close()
+    with open(tmp_path / "events.jsonl", "a") as handle:
+        handle.write('{"type": "log", "level": "in')  # kill -9 mid-write
+    writer = RunLogWriter(tmp_path / "events.jsonl")
+    assert "torn last line" in writer.repaired
+    writer(ev.LogMessage("info", "after the resume"))
+    writer.close()
+    assert [e.message for e in read_events(tmp_path)] == ["before the kill", "after the resume"]
+
+
+def test_a_whole_event_that_lost_only_its_line_end_is_kept(tmp_path):
+    line = json.dumps(ev.LogMessage("info", "whole").to_dict())
+    (tmp_path / "events.jsonl").write_text(line)
+    writer = RunLogWriter(tmp_path / "events.jsonl")
+    writer(ev.LogMessage("info", "next"))
+    writer.close()
+    assert [e.message for e in read_events(tmp_path)] == ["whole", "next"]
+    assert RunLogWriter(tmp_path / "events.jsonl").repaired == ""  # a sound log is left alone
+
+
+def test_a_full_disk_is_one_message_and_closing_the_writer_never_raises():
+    writer = RunLogWriter("/dev/full")  # every write: ENOSPC
+    with pytest.raises(RunDirError, match="the disk is full"):
+        writer(ev.LogMessage("info", "x" * 100))
+    with pytest.raises(RunDirError, match="the disk is full"):
+        writer(ev.RunFailed(error="disk full", epoch=1, batch=None, exit_code=2))
+    writer.close()  # no second error from a buffer that cannot be flushed
+    writer.close()
+
+
+def test_a_run_log_that_is_a_directory_is_a_message_for_writer_and_reader(tmp_path):
+    (tmp_path / "events.jsonl").mkdir()
+    with pytest.raises(RunDirError, match="events.jsonl.*directory"):
+        RunLogWriter(tmp_path / "events.jsonl")
+    with pytest.raises(RunDirError, match="events.jsonl.*directory"):
+        read_events(tmp_path)
+    with pytest.raises(OSError):  # still an OSError for callers that handle those (report)
+        read_events(tmp_path)

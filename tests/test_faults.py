@@ -137,3 +137,48 @@ def test_disk_full_is_a_clear_failure_and_the_log_says_so(tiny_demo, tiny_disk):
     assert proc.returncode == 2, out + err
     assert "disk is full" in out + err and "Traceback" not in err
     assert "--resume" in out + err
+
+
+# -- the run-directory lock ----------------------------------------------------------------------
+
+from mammo_tui.errors import RunDirError  # noqa: E402
+from mammo_tui.rundir import lock_run_dir  # noqa: E402
+
+LOCK_HOLDER = """
+import sys, time
+from mammo_tui.rundir import lock_run_dir
+lock = lock_run_dir(sys.argv[1])
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_locked_run_dir_is_refused_naming_the_holder_and_freed_by_kill_9(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(RunDirError, match=rf"in use .*pid {holder.pid} on .*since"):
+        lock_run_dir(tmp_path)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=60)
+    assert (tmp_path / ".lock").is_file()  # left behind by the killed holder: must not block
+    lock = lock_run_dir(tmp_path)
+    assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+    lock.release()
+
+
+def test_one_process_cannot_lock_a_run_dir_twice(tmp_path):
+    """The TUI: a second job on a run that is still training in this process is refused too."""
+    lock = lock_run_dir(tmp_path)
+    with pytest.raises(RunDirError, match="in use"):
+        lock_run_dir(tmp_path)
+    lock.release()
+    lock_run_dir(tmp_path).release()
+
+
+def test_atomic_writes_name_the_file_when_it_is_a_directory(tmp_path):
+    from mammo_tui.rundir import write_json
+
+    (tmp_path / "summary.json").mkdir()
+    with pytest.raises(RunDirError, match=r"summary.json: it is a directory"):
+        write_json(tmp_path / "summary.json", {})
+    assert not list(tmp_path.glob(".*.tmp"))

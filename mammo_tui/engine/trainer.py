@@ -26,7 +26,7 @@ from mammo_tui import config as config_mod
 from mammo_tui.collapse import DRIFT_WINDOW, apply_suggestion, detect_collapse, has_pretrained, suggest
 from mammo_tui.config import TrainConfig
 from mammo_tui.engine import distributed
-from mammo_tui.engine.checkpoint import load_checkpoint, save_checkpoint
+from mammo_tui.engine.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from mammo_tui.engine.distributed import DistInfo, DistributedWeightedSampler
 from mammo_tui.engine.losses import build_loss, inverse_frequency_weights
 from mammo_tui.engine.models import (Classifier, apply_train_mode, backbone_frozen, build_model,
@@ -38,6 +38,7 @@ from mammo_tui.events import (BatchProgress, Broadcast, CheckpointSaved, Collaps
 from mammo_tui.labels import CLASS_NAMES, NUM_CLASSES
 from mammo_tui.metrics import better_score, compute_metrics, selection_score
 from mammo_tui.prepare import DEMO_SIZE, ensure_demo_dataset, prepare_dataset
+from mammo_tui.privacy import secret_fingerprint
 from mammo_tui.rundir import (CHECKPOINT_DIR, CONFIG_FILE, DATASET_FILE, SPLITS_FILE, SUMMARY_FILE,
                               atomic_write_text, new_run_name, safe_run_name,
                               write_json)
@@ -276,64 +277,200 @@ class _Setup:
         if self.run_dir.exists() and any(self.run_dir.iterdir()):
             raise RunDirError(f"run directory {self.run_dir} already exists; pick another --run-name "
                               f"or continue it with --resume {self.run_dir}")
+        from mammo_tui.rundir import lock_run_dir
+
         try:
             (self.run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"cannot write the run directory {self.run_dir}: {exc.strerror or exc}. "
+                              "Pass --outdir on a writable disk.") from None
+        self.lock = lock_run_dir(self.run_dir)
+        if (self.run_dir / CONFIG_FILE).exists():  # another process created it just now
+            self.release_lock()
+            raise RunDirError(f"run directory {self.run_dir} already exists; pick another --run-name "
+                              f"or continue it with --resume {self.run_dir}")
+        try:
             write_config_toml(self.run_dir, self.config, [launch_segment(self.config, self.origin)],
                               self.plan_reasons)
             write_splits_csv(self.run_dir / SPLITS_FILE, records, self.split)
             write_json(self.run_dir / DATASET_FILE, {
-                "spec": self.prepared.spec.to_dict(), "demo": req.demo, "preset": self.preset,
+                "spec": self.prepared.spec.absolute().to_dict(), "demo": req.demo, "preset": self.preset,
                 "origin": self.origin, "parent_run": req.parent_run,
                 "plan": self.plan.to_dict() if self.plan is not None else None,
                 "skip_bad_rows": req.skip_bad_rows,
+                "group_key": secret_fingerprint(),  # which patient-digest secret made splits.csv
+                # a CV's fold: which fold of how many, and the CV's config (cv --resume checks cv.json)
+                "cv": {"folds": req.folds, "fold": req.fold + 1, "config": req.config.to_dict()
+                       if req.config is not None else None} if req.folds else None,
                 "fingerprint": self.prepared.fingerprint.to_dict(),
                 "report": self.prepared.report.to_dict(),
             })
         except OSError as exc:
+            self.release_lock()
             raise RunDirError(f"cannot write the run directory {self.run_dir}: {exc.strerror or exc}. "
                               "Pass --outdir on a writable disk.") from None
+        except BaseException:
+            self.release_lock()
+            raise
 
     def _resume(self) -> None:
         req = self.request
         self.run_dir = Path(req.resume)
         from mammo_tui.cv import is_cv_dir
+        from mammo_tui.rundir import lock_run_dir
 
         if is_cv_dir(self.run_dir):
             raise RunDirError(f"--resume {self.run_dir}: this is a cross-validation; continue it with "
                               f"`mammo-tui cv --resume {self.run_dir}`")
-        if not (self.run_dir / CONFIG_FILE).is_file() or not (self.run_dir / DATASET_FILE).is_file():
+        last = self.run_dir / CHECKPOINT_DIR / "last.pt"
+        if not (self.run_dir / DATASET_FILE).exists() or not ((self.run_dir / CONFIG_FILE).exists() or last.is_file()):
             raise RunDirError(f"--resume {self.run_dir}: not a mammo-tui run directory "
                               f"(no {CONFIG_FILE} / {DATASET_FILE})")
-        import tomllib
+        # one process per run directory: a second --resume would write every epoch twice
+        self.lock = lock_run_dir(self.run_dir) if self.dist is None or self.dist.is_main else None
+        try:
+            info = self._resume_info()
+            self._resume_config(last)
+            self._resume_data(info)
+        except BaseException:
+            self.release_lock()
+            raise
 
-        saved = config_mod.from_mapping(
-            tomllib.loads((self.run_dir / CONFIG_FILE).read_text(encoding="utf-8")),
-            source=str(self.run_dir / CONFIG_FILE))
-        last = self.run_dir / CHECKPOINT_DIR / "last.pt"
-        if last.is_file():  # a recovery may have changed the config after config.toml was written
-            saved = config_mod.from_mapping(load_checkpoint(last)["config"], source=str(last))
-        self.config = req.config or saved
-        self.changed = changed = config_mod.diff(saved, self.config)
-        if changed and not req.force:
-            listing = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-            raise ConfigError(f"--resume {self.run_dir}: the config differs from the run's ({listing}). "
-                              "Resume with the same settings, or add --force to continue with the new ones.")
-        if changed:
-            self.notes.append("resumed with a changed config: " +
-                              ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
-        info = json.loads((self.run_dir / DATASET_FILE).read_text(encoding="utf-8"))
+    def release_lock(self) -> None:
+        lock, self.lock = getattr(self, "lock", None), None
+        if lock is not None:
+            lock.release()
+
+    def _resume_info(self) -> dict[str, Any]:
+        """dataset.json: what the run trains on and how it was planned."""
+        from mammo_tui.rundir import read_run_json
+
+        info = read_run_json(self.run_dir / DATASET_FILE, "It records the dataset of the run; without it "
+                             "the run cannot be resumed (start a new run, or restore the file from a backup).")
+        if not isinstance(info, dict) or not isinstance(info.get("spec"), dict):
+            raise RunDirError(f"{self.run_dir / DATASET_FILE} has no dataset \"spec\"; it was edited or "
+                              "damaged. Restore it, or start a new run.")
         self.preset, self.origin = info.get("preset", ""), info.get("origin", "")
         self.plan_reasons = list((info.get("plan") or {}).get("reasons") or [])
         self.parent_run = info.get("parent_run", "")
         self.is_demo = bool(info.get("demo"))
+        return info
+
+    def _resume_config(self, last: Path) -> None:
+        """The config to train on. The run trained with last.pt's config; config.toml differing
+        from it is a user edit, unless config.toml records a segment (a change from a later epoch)
+        that last.pt does not hold yet: the trainer wrote it and stopped before the next epoch
+        ended. Edits and flags / --set are refused with the difference named, or applied under
+        --force (restore() records them as a config change)."""
+        file_cfg, recorded = self._read_config_toml(last)
+        state = self._last_state(last)
+        base = file_cfg if state is None else config_mod.from_mapping(state["config"], source=str(last))
+        edited = config_mod.diff(base, file_cfg)
+        ahead = bool(state) and len(recorded) > len(state.get("segments") or [1]) and recorded[-1] > int(state["epoch"])
+        if ahead and edited:
+            self.notes.append(f"{CONFIG_FILE} holds a change from epoch {recorded[-1]} that no checkpoint has "
+                              "yet (the run stopped before that epoch ended); continuing with it")
+        req = self.request
+        if req.config is not None:
+            self.config = req.config
+        else:  # flags / --set on top of config.toml
+            self.config = config_mod.from_mapping({**file_cfg.to_dict(), **req.overrides}, source="--set")
+        self.changed = changed = config_mod.diff(base, self.config)
+        refused = config_mod.diff(file_cfg if ahead else base, self.config)
+        if refused and not req.force:
+            since = f"checkpoints/last.pt, epoch {state['epoch']}" if state else CONFIG_FILE
+            listing = "; ".join(f"{k}: {a!r} -> {b!r} ({self._source(k, edited if not ahead else {})})"
+                                for k, (a, b) in refused.items())
+            raise ConfigError(f"--resume {self.run_dir}: the config differs from the one the run trained with "
+                              f"({since}): {listing}. Resume with the run's values (undo the edit, drop the "
+                              "flag), or add --force to train on with the new ones (recorded as a config change).")
+        if changed:
+            self.notes.append("resumed with a changed config: " +
+                              ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+        if self.dist is not None and not self.dist.is_main:
+            return  # rank 0 writes the run directory
+        if state is None and (changed or not (self.run_dir / CONFIG_FILE).is_file()):
+            # no epoch finished: the new config is the launch config (restore() has nothing to record)
+            write_config_toml(self.run_dir, self.config, [launch_segment(self.config, self.origin)], self.plan_reasons)
+        elif not (self.run_dir / CONFIG_FILE).exists():
+            write_config_toml(self.run_dir, self.config, list(state.get("segments") or
+                              [launch_segment(state["config"], self.origin)]), self.plan_reasons)
+            self.notes.append(f"{CONFIG_FILE} was missing; rewritten from checkpoints/last.pt")
+
+    def _source(self, key: str, edited: dict[str, Any]) -> str:
+        """Where a refused change came from, for the message."""
+        if key in edited and key not in self.request.overrides:
+            return f"edited in {CONFIG_FILE}"
+        return "flag / --set" if self.request.config is None else "--preset / flags"
+
+    def _read_config_toml(self, last: Path) -> tuple[TrainConfig, list[int]]:
+        """config.toml's values and the first epochs of the segments its comments record. A missing
+        one is taken from last.pt (and rewritten); an unreadable one is refused, named."""
+        import re
+        import tomllib
+
+        from mammo_tui.rundir import file_problem
+
+        path = self.run_dir / CONFIG_FILE
+        if not path.exists() and last.is_file():
+            return config_mod.from_mapping(load_checkpoint(last)["config"], source=str(last)), []
+        try:
+            text = path.read_text(encoding="utf-8")
+            values = tomllib.loads(text)
+        except OSError as exc:
+            raise file_problem(path, exc, "read") from None
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path} is not valid TOML ({exc}). Fix the edit, or delete the file: "
+                              "--resume then rewrites it from checkpoints/last.pt.") from None
+        recorded = [int(n) for n in re.findall(r"^# From epoch (\d+):", text, flags=re.M)]
+        return config_mod.from_mapping(values, source=str(path)), recorded
+
+    @staticmethod
+    def _last_state(last: Path) -> dict[str, Any] | None:
+        if not last.is_file():
+            return None
+        try:
+            state = load_checkpoint(last)
+        except MammoError:
+            return None  # restore() decides what a damaged last.pt means
+        return state if isinstance(state.get("config"), dict) and "epoch" in state else None
+
+    def _resume_data(self, info: dict[str, Any]) -> None:
+        """The recorded dataset (or a relocated one: --resume RUN --csv ...) and the recorded split."""
         from mammo_tui.data.sources import DatasetSpec
-
-        spec = DatasetSpec.from_dict(info.get("spec"))
-        self.prepared = prepare_dataset(spec, skip_bad_rows=bool(info.get("skip_bad_rows")))
         from mammo_tui.data.split import read_splits_csv
+        from mammo_tui.errors import DatasetError
+        from mammo_tui.rundir import file_problem
 
-        split_of = read_splits_csv(self.run_dir / SPLITS_FILE)
+        recorded = spec = DatasetSpec.from_dict(info["spec"])
+        given = self.request.dataset  # --resume RUN --csv ...: the dataset moved
+        if given is not None:
+            spec = dataclasses.replace(given, group_pattern=given.group_pattern or recorded.group_pattern).absolute()
+        moved = given is not None and spec.to_dict() != recorded.absolute().to_dict()
+        gone = {key: value for key, value in spec.paths().items() if not Path(value).exists()}
+        if gone and not self.is_demo:
+            where = ", ".join(f"{key} {value}" for key, value in gone.items())
+            raise DatasetError(
+                f"--resume {self.run_dir}: the dataset is not where the run recorded it ({where}; see "
+                f"{self.run_dir / DATASET_FILE}). If it moved, give its new place: mammo-tui train --resume "
+                f"{self.run_dir} --csv NEW.csv [--dicom-root NEW_DIR] (or --images NEW_DIR); the split is "
+                "kept by matching image paths below the dataset's folder.")
+        self.prepared = prepare_dataset(spec, skip_bad_rows=bool(info.get("skip_bad_rows")))
+        splits = self.run_dir / SPLITS_FILE
+        try:
+            split_of = read_splits_csv(splits)
+        except OSError as exc:
+            what = "is missing" if isinstance(exc, FileNotFoundError) else "cannot be read"
+            if what == "cannot be read":
+                raise file_problem(splits, exc, "read") from None
+            raise RunDirError(f"{splits} {what}: it records which images the run validates on; without "
+                              "it the run cannot continue on the same split. Start a new run.") from None
+        except (KeyError, ValueError, UnicodeDecodeError):
+            raise RunDirError(f"{splits} is damaged (no path / split columns); the run cannot continue "
+                              "on the same split. Restore it, or start a new run.") from None
         records = self.prepared.records
+        if moved:
+            split_of = self._relocate(split_of, records, spec, info)
         missing = [r.path for r in records if r.path not in split_of]
         if missing:
             self.notes.append(f"{len(missing)} images are new since the run started; they are left out")
@@ -342,6 +479,42 @@ class _Setup:
         if len(self.train_idx) == 0 or len(self.val_idx) == 0:
             raise RunDirError(f"--resume {self.run_dir}: the images in {SPLITS_FILE} are no longer "
                               "in the dataset; cannot continue")
+
+    def _relocate(self, split_of: dict[str, str], records: list, spec, info: dict[str, Any]) -> dict[str, str]:
+        """The dataset moved: match each image by its path below the new dataset folder against the
+        recorded paths' endings, then record the new place (dataset.json, splits.csv)."""
+        import os
+
+        from mammo_tui.data.split import Split, write_splits_csv
+        from mammo_tui.rundir import file_problem, write_json
+
+        by_ending: dict[str, str | None] = {}
+        for old, side in split_of.items():
+            parts = Path(old).parts
+            for i in range(1, len(parts)):
+                key = "/".join(parts[i:])
+                by_ending[key] = side if key not in by_ending else None  # ambiguous endings match nothing
+        root = Path(spec.root())
+        mapped = {r.path: by_ending.get(Path(os.path.relpath(r.path, root)).as_posix()) for r in records}
+        mapped = {path: side for path, side in mapped.items() if side}
+        if not mapped:
+            return mapped  # nothing matched: the caller says the split's images are gone
+        self.notes.append(f"dataset relocated to {spec.describe()}: {len(mapped)} of {len(split_of)} "
+                          f"images of {SPLITS_FILE} found there; {DATASET_FILE} and {SPLITS_FILE} updated")
+        index = {r.path: i for i, r in enumerate(records)}
+        split = Split(train=[index[p] for p, s in mapped.items() if s == "train"],
+                      val=[index[p] for p, s in mapped.items() if s == "val"], warnings=[])
+        if self.dist is not None and not self.dist.is_main:
+            return mapped  # rank 0 records the new place
+        tmp = self.run_dir / f".{SPLITS_FILE}.tmp"
+        try:
+            write_splits_csv(tmp, records, split)
+            os.replace(tmp, self.run_dir / SPLITS_FILE)
+        except OSError as exc:
+            raise file_problem(self.run_dir / SPLITS_FILE, exc) from None
+        write_json(self.run_dir / DATASET_FILE, {**info, "spec": spec.to_dict(),
+                                                 "relocated_from": info["spec"]})
+        return mapped
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,6 +533,8 @@ class Trainer:
         self.is_main = self.dist is None or self.dist.is_main
         # Only rank 0 writes the run directory and speaks; the other ranks train silently.
         self.writer = RunLogWriter(self.run_dir / EVENTS_FILE) if self.is_main else _Silent()
+        if getattr(self.writer, "repaired", ""):  # a torn last line cut off: said at start
+            setup.notes.append(self.writer.repaired)
         self.emit = Broadcast(self.writer, sink) if self.is_main else _Silent()
         self.device = resolve_device(self.cfg.device)
         if self.dist and self.device.type == "cuda":
@@ -538,7 +713,7 @@ class Trainer:
             torch.distributed.barrier()  # rank 0 has finished writing best.pt
         best = self.run_dir / CHECKPOINT_DIR / "best.pt"
         if best.is_file():
-            self.model.load_state_dict(load_checkpoint(best)["model"])
+            load_weights(self.model, load_checkpoint(best)["model"], best)
         torch.manual_seed(self.cfg.seed + epoch)
         for module in self.model.head.modules():
             if hasattr(module, "reset_parameters"):
@@ -593,7 +768,12 @@ class Trainer:
         last = self.run_dir / CHECKPOINT_DIR / "last.pt"
         if not last.is_file():
             return
-        state = load_checkpoint(last)
+        state = load_checkpoint(last)  # a mammo-tui checkpoint, or a CheckpointError naming the file
+        for key, kind in {"optimizer": dict, "scheduler": dict, "history": list, "changes": list,
+                          "segments": list, "best_score": list, "best_healthy_score": list}.items():
+            if not isinstance(state.get(key, kind()), kind):
+                raise CheckpointError(f"checkpoint {last}: {key} is a {type(state[key]).__name__}, expected "
+                                      f"a {kind.__name__}; the file was not written by this mammo-tui")
         epoch = int(state["epoch"])
         self.history = list(state.get("history") or [])
         self.best_epoch = state.get("best_epoch")
@@ -607,15 +787,22 @@ class Trainer:
         healthy = self.run_dir / CHECKPOINT_DIR / "healthy.pt"
         if healthy.is_file():
             self.best_healthy_state = load_checkpoint(healthy)["model"]
+            load_weights(self.model, self.best_healthy_state, healthy)  # does it fit? said now, not at a restart
         if self.setup.request.restart:
             self._restart(epoch, self.cfg, "fix applied in the dashboard", announce=False)
         else:
-            self.model.load_state_dict(state["model"])
+            load_weights(self.model, state["model"], last)
             if self.in_crt(epoch):
                 self._crt_optimisation()  # the saved optimizer state is the cRT head's
-            self.optimizer.load_state_dict(state["optimizer"])
-            if self.scheduler and state.get("scheduler"):
-                self.scheduler.load_state_dict(state["scheduler"])
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+                if self.scheduler and state.get("scheduler"):
+                    self.scheduler.load_state_dict(state["scheduler"])
+            except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+                raise CheckpointError(
+                    f"checkpoint {last}: its optimizer state does not fit this run's trainable layers "
+                    f"({exc.__class__.__name__}: {str(exc)[:200]}); a --force resume cannot change freeze "
+                    "or arch. Resume with the run's own settings, or start a new run.") from None
             if self.setup.changed:
                 self._new_segment(epoch, "changed on resume", restart=False)
         if self.setup.changed:
@@ -995,18 +1182,21 @@ def train(request: TrainRequest, sink: EventSink = lambda event: None,
     """
     cancel = cancel or threading.Event()
     leave_group = not distributed.joined()  # a caller in the group already (a CV) stays in it
-    setup = _Setup(request)
-    setup.build_model()
-    setup.materialise()
-    trainer = Trainer(setup, sink, cancel)
+    setup = _Setup(request)  # a resume takes the run directory's lock here, a new run in materialise()
     try:
-        return trainer.run()
-    except (WeightsUnavailableError, ConfigError):
-        trainer.writer.close()
-        raise
-    except MammoError as exc:
-        return trainer._fail(str(exc), None, None, exc.exit_code)
+        setup.build_model()
+        setup.materialise()
+        trainer = Trainer(setup, sink, cancel)
+        try:
+            return trainer.run()
+        except (WeightsUnavailableError, ConfigError):
+            trainer.writer.close()
+            raise
+        except MammoError as exc:
+            return trainer._fail(str(exc), None, None, exc.exit_code)
+        finally:
+            trainer.writer.close()
+            if setup.dist and leave_group:
+                distributed.cleanup()
     finally:
-        trainer.writer.close()
-        if setup.dist and leave_group:
-            distributed.cleanup()
+        setup.release_lock()  # after the last write: the next --resume may start now
