@@ -71,16 +71,18 @@ async def test_panel_toggles_hide_and_show():
 
 
 @async_test
-async def test_help_screen_lists_every_key():
-    app = MammoApp("watch", events=sample_events())
+async def test_help_screen_lists_every_key_that_works_here():
+    app = MammoApp("watch", events=sample_events(collapsed=True))
     async with app.run_test(size=(100, 40)) as pilot:
         await replayed(pilot)
         await pilot.press("question_mark")
         await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
         text = screen_text(app)
-        for expected in ("Stop", "Apply fix", "show / hide confusion matrix", "show / hide event log",
-                         "Quit", "Help"):
+        for expected in ("Apply fix", "print the equivalent command", "show / hide confusion matrix",
+                         "show / hide event log", "Quit", "Help"):
             assert expected in text, expected
+        # read-only: nothing to stop here, and no config to go back to
+        assert "stop training (asks first)" not in text and "Edit config" not in text
         await pilot.press("escape")
         await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), what="help closed")
 
@@ -90,12 +92,17 @@ async def test_watch_is_read_only():
     app = MammoApp("watch", events=sample_events(collapsed=True))
     async with app.run_test(size=(100, 30), notifications=True) as pilot:
         screen = await replayed(pilot)
+        await wait_until(pilot, lambda: "Quit" in screen_text(app), timeout=10, what="the footer")
+        footer = next(line for line in screen_text(app).splitlines() if "Quit" in line)
+        assert "Stop" not in footer and "Apply fix" in footer  # only what works read-only
         for key in ("s", "a"):
             await pilot.press(key)
             await pilot.pause()
             assert isinstance(app.screen, DashboardScreen)  # no confirmation dialog
         messages = [n.message for n in app._notifications]
-        assert messages.count(READ_ONLY_MSG) == 2
+        assert messages.count(READ_ONLY_MSG) == 1  # s says why it does nothing here
+        # a prints the command that applies the highlighted fix where the run lives
+        assert messages[-1] == "mammo-tui train --resume runs/sample-collapsed --set lr=0.0001 --force"
         assert not screen.engine_running
 
 

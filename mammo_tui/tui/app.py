@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-from textual.app import App
+from functools import partial
+
+from textual.app import App, SystemCommand
 from textual.binding import Binding
 
 from mammo_tui.events import Event
@@ -32,6 +34,9 @@ class MammoApp(App[int]):
     BINDINGS = [
         Binding("q", "quit", "Quit", tooltip="quit; a running training run is stopped and saved first"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+        # as in htop, lazygit and k9s (Textual's default only says "press ctrl+q"); priority:
+        # a focused text field would take it as copy
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
         Binding("f1", "help_screen", "Help", show=False, tooltip="this list of keys, on any screen"),
     ]
 
@@ -39,9 +44,10 @@ class MammoApp(App[int]):
                  run_dir: str | None = None, runs_root: str = "runs", config: Any = None,
                  overrides: dict | None = None,
                  demo_size: float | None = None, events: Iterable[Event] | None = None,
-                 run_name: str | None = None, job: Any = None) -> None:
+                 run_name: str | None = None, job: Any = None, preset: str = "") -> None:
         """events: replay these instead of reading run_dir (previews and snapshot tests).
-        demo_size / run_name: passed to the demo dataset and the launched run (tests).
+        demo_size / run_name: passed to the demo dataset and the launched run; run_name and
+        preset (the --preset name behind config) pre-fill the wizard's config step.
         job: a TrainJob (or TrainRequest) to train at once, skipping the wizard."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
@@ -57,6 +63,7 @@ class MammoApp(App[int]):
         self.events = list(events) if events is not None else None
         self.run_name = run_name
         self.job = job
+        self.preset = preset
         self.exit_code = 0
         self._dashboards: list[DashboardScreen] = []
 
@@ -75,7 +82,8 @@ class MammoApp(App[int]):
             from mammo_tui.tui.wizard import DatasetScreen
 
             self.push_screen(DatasetScreen(demo=self.demo, dataset=self.dataset, user_config=self.config,
-                                           user_overrides=self.overrides, demo_size=self.demo_size))
+                                           user_overrides=self.overrides, demo_size=self.demo_size,
+                                           user_preset=self.preset))
 
     def _install_hangup_handler(self) -> None:
         # A dropped SSH connection sends SIGHUP: stop training cleanly (checkpoint, resumable run)
@@ -100,11 +108,13 @@ class MammoApp(App[int]):
         """Every dashboard still on the stack or whose thread still runs (it must be waited for)."""
         return [s for s in self._dashboards if s in self.screen_stack or s.engine_running]
 
-    def launch(self, request: Any) -> DashboardScreen:
-        """Leave the wizard and train: the wizard screens are closed, the dashboard takes over."""
+    def launch(self, request: Any, wizard: Any = None) -> DashboardScreen:
+        """Leave the wizard and train: the wizard screens are closed, the dashboard takes over.
+        wizard: the WizardState it came from, so a failed or finished run can return to its
+        config step with every field kept."""
         while len(self.screen_stack) > 1:
             self.pop_screen()
-        screen = DashboardScreen(request=request)
+        screen = DashboardScreen(request=request, wizard=wizard)
         self.push_screen(screen)
         return screen
 
@@ -117,6 +127,18 @@ class MammoApp(App[int]):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.screen))
 
+    def get_system_commands(self, screen) -> Iterable[SystemCommand]:
+        """The command palette: this screen's own actions first, then Textual's."""
+        from mammo_tui.tui.dialogs import screen_bindings
+
+        for binding in screen_bindings(screen):
+            if binding.key_display:  # a group's footer entry ("1-6 Panels"); its members are listed
+                continue
+            title = binding.description[:1].upper() + binding.description[1:]
+            yield SystemCommand(title, binding.tooltip or binding.description,
+                                partial(self.run_action, binding.action, screen))
+        yield from super().get_system_commands(screen)
+
     # -- quitting --------------------------------------------------------------------------------
     async def action_quit(self) -> None:
         live = [s for s in self.dashboards() if s.engine_running and not s.read_only]
@@ -125,13 +147,16 @@ class MammoApp(App[int]):
             self.exit(self.exit_code)
             return
 
+        if isinstance(self.screen, ConfirmScreen) and self.screen.id == "quit-question":
+            return  # q / ctrl+c again while asked: the question stays, answered once
+
         def answered(yes: bool | None) -> None:
             if yes:
                 self.run_worker(self._stop_and_exit(), group="quit", exclusive=True)
 
         self.push_screen(ConfirmScreen(
             f"Training is running. Stop it and quit?\n\n{live[0].resume_hint()}",
-            yes="Stop and quit"), answered)
+            yes="Stop and quit", id="quit-question"), answered)
 
     async def _stop_and_exit(self) -> None:
         self.notify("stopping: saving a checkpoint…", timeout=SHUTDOWN_WAIT_S)
@@ -156,6 +181,20 @@ class MammoApp(App[int]):
         for screen in self.dashboards():  # last resort (e.g. exit() from elsewhere)
             screen.cancel.set()
 
+    def exit_summary(self) -> str:
+        """What to print to the shell after the app exits: the last training run's directory,
+        status and next commands (nextsteps.exit_summary); "" when nothing was trained."""
+        from mammo_tui.tui.nextsteps import exit_summary
+
+        trained = [s for s in self._dashboards if not s.read_only]
+        if not trained:
+            return ""
+        state = trained[-1].state
+        text = exit_summary(state.cv_dir or state.run_dir)
+        if not text and state.failed is not None:
+            return f"mammo-tui: the run failed before it started: {state.failed.error}"
+        return text
+
 
 def watch_screen(run_dir: str | None, events: Iterable[Event] | None = None) -> DashboardScreen:
     """A finished run (or fixed events) is replayed at once; a live one is followed.
@@ -178,11 +217,13 @@ def watch_screen(run_dir: str | None, events: Iterable[Event] | None = None) -> 
 
 def run_app(mode: str = "wizard", *, demo: bool = False, dataset: Any = None,
             run_dir: str | None = None, runs_root: str = "runs", config: Any = None,
-            overrides: dict | None = None, job: Any = None) -> int:
+            overrides: dict | None = None, job: Any = None, run_name: str | None = None,
+            preset: str = "") -> int:
     """Run the app in the terminal; returns the exit code (the training run's when one ran).
-    job: a TrainJob to start at once (train --resume, cv), skipping the wizard."""
+    job: a TrainJob to start at once (train --resume, cv), skipping the wizard.
+    run_name / preset: --run-name and the --preset name, shown pre-filled by the wizard."""
     app = MammoApp(mode, demo=demo, dataset=dataset, run_dir=run_dir, runs_root=runs_root,
-                   config=config, overrides=overrides, job=job)
+                   config=config, overrides=overrides, job=job, run_name=run_name, preset=preset)
     app.run()
     # Belt and braces: the app waits for its threads on quit; if it was torn down another way,
     # wait here so the run directory is complete before the process exits.
@@ -190,4 +231,10 @@ def run_app(mode: str = "wizard", *, demo: bool = False, dataset: Any = None,
         screen.cancel.set()
         if not screen.engine_idle.wait(SHUTDOWN_WAIT_S):
             print("mammo-tui: the training thread did not stop in time", file=sys.stderr)
+    summary = app.exit_summary()  # the terminal is back: leave the user the run and what to do next
+    if summary:
+        try:
+            print(summary, flush=True)
+        except (BrokenPipeError, OSError):
+            pass
     return app.exit_code

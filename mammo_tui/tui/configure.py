@@ -54,7 +54,7 @@ def initial_config(w: WizardState) -> tuple[TrainConfig, str, str]:
     """(config, preset name, where it came from) for the form: the plan's config, which is what
     `train` without --preset trains for the same dataset and flags."""
     if w.user_config is not None:
-        return w.user_config, "", "your --preset / flags"
+        return w.user_config, w.user_preset, "your --preset / flags"
     origin = f"the decision flow: preset auto: {w.plan.headline}"
     if w.demo:
         origin += ", sized for a CPU by the demo preset"
@@ -101,6 +101,10 @@ class ConfigScreen(WizardStep):
         super().__init__(wizard)
         self.base, self.preset, self.origin = initial_config(wizard)
 
+    def initial(self, widget_id: str, default: Any) -> Any:
+        """A field's value when the screen opens: the user's earlier edit, else the config's."""
+        return self.wizard.edits.get(widget_id, default)
+
     def compose(self) -> ComposeResult:
         values = self.base.to_dict()
         yield Header()
@@ -113,25 +117,29 @@ class ConfigScreen(WizardStep):
                     yield Label(label, classes="field-label")
                     widget_id = f"f-{key}"
                     if kind == "select":
-                        yield Select([(c, c) for c in CHOICES[key]], value=values[key],
+                        yield Select([(c, c) for c in CHOICES[key]],
+                                     value=self.initial(widget_id, values[key]),
                                      allow_blank=False, compact=True, id=widget_id)
                     elif kind == "bool":
-                        yield Switch(value=bool(values[key]), id=widget_id)
+                        yield Switch(value=bool(self.initial(widget_id, values[key])), id=widget_id)
                     else:
-                        yield Input(repr(values[key]) if kind == "float" else str(values[key]),
+                        default = repr(values[key]) if kind == "float" else str(values[key])
+                        yield Input(self.initial(widget_id, default),
                                     type="number" if kind == "float" else "integer", compact=True,
                                     id=widget_id)
                 yield Label("validation", classes="field-label")
-                yield Select(VALIDATION_CHOICES, value=0, allow_blank=False, compact=True, id="cv-folds")
+                yield Select(VALIDATION_CHOICES, value=self.initial("cv-folds", 0), allow_blank=False,
+                             compact=True, id="cv-folds")
                 yield Label("run name", classes="field-label")
-                yield Input(placeholder="automatic", compact=True, id="run-name")
+                yield Input(self.initial("run-name", getattr(self.app, "run_name", None) or ""),
+                            placeholder="automatic", compact=True, id="run-name")
             yield Static("", id="config-errors", classes="error-text")
             yield Static("", id="config-warnings", classes="warning-text")
             with Horizontal(classes="buttons"):
                 yield Button("Launch (F5)", variant="success", id="launch", compact=True)
                 yield Button("Save preset (F2)", id="save", compact=True)
-                yield Input(placeholder="preset file, e.g. my-preset.toml", compact=True,
-                            id="preset-path")
+                yield Input(self.initial("preset-path", ""), placeholder="preset file, e.g. my-preset.toml",
+                            compact=True, id="preset-path")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -195,7 +203,10 @@ class ConfigScreen(WizardStep):
     @on(Select.Changed)
     @on(Switch.Changed)
     def _changed(self, event) -> None:
-        if getattr(event, "input", None) is not None and event.input.id in ("run-name", "preset-path"):
+        widget = event.control
+        if widget.id:  # kept for going back and forward, and for a return from the dashboard
+            self.wizard.edits[widget.id] = widget.value
+        if widget.id in ("run-name", "preset-path"):
             return
         self.validate()
 
@@ -206,17 +217,28 @@ class ConfigScreen(WizardStep):
         if cfg is None:
             self.notify("fix the errors first", severity="error", timeout=4)
             return
+        status = form_weights(cfg, self.wizard.plan)
+        if cfg.pretrained and not status.available:
+            # the engine would fail on its first step; say so now, with what to do
+            self.app.push_screen(ConfirmScreen(
+                f"The pretrained weights are not available: {status.detail}\n\nThe launch will fail "
+                "unless they can be downloaded. Set pretrained off to train from scratch. Launch anyway?",
+                yes="Launch anyway"), lambda yes: self._launch(cfg) if yes else None)
+            return
+        self._launch(cfg)
+
+    def _launch(self, cfg: TrainConfig) -> None:
         from mammo_tui.tui.dashboard import TrainJob
 
         w = self.wizard
-        name = self.query_one("#run-name", Input).value.strip() or getattr(self.app, "run_name", None)
+        name = self.query_one("#run-name", Input).value.strip()  # pre-filled from --run-name
         job = TrainJob(
             config=cfg, dataset=None if w.demo else w.spec, demo=w.demo,
             demo_size=w.demo_size, outdir=str(getattr(self.app, "runs_root", "runs")),
             run_name=name or None, skip_bad_rows=w.skip_bad_rows,
             preset=self.preset or "custom", cv_folds=self.query_one("#cv-folds", Select).value,
             origin=self.origin if cfg == self.base else f"{self.origin}, edited in the wizard")
-        self.app.launch(job)
+        self.app.launch(job, wizard=w)
 
     @on(Button.Pressed, "#save")
     def action_save(self) -> None:

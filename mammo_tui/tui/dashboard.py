@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -39,6 +39,7 @@ from mammo_tui.tui.widgets import (
 )
 
 REPAINT_DELAY_S = 0.1  # coalesce bursts of events into one repaint
+STALE_CHECK_S = 20.0  # watch: how often a silent run is checked for a live process
 
 # Toggleable panels: key -> (widget id, label)
 PANELS = {
@@ -52,6 +53,20 @@ PANELS = {
 
 READ_ONLY_MSG = ("read-only: this dashboard follows the run's events.jsonl. Stop the run where it "
                  "runs (Ctrl+C in its terminal, or kill -INT its process); it saves a checkpoint.")
+EDIT_HINT = "esc / e: back to the configuration, with every field kept, to change it and launch again"
+
+
+def apply_command(state: DashboardState, chosen: list[dict[str, Any]]) -> str:
+    """The shell command that applies suggestions to the watched run (or a new CV with them)."""
+    import shlex
+
+    from mammo_tui.collapse import suggestion_changes
+
+    changes = {k: v for s in chosen for k, v in suggestion_changes(s).items()}
+    sets = " ".join(f"--set {k}={v}" for k, v in changes.items())
+    if state.is_cv:  # every fold must train the same way: a new cross-validation
+        return f"mammo-tui cv --folds {state.folds_total} <your dataset flags> {sets}"
+    return f"mammo-tui train --resume {shlex.quote(state.run_dir or 'RUN_DIR')} {sets} --force"
 
 
 @dataclass
@@ -90,37 +105,61 @@ class TrainJob:
 class DashboardScreen(Screen):
     HELP_TITLE = "training dashboard"
     HELP_TEXT = ("Stop keeps a resumable run. Apply takes the highlighted suggestion (up/down "
-                 "in the list) and restarts the run with it from its best healthy checkpoint (never a "
-                 "collapsed or warning epoch), or from the initial weights when no epoch was healthy: a "
-                 "fresh optimizer, warmup and LR schedule for the remaining epochs. An applied "
+                 "in the list; space marks several to apply together) and restarts the run with it "
+                 "from its best healthy checkpoint (never a collapsed or warning epoch), or from the "
+                 "initial weights when no epoch was healthy: a fresh optimizer, warmup and LR "
+                 "schedule for the remaining epochs. An applied "
                  "suggestion leaves the list. After a finished run, a new run starts with the change "
                  "and records the run it came from. 1-6 hide / show panels. "
                  "In a cross-validation the panels show the current fold and the fold table every "
                  "fold; stop keeps the finished folds (cv --resume continues), and apply starts a "
-                 "new cross-validation, since all folds must train the same way.")
+                 "new cross-validation, since all folds must train the same way. When the run has "
+                 "ended (failed, stopped or finished), esc or e goes back to its configuration with "
+                 "every field kept; r writes report.md into the run directory.")
+    WATCH_HELP = ("Watch mode (read-only): this dashboard follows the run's events.jsonl and changes "
+                  "nothing; the run is stopped where it runs (Ctrl+C in its terminal). a prints the "
+                  "command that applies the highlighted suggestion there (train --resume RUN --set "
+                  "key=value --force). 1-6 hide / show panels.")
+    # The footer and help list only what works now (check_action): no Stop once the run is over
+    # or in watch mode, no Apply without a suggestion. Hidden fallbacks say why a key does nothing.
     BINDINGS = [
         Binding("s", "stop", "Stop", tooltip="stop training (asks first); a checkpoint is saved"),
+        Binding("s", "read_only_note", show=False),
         Binding("a", "apply", "Apply fix",
-                tooltip="apply the highlighted suggestion and restart from the best healthy checkpoint"),
+                tooltip="apply the highlighted suggestion and restart from the best healthy checkpoint; "
+                        "in watch mode: print the equivalent command"),
+        Binding("a", "apply_note", show=False),
+        Binding("space", "mark", "Mark fix", show=False,
+                tooltip="mark the highlighted suggestion; a applies every marked one at once"),
+        Binding("e", "edit", "Edit config",
+                tooltip="back to the configuration (every field kept) to change it and launch again"),
         Binding("1", "toggle('1')", "Panels", key_display="1-6",
                 tooltip="show / hide: 1 curves, 2 classes, 3 confusion, 4 metrics, 5 suggestions, 6 log"),
+        # one per panel for the help and the command palette (key 1 runs the binding above)
         *(Binding(key, f"toggle('{key}')", f"show / hide {label}", show=False)
-          for key, (_, label) in list(PANELS.items())[1:]),
+          for key, (_, label) in PANELS.items()),
+        Binding("r", "report", "Write report", show=False,
+                tooltip="write report.md in the run directory (what `mammo-tui report RUN` writes)"),
         Binding("question_mark", "help", "Help"),
         Binding("escape", "back", "Back", show=False, tooltip="back to the previous screen"),
     ]
 
     def __init__(self, *, request: Any = None, run_dir: str | None = None,
-                 events: Iterable[Event] | None = None, follow: bool = False) -> None:
+                 events: Iterable[Event] | None = None, follow: bool = False, wizard: Any = None) -> None:
         """request: start a live training run; run_dir + follow: tail a live log;
-        events: replay fixed events (a finished run, or tests)."""
+        events: replay fixed events (a finished run, or tests);
+        wizard: the WizardState the request came from (edit config returns to it)."""
         super().__init__()
+        self.wizard = wizard
+        self.fix_note = ""  # the applied fix and the run it came from, for the header
         self.state = DashboardState()
         self.request = request
         self.run_dir = run_dir
         self.replay = list(events) if events is not None else None
         self.follow = follow
         self.read_only = request is None
+        if self.read_only:
+            self.HELP_TEXT = self.WATCH_HELP
         self.cancel = threading.Event()
         self.engine_idle = threading.Event()
         self.engine_idle.set()
@@ -128,6 +167,7 @@ class DashboardScreen(Screen):
         self.result: Any = None
         self._dirty: set[str] = set()
         self._repaint_pending = False
+        self._last_event_time = 0.0
 
     # -- layout ----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -160,6 +200,7 @@ class DashboardScreen(Screen):
         self.title = "mammo-tui"
         self.sub_title = "watch (read-only)" if self.read_only else "training"
         if self.request is not None:
+            self._replay_history(self.request)
             self.start_training(self.request)
         elif self.replay is not None:
             for event in self.replay:
@@ -169,9 +210,31 @@ class DashboardScreen(Screen):
         elif self.run_dir:
             self._start_follow(self.run_dir)
 
+    def _replay_history(self, request: Any) -> None:
+        """train --resume: the epochs before the resume point come from the run's own log, so every
+        panel shows the whole run, not only what this session trains."""
+        from mammo_tui.runlog import EVENTS_FILE, read_events
+
+        resume = getattr(request, "resume", None)
+        if not resume or getattr(request, "cv_folds", 0) or not (Path(resume) / EVENTS_FILE).is_file():
+            return
+        try:
+            history = read_events(resume)
+        except OSError:
+            return  # the engine says what is wrong with the run directory
+        for event in history:
+            self._dirty |= self.state.apply(event)
+        self.state.note("info", f"── {Path(resume).name}: {len(self.state.epochs)} epochs from its log; "
+                                "resuming… ──")
+        self.call_after_refresh(self._repaint)
+
     # -- event intake ----------------------------------------------------------------------------
     @on(EngineEvent)
     def _on_engine_event(self, message: EngineEvent) -> None:
+        self._last_event_time = max(self._last_event_time, message.event.time)
+        if self.state.stale:  # it spoke again: alive after all
+            self.state.stale = ""
+            self._dirty |= {COLLAPSE, STATUS}
         self._dirty |= self.state.apply(message.event)
         if not self._repaint_pending:
             self._repaint_pending = True
@@ -201,6 +264,8 @@ class DashboardScreen(Screen):
             folds.refresh(layout=True)
         if LOG in dirty:
             self.query_one(EventLog).drain(self.state)
+        if dirty & {STATUS, COLLAPSE, PROGRESS}:
+            self.refresh_bindings()  # Stop / Apply / Edit come and go with the run's state
         if STATUS in dirty or PROGRESS in dirty:
             s = self.state
             parts = ["watch" if self.read_only else "training"]
@@ -212,6 +277,8 @@ class DashboardScreen(Screen):
                 parts.append(s.run_name)
             if len(parts) > 1:
                 parts.append(s.status_word)
+            if self.fix_note:
+                parts.append(self.fix_note)
             self.sub_title = " · ".join(parts)
 
     # -- live training ---------------------------------------------------------------------------
@@ -223,6 +290,13 @@ class DashboardScreen(Screen):
         self.request = request
         self.cancel = threading.Event()
         self.engine_idle.clear()
+        s = self.state
+        s.finished, s.failed, s.hint = None, None, ""
+        what = f"resuming {Path(request.resume).name}" if getattr(request, "resume", None) else "starting"
+        s.starting = f"{what}: reading the dataset and building the model…"
+        s.note("info", s.starting)
+        self._dirty |= {PROGRESS, STATUS, LOG}
+        self.call_after_refresh(self._repaint)
         self.worker = self.run_worker(partial(self._train_thread, request, self.cancel),
                                       thread=True, group="engine", name="train", exit_on_error=False)
 
@@ -249,7 +323,22 @@ class DashboardScreen(Screen):
     def _sink(self, event: Event) -> None:
         self.post_message(EngineEvent(event))
 
+    def check_stale(self) -> None:
+        """watch: a run whose log went silent and whose process is gone (kill -9) says so."""
+        from mammo_tui.tui.watchcheck import stale_note
+
+        if self.state.done or not self._last_event_time or not self.run_dir:
+            return
+        note = stale_note(self.run_dir, self._last_event_time) or ""
+        if note and not self.state.stale:
+            self._say("warning", note)
+        if note != self.state.stale:
+            self.state.stale = note
+            self._dirty |= {COLLAPSE, STATUS}
+            self._repaint()
+
     def _start_follow(self, run_dir: str) -> None:
+        self.set_interval(STALE_CHECK_S, self.check_stale)
         self.engine_idle.clear()
         self.worker = self.run_worker(partial(self._follow_thread, run_dir, self.cancel),
                                       thread=True, group="engine", name="follow", exit_on_error=False)
@@ -275,9 +364,15 @@ class DashboardScreen(Screen):
             text = str(message.error) or type(message.error).__name__
             if not self.state.done:  # raised before the run started (data, config, weights)
                 self.state.failed = RunFailed(error=text.splitlines()[0])
-            self._dirty |= {STATUS, PROGRESS}
             self._say("error", f"engine stopped: {text}")
             self.notify(text, title="training stopped", severity="error", timeout=10)
+        self.state.starting = ""
+        if self.edit_wizard() is not None:  # a failed or finished run is not a dead end
+            self.state.hint = EDIT_HINT
+            if self.state.failed is not None:
+                self._say("warning", EDIT_HINT)
+        self._dirty |= {STATUS, PROGRESS, COLLAPSE}
+        self._repaint()
 
     async def stop_engine(self) -> None:
         """Set the cancel flag and wait for the thread (train() saves a checkpoint first)."""
@@ -292,10 +387,81 @@ class DashboardScreen(Screen):
         self.cancel.set()  # never leave a follower or trainer running behind a closed screen
 
     # -- actions ---------------------------------------------------------------------------------
-    def action_stop(self) -> None:
-        if self.read_only:
-            self.notify(READ_ONLY_MSG, severity="warning", timeout=6)
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "stop":
+            return self.engine_running and not self.read_only
+        if action == "read_only_note":
+            return self.read_only
+        if action == "apply":
+            return bool(self.state.suggestions())
+        if action == "mark":
+            return bool(self.state.suggestions())
+        if action == "apply_note":
+            return True
+        if action == "edit":
+            return not self.read_only and not self.engine_running and self.edit_wizard() is not None
+        if action == "report":
+            return bool(self.state.cv_dir or self.state.run_dir) and not self.engine_running
+        return True
+
+    def action_report(self) -> None:
+        self._write_report(self.state.cv_dir or self.state.run_dir)
+
+    @work(thread=True, group="report", exclusive=True, exit_on_error=False)
+    def _write_report(self, run_dir: str) -> None:
+        from mammo_tui.errors import MammoError
+        from mammo_tui.report import write_report
+
+        try:
+            path = write_report(run_dir)
+        except (MammoError, OSError) as exc:
+            self.app.call_from_thread(self.notify, str(exc), title="no report", severity="error", timeout=8)
             return
+        self.app.call_from_thread(self.notify, f"report written: {path}", timeout=8)
+
+    def action_read_only_note(self) -> None:
+        self.notify(READ_ONLY_MSG, severity="warning", timeout=6)
+
+    def action_apply_note(self) -> None:
+        """`a` with nothing to apply: say why, and what to do instead."""
+        if self.state.failed is not None and not self.engine_running:
+            how = EDIT_HINT if self.edit_wizard() is not None else "fix the cause and train again"
+            self.notify(f"the run failed; there is no collapse fix to apply. {how}", timeout=6)
+        elif self.state.collapse is None:
+            self.notify("no suggestions yet: they come with the first collapse check", timeout=4)
+        else:
+            self.notify("no suggestions: the collapse check is healthy", timeout=3)
+
+    def edit_wizard(self) -> Any:
+        """The wizard state the config step reopens with, or None when this run did not come from
+        a config that can be launched again (a watch, a resume without a dataset)."""
+        if self.wizard is not None:
+            return self.wizard
+        job = self.request
+        config = getattr(job, "config", None)
+        if config is None or getattr(job, "resume", None) or not (job.demo or job.dataset):
+            return None
+        from mammo_tui.tui.wizard import WizardState
+
+        self.wizard = WizardState(spec=job.dataset, demo=job.demo, demo_size=job.demo_size,
+                                  user_config=config, skip_bad_rows=job.skip_bad_rows)
+        self.wizard.edits["run-name"] = job.run_name or ""
+        from mammo_tui.tui.configure import VALIDATION_CHOICES
+
+        if job.cv_folds in {folds for _, folds in VALIDATION_CHOICES}:  # a CV comes back as a CV
+            self.wizard.edits["cv-folds"] = job.cv_folds
+        return self.wizard
+
+    def action_edit(self) -> None:
+        from mammo_tui.tui.configure import ConfigScreen
+
+        wizard = self.edit_wizard()
+        used = self.state.run_dir and Path(self.state.run_dir).is_dir()
+        if used and wizard.edits.get("run-name") == Path(self.state.run_dir).name:
+            wizard.edits["run-name"] = ""  # taken by this run: the next launch gets a new name
+        self.app.push_screen(ConfigScreen(wizard))
+
+    def action_stop(self) -> None:
         if not self.engine_running:
             self.notify("training is not running", timeout=3)
             return
@@ -316,17 +482,23 @@ class DashboardScreen(Screen):
         return ("The engine saves a checkpoint; the run stays resumable: "
                 f"mammo-tui train --resume {s.run_dir or 'RUN_DIR'}")
 
+    def chosen_suggestions(self) -> list[dict[str, Any]]:
+        """The marked suggestions (space), else the highlighted one."""
+        return self.query_one(SuggestionList).chosen(self.state.suggestions())
+
+    def action_mark(self) -> None:
+        self.query_one(SuggestionList).toggle_mark()
+
     def action_apply(self) -> None:
-        if self.read_only:
-            self.notify(READ_ONLY_MSG, severity="warning", timeout=6)
+        chosen = self.chosen_suggestions()
+        if not chosen:
+            self.action_apply_note()
             return
-        suggestions = self.state.suggestions()
-        panel = self.query_one(SuggestionList)
-        if not suggestions:
-            self.notify("no suggestions: the collapse check is healthy", timeout=3)
+        if self.read_only:  # nothing to restart here: the command that would do it
+            command = apply_command(self.state, chosen)
+            self._say("info", f"to apply {'; '.join(map(change_text, chosen))}: {command}")
+            self.notify(command, title="read-only: run this to apply the fix", timeout=12)
             return
-        index = panel.highlighted or 0
-        suggestion = suggestions[min(index, len(suggestions) - 1)]
 
         fresh = self.completed  # every epoch done: resuming would have nothing left to train
         how = (f"The run has finished, so a new run starts with the changed config (from the initial "
@@ -344,11 +516,10 @@ class DashboardScreen(Screen):
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.run_worker(self._apply_and_restart(suggestion, fresh), group="apply",
-                                exclusive=True)
+                self.run_worker(self._apply_and_restart(chosen, fresh), group="apply", exclusive=True)
 
-        self.app.push_screen(ConfirmScreen(f"Apply {suggestion_label(suggestion)}\n\n{how}",
-                                           yes="Apply"), answered)
+        what = "\n".join(f"• {suggestion_label(s)}" for s in chosen)
+        self.app.push_screen(ConfirmScreen(f"Apply\n{what}\n\n{how}", yes="Apply"), answered)
 
     @property
     def completed(self) -> bool:
@@ -356,7 +527,7 @@ class DashboardScreen(Screen):
         finished = self.state.finished
         return (finished is not None and not finished.interrupted and not self.engine_running)
 
-    async def _apply_and_restart(self, suggestion: dict[str, Any], fresh: bool) -> None:
+    async def _apply_and_restart(self, chosen: list[dict[str, Any]], fresh: bool) -> None:
         from mammo_tui.collapse import apply_suggestion, suggestion_changes
         from mammo_tui.errors import ConfigError
 
@@ -364,16 +535,20 @@ class DashboardScreen(Screen):
             self._say("warning", "stopping to apply a suggestion…")
             await self.stop_engine()
         try:
-            config = apply_suggestion(self.current_config(), suggestion)
+            config = self.current_config()
+            for suggestion in chosen:
+                config = apply_suggestion(config, suggestion)
         except ConfigError as exc:
             self.notify(str(exc), title="cannot apply", severity="error", timeout=8)
             return
-        change = change_text(suggestion)
+        change = ", ".join(map(change_text, chosen))
+        self.query_one(SuggestionList).marked.clear()
         run_dir = self.state.run_dir or getattr(self.result, "run_dir", None)
         if fresh:
             what = "cross-validation" if self.state.is_cv else "run"
             self._say("warning", f"applied {change}: starting a new {what} from the initial weights")
             parent = "" if self.state.is_cv else str(run_dir or "")
+            self.fix_note = f"fix of {Path(parent or self.state.cv_dir).name}: {change}"
             self.start_training(replace(self.request, config=config, resume=None, force=False, run_name=None,
                                         restart=False, parent_run=parent, origin=f"fix applied to {parent}"
                                         if parent else self.request.origin))
@@ -382,8 +557,10 @@ class DashboardScreen(Screen):
             self.notify("the run has no directory yet; nothing to resume", severity="error")
             return
         restart_point = self.state.restart_point()
-        self.state.config.update(suggestion_changes(suggestion))
-        self._dirty.add(COLLAPSE)  # the applied suggestion leaves the list now
+        for suggestion in chosen:
+            self.state.config.update(suggestion_changes(suggestion))
+        self._dirty.add(COLLAPSE)  # the applied suggestions leave the list now
+        self.fix_note = f"{change} applied"
         self._say("warning", f"applied {change}: restarting {Path(run_dir).name} from {restart_point}")
         self.start_training(replace(self.request, config=config, resume=str(run_dir), force=True,
                                     restart=True))
@@ -415,6 +592,9 @@ class DashboardScreen(Screen):
         self.app.push_screen(HelpScreen(self))
 
     async def action_back(self) -> None:
+        if self.check_action("edit", ()):  # a failed or finished run: back to its config step
+            self.action_edit()
+            return
         if len(self.app.screen_stack) <= 2 or self.engine_running and not self.read_only:
             return  # the dashboard of a live run is left with q (which stops it safely)
         await self.stop_engine()

@@ -101,9 +101,10 @@ class DecisionScreen(WizardStep):
             if self.wizard.user_config is not None:
                 yield Static(Text("Your --preset / flags are used instead of this plan; the next "
                                   "screen shows them.", style="yellow"))
-            with Horizontal(classes="buttons"):
-                yield Button("Edit config (enter)", variant="primary", id="next", compact=True)
-                yield Button("Back (esc)", id="back", compact=True)
+        # outside the scroll: at 80x24 the flow fills the screen, and the way on must stay in view
+        with Horizontal(classes="buttons", id="step-buttons"):
+            yield Button("Edit config (enter)", variant="primary", id="next", compact=True)
+            yield Button("Back (esc)", id="back", compact=True)
         yield Footer()
 
     def on_mount(self) -> None:

@@ -19,8 +19,8 @@ class ConfirmScreen(ModalScreen[bool]):
         Binding("n,escape", "answer(False)", "No"),
     ]
 
-    def __init__(self, question: str, yes: str = "Yes", no: str = "No") -> None:
-        super().__init__()
+    def __init__(self, question: str, yes: str = "Yes", no: str = "No", id: str | None = None) -> None:
+        super().__init__(id=id)
         self.question, self.yes, self.no = question, yes, no
 
     def compose(self) -> ComposeResult:
@@ -44,29 +44,39 @@ def _key_label(key: str) -> str:
     return ", ".join(k.replace("question_mark", "?").replace("escape", "esc") for k in key.split(","))
 
 
-def bindings_table(screen: Screen) -> Table:
-    """Every binding of the screen and the app, hidden ones included (the Footer shows a subset)."""
-    table = Table(box=None, padding=(0, 2), show_header=False)
-    table.add_column(style="bold cyan", no_wrap=True)
-    table.add_column()
-    seen: set[str] = set()
-    # Own bindings first, then inherited ones (Textual merges them along the MRO), then the app's.
+def screen_bindings(screen: Screen) -> list[Binding]:
+    """The screen's and the app's own bindings that work now (check_action), hidden ones
+    included: for the help and the command palette (the Footer shows a subset)."""
     def ours(cls) -> bool:  # not Textual's own (tab, copy, ...): those are standard
         return "BINDINGS" in cls.__dict__ and cls.__module__.startswith("mammo_tui")
 
+    # Own bindings first, then inherited ones (Textual merges them along the MRO), then the app's.
     classes = [c for c in type(screen).__mro__ if ours(c)] + [c for c in type(screen.app).__mro__ if ours(c)]
+    out = []
     for source in classes:
         for binding in source.__dict__["BINDINGS"]:
             if isinstance(binding, tuple):
                 binding = Binding(*binding)
-            label = binding.description or binding.action
             action = binding.action.split("(")[0]
-            if binding.key in seen or not label or screen.check_action(action, ()) is False:
-                continue
-            seen.add(binding.key)
-            help_text = getattr(binding, "tooltip", "") or ""
-            table.add_row(binding.key_display or _key_label(binding.key),
-                          Text(label) + (Text(f"  {help_text}", style="dim") if help_text else Text()))
+            # no description: a fallback that only explains why a key does nothing here
+            if binding.description and screen.check_action(action, ()) is not False:
+                out.append(binding)
+    return out
+
+
+def bindings_table(screen: Screen) -> Table:
+    """One row per key that works on this screen, with what it does."""
+    table = Table(box=None, padding=(0, 2), show_header=False)
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column()
+    seen: set[str] = set()
+    for binding in screen_bindings(screen):
+        if binding.key in seen:
+            continue
+        seen.add(binding.key)
+        help_text = getattr(binding, "tooltip", "") or ""
+        about = Text(f"  {help_text}", style="dim") if help_text else Text()
+        table.add_row(binding.key_display or _key_label(binding.key), Text(binding.description) + about)
     return table
 
 

@@ -14,7 +14,8 @@ _PARTIAL = " ▏▎▍▌▋▊▉"
 
 # Named ANSI colours degrade cleanly to 256 / 16 colour terminals.
 STATUS_STYLE = {"healthy": "bold green", "warning": "bold yellow", "collapsed": "bold red",
-                "interrupted": "bold yellow", "failed": "bold red", "finished": "bold green"}
+                "interrupted": "bold magenta", "failed": "bold red", "finished": "bold green",
+                "stopped": "bold magenta"}  # interrupted is resumable, not a warning: its own colour
 CLASS_COLOURS = ("cyan", "green", "yellow", "magenta")
 
 
@@ -44,6 +45,8 @@ def progress_text(state: DashboardState, width: int) -> Text:
     done_epochs = last.epoch if last else 0
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(prefix, style="bold")
+    if state.starting and not state.done:
+        return starting_text(state, text)
     if state.done:
         word = state.status_word
         style = STATUS_STYLE.get(word, "bold")
@@ -70,10 +73,17 @@ def progress_text(state: DashboardState, width: int) -> Text:
     text.append(f"▏{frac * 100:3.0f}%")
     eta = batch.eta_s if batch else None
     rate = batch.images_per_s if batch else (last.images_per_s if last else None)
-    text.append(f"  ETA {fmt_duration(eta)}")
+    text.append(f"  ETA {'~' if eta_is_rough(state, current) else ''}{fmt_duration(eta)}")
     text.append(f"  {rate:.0f} img/s" if rate else "  – img/s")
     if state.device:
         text.append(f"  {state.device}", style="dim")
+    if state.resumed_at:
+        text.append(f"  resumed at epoch {state.resumed_at}", style="bold cyan")
+    elif eta_is_rough(state, current):
+        for note in ("  (ETA rough until the backbone trains)", "  (rough)"):
+            if text.cell_len + len(note) <= width:  # one line: the note only where it fits
+                text.append(note, style="dim")
+                break
     text.append("\n")
     if in_epoch:
         text.append(f"Batch {batch.batch:>3}/{batch.n_batches:<3} ▕")
@@ -84,6 +94,23 @@ def progress_text(state: DashboardState, width: int) -> Text:
     if last:
         text.append(f"  lr {last.lr:.1e}  {last.trainable}", style="dim")
     return text
+
+
+def starting_text(state: DashboardState, text: Text) -> Text:
+    """Before the first RunStarted: what the engine is doing, and the last thing it said."""
+    text.append("STARTING   ", style="bold blue")
+    text.append(state.starting)
+    if state.log_tail:
+        text.append(f"\n{'':<11}{state.log_tail}", style="dim")
+    return text
+
+
+def eta_is_rough(state: DashboardState, epoch: int) -> bool:
+    """During head-only warmup epochs the backbone does not train yet, so the engine's ETA (from
+    the epochs so far) is far too low for the epochs that will train it."""
+    cfg = state.config
+    warmup = int(cfg.get("warmup_epochs") or 0)
+    return bool(warmup) and epoch <= warmup and cfg.get("freeze") not in (None, "head")
 
 
 def cv_progress_text(state: DashboardState, width: int) -> Text:
@@ -173,6 +200,12 @@ def banner_text(state: DashboardState, compact: bool = False) -> tuple[str, Text
         return cv_banner_text(state, compact)
     c = state.collapse
     last = state.last
+    if state.failed is not None and not state.is_cv:
+        return "collapsed", failed_banner(state, compact)
+    if state.stale and not state.done:
+        text = Text(" ▲ STALE? ", style="reverse bold")
+        text.append(f" {state.stale}")
+        return "warning", text
     if c is None:
         status = "waiting" if not last else "healthy"
         msg = Text("● waiting for the first validation epoch" if not last else "● no collapse check yet")
@@ -184,11 +217,41 @@ def banner_text(state: DashboardState, compact: bool = False) -> tuple[str, Text
         m = last.metrics
         text.append(f" · κq {fmt(m.get('kappa_quadratic'), 2)} · bal-acc-adj "
                     f"{fmt(m.get('balanced_accuracy_adjusted'), 2)}")
+    dominance = dominance_text(last) if c.status != "healthy" and last and last.epoch == c.epoch else ""
+    if dominance and not any("%" in r and "prediction" in r for r in c.reasons):
+        text.append(f" · {dominance}", style="bold")
     for reason in c.reasons:
         text.append(f"\n  • {reason}")
     if compact:
         text.no_wrap, text.overflow = True, "ellipsis"
     return c.status, text
+
+
+DOMINANCE_SHARE = 0.8  # one class taking this share of the predictions is worth naming
+
+
+def dominance_text(epoch) -> str:
+    """"97 % of predictions on D" when one class takes most of the predictions."""
+    shares = list(epoch.metrics.get("prediction_distribution") or [])
+    if not shares:
+        return ""
+    top = max(range(len(shares)), key=lambda i: shares[i])
+    if shares[top] < DOMINANCE_SHARE:
+        return ""
+    from mammo_tui.labels import CLASS_NAMES
+
+    name = CLASS_NAMES[top] if top < len(CLASS_NAMES) else str(top)
+    return f"{shares[top] * 100:.0f} % of predictions on {name}"
+
+
+def failed_banner(state: DashboardState, compact: bool) -> Text:
+    text = Text(" ✖ FAILED ", style="reverse bold")
+    text.append(f" {state.failed.error}")
+    if state.hint:
+        text.append(f"\n  → {state.hint}", style="bold")
+    if compact:
+        text.no_wrap, text.overflow = True, "ellipsis"
+    return text
 
 
 def classes_table(state: DashboardState, width: int) -> Table | Text:
@@ -246,6 +309,29 @@ def confusion_table(state: DashboardState) -> Table | Text:
         r = recall[i] if i < len(recall) else None
         table.add_row(names[i] if i < len(names) else str(i), *cells, fmt(r, 2))
     return table
+
+
+SPIKE_FACTOR = 4.0  # a value this many times the median is a spike, not the curve's scale
+
+
+def spike_limit(values: Sequence[float]) -> float | None:
+    """An upper y limit that leaves spikes off the scale; None when no value is a spike."""
+    finite = sorted(v for v in values if v == v and abs(v) != float("inf"))
+    if len(finite) < 2:
+        return None
+    median = finite[(len(finite) - 1) // 2]  # the lower median: with two points, the smaller
+    if median <= 0 or finite[-1] <= SPIKE_FACTOR * median:
+        return None
+    kept = [v for v in finite if v <= SPIKE_FACTOR * median]
+    return max(kept) * 1.15
+
+
+def clip_note(limit: float, data) -> str:
+    """`  [y clipped at 1.6: val 25.5 at epoch 2]` for the plot's border title."""
+    spikes = [f"{label} {y:.3g} at epoch {x}" for (xs, ys), label, _ in data
+              for x, y in zip(xs, ys) if y > limit]
+    shown = ", ".join(spikes[:2]) + (f" +{len(spikes) - 2}" if len(spikes) > 2 else "")
+    return f"  [bold yellow]y clipped at {limit:.3g}: {shown}[/]"
 
 
 def change_text(s: dict[str, Any]) -> str:

@@ -19,7 +19,10 @@ from mammo_tui.tui.dialogs import HelpScreen
 from mammo_tui.tui.render import METRIC_NAMES, STATUS_STYLE
 from mammo_tui.tui.state import fmt
 
-COLUMNS = ("", "run", "status", "preset", "arch", "epochs", "best", "κq", "bal-acc-adj", "started")
+# What a user scans for first (status, best κ, when) before the details: at 80 columns the
+# columns on the right are the ones cut.
+COLUMNS = ("run", "status", "κq", "started", "bal-acc-adj", "best", "epochs", "preset", "arch")
+MARK = Text("●", style="bold cyan")
 
 
 def started_text(timestamp: float) -> str:
@@ -145,6 +148,7 @@ class RunsScreen(Screen):
     def on_mount(self) -> None:
         self.sub_title = f"runs in {self.root}"
         table = self.query_one(DataTable)
+        table.add_column(" ", width=1, key="mark")  # fixed width: an empty column would stay 0 wide
         table.add_columns(*COLUMNS)
         self.action_refresh()
         table.focus()
@@ -170,7 +174,7 @@ class RunsScreen(Screen):
             table.move_cursor(row=min(keep, len(runs) - 1))
 
     def _cells(self, run) -> list[Any]:
-        mark = Text("●", style="bold cyan") if run.path in self.marked else ""
+        mark = MARK if run.path in self.marked else ""
         name: Any = run.name
         epochs = str(run.epochs_completed)
         if run.kind == "cv":
@@ -181,9 +185,9 @@ class RunsScreen(Screen):
         elif run.parent:  # started by applying a fix to a finished run
             name = Text.assemble(run.name, (f"  ← fix of {run.parent}", "dim"))
         return [mark, name, Text(run.status, style=STATUS_STYLE.get(run.status, "")),
-                run.preset or "–", run.arch or "–", epochs,
-                str(run.best_epoch) if run.best_epoch is not None else "–",
-                fmt(run.kappa_quadratic), fmt(run.bal_acc_adj), started_text(run.started)]
+                fmt(run.kappa_quadratic), started_text(run.started), fmt(run.bal_acc_adj),
+                str(run.best_epoch) if run.best_epoch is not None else "–", epochs,
+                run.preset or "–", run.arch or "–"]
 
     def _cursor_path(self) -> Path | None:
         table = self.query_one(DataTable)
@@ -210,8 +214,7 @@ class RunsScreen(Screen):
             self.marked = (self.marked + [path])[-2:]  # the two most recent marks
         table = self.query_one(DataTable)
         for p in self.paths:
-            table.update_cell(str(p), table.ordered_columns[0].key,
-                              Text("●", style="bold cyan") if p in self.marked else "")
+            table.update_cell(str(p), "mark", MARK if p in self.marked else "")
 
     def action_compare(self) -> None:
         pair = list(self.marked)

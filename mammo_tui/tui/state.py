@@ -55,6 +55,11 @@ class DashboardState:
     best_healthy_epoch: int | None = None  # what applying a fix restarts from (healthy.pt)
     finished: RunFinished | None = None
     failed: RunFailed | None = None
+    starting: str = ""  # before RunStarted: what the engine is doing (reading data, building the model)
+    resumed_at: int | None = None  # the epoch a resumed run went on from
+    hint: str = ""  # what the user can do now (set by the screen: e.g. back to the config step)
+    log_tail: str = ""  # the last log line: the start-up progress line shows it
+    stale: str = ""  # watch: why a run that says "running" looks dead (watchcheck.stale_note)
     new_log: list[LogLine] = field(default_factory=list)  # drained by the log panel
     # cross-validation: the panels above show the current fold; these hold every fold
     cv_dir: str = ""
@@ -70,12 +75,16 @@ class DashboardState:
         return handler(event) if handler else set()
 
     def _on_run_started(self, e: RunStarted) -> set[str]:
-        if self.run_dir and e.run_dir != self.run_dir:  # a new run on this dashboard: start over
+        # a new run on this dashboard starts over; a resumed one (start_epoch > 1) keeps the epochs
+        # before it, even when its directory is spelt another way (relative / absolute)
+        if self.run_dir and e.run_dir != self.run_dir and e.start_epoch <= 1:
             self.epochs, self.collapse, self.best_epoch, self.best_healthy_epoch = [], None, None, None
         self.run_name, self.run_dir, self.config = e.run_name, e.run_dir, dict(e.config)
         self.class_names = list(e.class_names) or list(CLASS_NAMES)
         self.n_train, self.n_val, self.steps_per_epoch = e.n_train, e.n_val, e.steps_per_epoch
         self.device = e.device
+        self.starting = ""
+        self.resumed_at = e.start_epoch if e.start_epoch > 1 else None
         self.epochs_total = int(e.config.get("epochs", 0) or 0)
         # A resumed run replays from start_epoch: drop the epochs it will redo.
         self.epochs = [m for m in self.epochs if m.epoch < e.start_epoch]
@@ -110,7 +119,15 @@ class DashboardState:
     def _on_checkpoint(self, e: CheckpointSaved) -> set[str]:
         if e.kind == "best":
             self.best_epoch = e.epoch
-            self.note("info", f"epoch {e.epoch}: new best checkpoint")
+            # the best so far may itself be collapsed: never let that read as good news
+            check = self.collapse if self.collapse and self.collapse.epoch == e.epoch else None
+            if check is not None and check.status == "collapsed":
+                self.note("error", f"epoch {e.epoch}: new best checkpoint, but this epoch is COLLAPSED: "
+                                   "the best so far is not a usable model")
+            elif check is not None and check.status == "warning":
+                self.note("warning", f"epoch {e.epoch}: new best checkpoint (with a collapse WARNING)")
+            else:
+                self.note("info", f"epoch {e.epoch}: new best checkpoint")
             return {LOG, EPOCH}
         if e.kind == "healthy":
             self.best_healthy_epoch = e.epoch
@@ -133,12 +150,26 @@ class DashboardState:
         self.best_epoch = e.best_epoch if e.best_epoch is not None else self.best_epoch
         what = "interrupted (resumable)" if e.interrupted else f"finished: {e.status}"
         best = f", best epoch {e.best_epoch}" if e.best_epoch else ""
+        if not self.is_cv:  # before the outcome, so the log's last line says how the run ended
+            self._note_next(self.run_dir, "interrupted" if e.interrupted else e.status, e.epochs_completed)
         self.note("warning" if e.interrupted else "info",
                   f"run {what} after {e.epochs_completed} epochs{best}")
         return {PROGRESS, LOG, STATUS, EPOCH}
 
+    def _note_next(self, run_dir: str, status: str, epochs: int, is_cv: bool = False) -> None:
+        """Where the run is and the commands to paste next (the same lines the shell gets on exit)."""
+        from mammo_tui.tui.nextsteps import dashboard_lines
+
+        if not run_dir:
+            return
+        for line in dashboard_lines(run_dir, status, is_cv=is_cv, epochs_completed=epochs):
+            self.note("info", line)
+
     def _on_failed(self, e: RunFailed) -> set[str]:
         self.failed = e
+        self.starting = ""
+        if not self.is_cv:
+            self._note_next(self.run_dir, "failed", len(self.epochs))
         self.note("error", f"run failed: {e.error}")
         return {PROGRESS, LOG, STATUS}
 
@@ -163,6 +194,8 @@ class DashboardState:
     def _on_cv_finished(self, e: CVFinished) -> set[str]:
         self.cv_finished = e
         agg = e.summary.get("aggregate", {})
+        self._note_next(e.cv_dir, e.summary.get("status", "finished"), int(e.summary.get("folds") or 0),
+                        is_cv=True)
         self.note("info", f"cross-validation finished: {e.summary.get('status', '')}; "
                           f"κq {fmt_pm(agg.get('kappa_quadratic'))}, "
                           f"bal-acc-adj {fmt_pm(agg.get('balanced_accuracy_adjusted'))} over {e.summary.get('folds')} folds")
@@ -175,6 +208,8 @@ class DashboardState:
     def note(self, level: str, text: str) -> None:
         """A line for the event log (also used by the screen for its own messages)."""
         self.new_log.append(LogLine(level, text))
+        self.log_tail = text
+
 
     # -- views -----------------------------------------------------------------------------------
     @property
@@ -207,6 +242,8 @@ class DashboardState:
             return "failed"
         if self.finished:
             return "interrupted" if self.finished.interrupted else "finished"
+        if self.stale:
+            return "stale?"
         return "running" if self.run_name else "waiting"
 
     def series(self, key: str) -> tuple[list[int], list[float]]:

@@ -77,7 +77,8 @@ class CurvePlot(PlotextPlot):
         self.ylim = ylim
         # The legend lives in the border title: plotext's own legend box hides the curves.
         legend = "  ".join(f"[{colour}]━ {label}[/]" for _, label, colour in series)
-        self.border_title = f"{title}  {legend}"
+        self.base_title = f"{title}  {legend}"
+        self.border_title = self.base_title
 
     def render(self):
         data = [(self.state.series(key), label, colour) for key, label, colour in self.series]
@@ -87,9 +88,13 @@ class CurvePlot(PlotextPlot):
         plt.clear_data()
         plt.clear_figure()
         epochs = max(max(xs) for (xs, _), _, _ in data if xs)
+        # one spike (val loss 25.5 among values near 1) would flatten every other point: clip the
+        # axis to the rest and say so in the title
+        limit = None if self.ylim else render.spike_limit([y for (_, ys), _, _ in data for y in ys])
+        self.border_title = self.base_title + (render.clip_note(limit, data) if limit else "")
         for (xs, ys), label, colour in data:
             if xs:
-                plt.plot(xs, ys, color=colour, marker="braille")
+                plt.plot(xs, [min(y, limit) for y in ys] if limit else ys, color=colour, marker="braille")
         plt.xlim(1, max(epochs, 2))
         plt.xticks(_ticks(epochs))
         if self.ylim:
@@ -105,17 +110,44 @@ def _ticks(epochs: int) -> list[int]:
 
 
 class SuggestionList(OptionList):
-    """Concrete config changes from the collapse detector; `a` applies the highlighted one."""
+    """Concrete config changes from the collapse detector; `a` applies the marked ones (space),
+    or the highlighted one."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.marked: set[str] = set()  # change_text of the marked suggestions (stable across updates)
+        self.suggestions: list[dict] = []
 
     def show(self, suggestions: list[dict]) -> None:
         keep = self.highlighted
+        self.suggestions = list(suggestions)
+        self.marked &= {render.change_text(s) for s in suggestions}
         self.clear_options()
-        self.add_options(Option(render.suggestion_prompt(i, s), id=str(i))
-                         for i, s in enumerate(suggestions, start=1))
+        self.add_options(Option(self._prompt(i, s), id=str(i)) for i, s in enumerate(suggestions, start=1))
         self.set_class(not suggestions, "-empty")
         self.screen.set_class(bool(suggestions), "-has-suggestions")
         if suggestions:
             self.highlighted = min(keep or 0, len(suggestions) - 1)
+            if not isinstance(self.screen.focused, OptionList):
+                self.focus()  # up / down pick a suggestion without a click first
+
+    def _prompt(self, index: int, s: dict) -> Text:
+        mark = Text("✔ ", style="bold green") if render.change_text(s) in self.marked else Text("")
+        return mark + render.suggestion_prompt(index, s)
+
+    def toggle_mark(self) -> None:
+        if not self.suggestions:
+            return
+        key = render.change_text(self.suggestions[min(self.highlighted or 0, len(self.suggestions) - 1)])
+        self.marked ^= {key}
+        self.show(self.suggestions)
+
+    def chosen(self, suggestions: list[dict]) -> list[dict]:
+        """The marked suggestions, in list order; else the highlighted one."""
+        marked = [s for s in suggestions if render.change_text(s) in self.marked]
+        if marked or not suggestions:
+            return marked
+        return [suggestions[min(self.highlighted or 0, len(suggestions) - 1)]]
 
 
 class EventLog(RichLog):

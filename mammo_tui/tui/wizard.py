@@ -43,8 +43,12 @@ class WizardState:
     plan: Any = None  # planner.Plan
     skip_bad_rows: bool = False
     user_config: Any = None  # a TrainConfig the CLI passed (--preset + flags); wins over the plan
+    user_preset: str = ""  # the --preset name behind user_config (recorded with the run)
     user_overrides: dict[str, Any] = field(default_factory=dict)  # flags without --preset: on the plan
     notes: list[str] = field(default_factory=list)
+    # the config step's raw field values (widget id -> value): kept when the user goes back,
+    # and when a failed or finished run returns to the config step
+    edits: dict[str, Any] = field(default_factory=dict)
 
     @property
     def bad_rows(self) -> int:
@@ -67,9 +71,18 @@ def spec_from_inputs(layout: str, first: str, second: str):
     if layout == "folders" or path.is_dir():
         return DatasetSpec(images=str(path))
     if layout == "reference":
-        root = Path(second).expanduser() if second else path.parent
+        root = Path(second).expanduser() if second else default_dicom_root(path)
         return DatasetSpec(csv=str(path), dicom_root=str(root))
     return DatasetSpec(csv=str(path))
+
+
+def default_dicom_root(csv_path: Path) -> Path:
+    """The CSV's folder, or its dicom/ sub-folder: the demo-data layout (and many exports) put
+    the DICOM folders there, beside the CSV."""
+    from mammo_tui.data.demo import DICOM_DIRNAME
+
+    sub = csv_path.parent / DICOM_DIRNAME
+    return sub if sub.is_dir() else csv_path.parent
 
 
 class WizardStep(Screen):
@@ -124,9 +137,10 @@ class DatasetScreen(WizardStep):
     ]
 
     def __init__(self, *, demo: bool = False, dataset: Any = None, user_config: Any = None,
-                 user_overrides: dict | None = None, demo_size: float | None = None) -> None:
+                 user_overrides: dict | None = None, demo_size: float | None = None,
+                 user_preset: str = "") -> None:
         super().__init__(WizardState(user_config=user_config, user_overrides=dict(user_overrides or {}),
-                                     demo_size=demo_size))
+                                     demo_size=demo_size, user_preset=user_preset or ""))
         self.autostart_demo = demo
         self.autostart_dataset = dataset
         self._last_input: Input | None = None
@@ -141,7 +155,8 @@ class DatasetScreen(WizardStep):
             yield Select(LAYOUTS, value="reference", allow_blank=False, compact=True, id="layout")
             yield Label("Label CSV", id="first-label")
             yield Input(placeholder="path/to/labels.csv", compact=True, id="first")
-            yield Label("DICOM root (one folder per accession; default: the CSV's folder)",
+            yield Label("DICOM root (one folder per accession; default: the CSV's dicom/ sub-folder, "
+                        "else its folder)",
                         id="second-label")
             yield Input(placeholder="path/to/dicom/", compact=True, id="second")
             with Horizontal(classes="buttons"):
@@ -289,6 +304,8 @@ class DatasetScreen(WizardStep):
         self.query_one("#scan-progress").display = False
         self.query_one("#scan-status", Static).update("")
         w = self.wizard
+        if (message.spec, message.demo) != (w.spec, w.demo):
+            w.edits = {}  # another dataset: its plan's config, not the edits made for the last one
         w.spec, w.report, w.demo = message.spec, message.report, message.demo
         if message.demo:
             from mammo_tui.prepare import DEMO_SIZE

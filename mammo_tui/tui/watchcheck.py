@@ -1,0 +1,69 @@
+"""`watch` sanity checks (pure: no textual, no torch): is there a run to watch, and is a run that
+says "running" really alive?"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from pathlib import Path
+
+STALE_AFTER_S = 5 * 60.0  # no event for this long, and no process holds the run's lock: stale
+
+
+def watch_problem(path: str | Path) -> str | None:
+    """Why `watch PATH` has nothing to show (the CLI prints it and exits 2), or None."""
+    from mammo_tui.cv import is_cv_dir
+    from mammo_tui.rundir import SUMMARY_FILE
+    from mammo_tui.runlog import EVENTS_FILE
+
+    path = Path(path)
+    if not path.is_dir():
+        return f"watch: {path} is not a directory"
+    if is_cv_dir(path) or (path / EVENTS_FILE).is_file() or (path / SUMMARY_FILE).is_file():
+        return None
+    runs = sorted(p.name for p in path.iterdir()
+                  if p.is_dir() and ((p / EVENTS_FILE).is_file() or is_cv_dir(p)))
+    if runs:
+        shown = ", ".join(runs[:5]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
+        return (f"watch: {path} holds no run itself but {len(runs)} runs ({shown}). Watch one: "
+                f"mammo-tui watch {shlex.quote(str(path / runs[0]))}, or browse them: "
+                f"mammo-tui --runs-dir {shlex.quote(str(path))} runs")
+    return (f"watch: {path} holds no run (no {EVENTS_FILE}). Give the run directory a training "
+            "run writes, e.g. runs/<run-name>")
+
+
+def run_is_live(run_dir: str | Path) -> bool | None:
+    """Does a process hold RUN/.lock (the trainer's, see rundir.RunLock)? None when unknown
+    (no lock file: an older run, or no flock on this system)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    from mammo_tui.rundir import LOCK_FILE
+
+    try:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        # a shared lock, released at once: granted only when no trainer holds its exclusive one
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def stale_note(run_dir: str | Path, last_event_time: float, now: float | None = None,
+               after_s: float = STALE_AFTER_S) -> str | None:
+    """"looks stale: …" when the log has been silent for after_s and no process trains the run
+    (kill -9 leaves status running); None while it may be alive."""
+    silent = (now if now is not None else time.time()) - last_event_time
+    if silent < after_s or run_is_live(run_dir):
+        return None
+    minutes = int(silent // 60)
+    return (f"looks stale: no event for {minutes} min and no process holds the run (killed?). "
+            f"Continue it: mammo-tui train --resume {shlex.quote(str(run_dir))}")
