@@ -35,7 +35,7 @@ import pydicom
 from numpy.typing import DTypeLike
 
 from mammo_tui.data import dicom
-from mammo_tui.data.images import read_image, resize_pad
+from mammo_tui.data.images import preprocess, read_image
 from mammo_tui.data.records import ImageReadError, ImageRecord
 from mammo_tui.errors import DatasetError
 
@@ -148,15 +148,17 @@ def check_decodes(path: str | os.PathLike, digest: str, root: str | os.PathLike 
 
 
 class PreprocessCache:
-    def __init__(self, img_size: int, root: str | os.PathLike | None = None) -> None:
+    def __init__(self, img_size: int, root: str | os.PathLike | None = None, crop_breast: bool = False) -> None:
         self.img_size = int(img_size)
+        self.crop_breast = bool(crop_breast)
         self.root = Path(root).expanduser() if root is not None else default_cache_root()
         self.decodes = 0  # images decoded from their source file
         self.hits = 0  # images served from the cache
         self.warnings: list[str] = []  # e.g. the cache folder is not writable (loading still works)
         self._lock = threading.Lock()
         self._params = (f"v{PREPROCESS_VERSION}|size={self.img_size}|dtype={np.dtype(CACHE_DTYPE).name}"
-                        f"|window={dicom.WINDOW_PERCENTILES}|tissue={dicom.TISSUE_THRESHOLD}")
+                        f"|window={dicom.WINDOW_PERCENTILES}|tissue={dicom.TISSUE_THRESHOLD}"
+                        f"|crop={int(self.crop_breast)}")
 
     # -- keys -------------------------------------------------------------------------------
     def content_hash(self, path: str) -> str:
@@ -189,7 +191,7 @@ class PreprocessCache:
             pass
         except (OSError, ValueError, EOFError):
             pass  # a damaged entry (e.g. disk full earlier) is simply rebuilt
-        stored = resize_pad(read_image(path), self.img_size).astype(CACHE_DTYPE)
+        stored = preprocess(path, self.img_size, self.crop_breast).astype(CACHE_DTYPE)
         with self._lock:
             self.decodes += 1
         self._try_write(entry, lambda handle: np.save(handle, stored, allow_pickle=False))

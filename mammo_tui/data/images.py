@@ -157,6 +157,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return image
 
 
+def preprocess(path: str | os.PathLike, size: int, crop_breast: bool = False) -> np.ndarray:
+    """The one preprocessing every path uses (the training cache, eval, predict): decode, then
+    (crop_breast) crop to the breast and flip to a canonical side, then resize_pad to size x size."""
+    return resize_pad(read_image(path), size)
+
+
 def resize_pad(image: np.ndarray, size: int) -> np.ndarray:
     """Aspect-preserving resize so the longer side is `size`, then centre-pad with 0 (background).
 
