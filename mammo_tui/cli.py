@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from mammo_tui import __version__
-from mammo_tui.errors import MammoError
+from mammo_tui.errors import ConfigError, MammoError
 
 EPILOG = """\
 examples:
@@ -356,8 +356,18 @@ def _request_fields(args, config, spec) -> dict:
 
 
 def cmd_cv(args) -> int:
-    from mammo_tui.cv import resume_fields
+    from mammo_tui.cv import MAX_FOLDS, resume_fields
 
+    if args.folds is not None and not 2 <= args.folds <= MAX_FOLDS:  # before any screen opens
+        raise ConfigError(f"--folds must be between 2 and {MAX_FOLDS}; got {args.folds}")
+    use_ui = _wants_ui(args)
+    if use_ui and not args.resume:
+        from mammo_tui.tui.app import run_app
+
+        # as `train`: the wizard, pre-filled with the flags (K-fold CV selected), decides the rest
+        return run_app("wizard", demo=args.demo, dataset=_dataset_spec(args), runs_root=args.outdir or args.runs_dir,
+                       config=_resolve_config(args), overrides=_config_overrides(args), run_name=args.run_name,
+                       preset=args.preset or "", cv_folds=5 if args.folds is None else args.folds)
     if args.resume:
         if not Path(args.resume).is_dir():
             raise MammoError(f"cv --resume: {args.resume} is not a directory")
@@ -366,7 +376,7 @@ def cmd_cv(args) -> int:
     else:
         folds = 5 if args.folds is None else args.folds
         fields = _request_fields(args, _resolve_config(args), _dataset_spec(args))
-    if _wants_ui(args):
+    if use_ui:  # cv --resume: nothing to set up, straight to the dashboard (as train --resume)
         from mammo_tui.tui.app import run_app
         from mammo_tui.tui.dashboard import TrainJob
 

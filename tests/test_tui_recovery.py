@@ -560,3 +560,37 @@ async def test_on_exit_the_app_has_the_run_summary_for_the_shell(monkeypatch, tm
     text = app.exit_summary()
     assert f"run directory: {run_dir}" in text and "status: healthy" in text
     assert f"mammo-tui report {run_dir}" in text and "best: epoch 4" in text
+
+
+@async_test
+async def test_cv_folds_from_the_command_line_prefill_the_validation_choice(monkeypatch, tmp_path):
+    # `cv --folds 4` in a terminal opens the wizard like `train`, with 4-fold CV selected
+    launched = fail_at_start(monkeypatch)
+    app = MammoApp("wizard", runs_root=str(tmp_path), config=tiny_config(), run_name="cv-cli", cv_folds=4)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, on(app, DatasetScreen), what="dataset screen")
+        wizard = app.screen.wizard
+        plan = sample_wizard_state()
+        wizard.report, wizard.fingerprint, wizard.plan = plan.report, plan.fingerprint, plan.plan
+        screen = await config_step(pilot, wizard)
+        assert screen.query_one("#cv-folds", Select).value == 4
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: launched, what="launch")
+        assert launched[0].cv_folds == 4 and launched[0].run_name == "cv-cli"
+
+
+def test_train_and_cv_in_a_terminal_both_open_the_wizard_with_the_flags(monkeypatch, tmp_path):
+    # the CLI's routing only: what run_app is asked to show (the app itself is tested above)
+    from mammo_tui import cli
+    from mammo_tui.tui import app as app_module
+
+    calls = []
+    monkeypatch.setattr(app_module, "run_app", lambda *a, **k: calls.append((a, k)) or 0)
+    monkeypatch.setattr(cli, "_wants_ui", lambda args: True)
+    for argv in (["train", "--demo", "--run-name", "x", "--preset", "demo"],
+                 ["cv", "--demo", "--run-name", "x", "--preset", "demo", "--folds", "3"]):
+        assert cli.main(argv) == 0
+    (train_args, train_kw), (cv_args, cv_kw) = calls
+    assert train_args == cv_args == ("wizard",)
+    assert train_kw["run_name"] == cv_kw["run_name"] == "x" and train_kw["preset"] == cv_kw["preset"] == "demo"
+    assert cv_kw["cv_folds"] == 3 and train_kw.get("cv_folds", 0) == 0

@@ -164,3 +164,17 @@ async def test_the_back_button_of_each_step_returns_to_the_previous_screen():
             await pilot.pause()
             await pilot.click("#back")
             await wait_until(pilot, on(app, DatasetScreen), what=f"back from {step.__name__}")
+
+
+@async_test
+async def test_the_demo_opens_with_the_plans_config_and_no_warnings(tmp_path):
+    # the demo's defaults are what the plan picks for it on this box (no weights: from scratch),
+    # so the config step opens without collapse-risk warnings and with pretrained off
+    app = MammoApp("wizard", runs_root=str(tmp_path), demo_size=0.05)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await to_config_screen(pilot, app)
+        assert screen.query_one("#config-warnings").render().plain.strip() == ""
+        assert screen.query_one("#config-errors").render().plain.strip() == ""
+        assert screen.query_one("#f-pretrained").value is False
+        assert "from scratch" in screen.query_one("#weights-status").render().plain
+        assert screen.validate() == screen.wizard.plan.config  # as `plan --demo` (test_decision_paths)

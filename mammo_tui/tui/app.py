@@ -44,10 +44,11 @@ class MammoApp(App[int]):
                  run_dir: str | None = None, runs_root: str = "runs", config: Any = None,
                  overrides: dict | None = None,
                  demo_size: float | None = None, events: Iterable[Event] | None = None,
-                 run_name: str | None = None, job: Any = None, preset: str = "") -> None:
+                 run_name: str | None = None, job: Any = None, preset: str = "", cv_folds: int = 0) -> None:
         """events: replay these instead of reading run_dir (previews and snapshot tests).
         demo_size / run_name: passed to the demo dataset and the launched run; run_name and
-        preset (the --preset name behind config) pre-fill the wizard's config step.
+        preset (the --preset name behind config) pre-fill the wizard's config step, and so does
+        cv_folds (`cv --folds K`: K-fold cross-validation selected under validation).
         job: a TrainJob (or TrainRequest) to train at once, skipping the wizard."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
@@ -64,6 +65,7 @@ class MammoApp(App[int]):
         self.run_name = run_name
         self.job = job
         self.preset = preset
+        self.cv_folds = int(cv_folds or 0)
         self.exit_code = 0
         self._dashboards: list[DashboardScreen] = []
 
@@ -218,12 +220,14 @@ def watch_screen(run_dir: str | None, events: Iterable[Event] | None = None) -> 
 def run_app(mode: str = "wizard", *, demo: bool = False, dataset: Any = None,
             run_dir: str | None = None, runs_root: str = "runs", config: Any = None,
             overrides: dict | None = None, job: Any = None, run_name: str | None = None,
-            preset: str = "") -> int:
+            preset: str = "", cv_folds: int = 0) -> int:
     """Run the app in the terminal; returns the exit code (the training run's when one ran).
     job: a TrainJob to start at once (train --resume, cv), skipping the wizard.
-    run_name / preset: --run-name and the --preset name, shown pre-filled by the wizard."""
+    run_name / preset / cv_folds: --run-name, the --preset name and cv's --folds, shown
+    pre-filled by the wizard (`train` and `cv` in a terminal both open it)."""
     app = MammoApp(mode, demo=demo, dataset=dataset, run_dir=run_dir, runs_root=runs_root,
-                   config=config, overrides=overrides, job=job, run_name=run_name, preset=preset)
+                   config=config, overrides=overrides, job=job, run_name=run_name, preset=preset,
+                   cv_folds=cv_folds)
     app.run()
     # Belt and braces: the app waits for its threads on quit; if it was torn down another way,
     # wait here so the run directory is complete before the process exits.

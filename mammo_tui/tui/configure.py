@@ -37,6 +37,13 @@ FIELDS: list[tuple[str, str, str]] = [
 VALIDATION_CHOICES = [("one split", 0), ("3-fold CV", 3), ("5-fold CV", 5), ("10-fold CV", 10)]
 
 
+def validation_choices(folds: int = 0) -> list[tuple[str, int]]:
+    """The validation choices, with `cv --folds K` among them when K is not one of the usual."""
+    if folds and folds not in dict((v, k) for k, v in VALIDATION_CHOICES):
+        return sorted([*VALIDATION_CHOICES, (f"{folds}-fold CV", folds)], key=lambda choice: choice[1])
+    return list(VALIDATION_CHOICES)
+
+
 def cv_warnings(folds: int, class_counts: list[int] | None) -> list[str]:
     """A class with fewer images than folds is missing from some folds' validation sets."""
     from mammo_tui.labels import CLASS_NAMES
@@ -128,7 +135,8 @@ class ConfigScreen(WizardStep):
                                     type="number" if kind == "float" else "integer", compact=True,
                                     id=widget_id)
                 yield Label("validation", classes="field-label")
-                yield Select(VALIDATION_CHOICES, value=self.initial("cv-folds", 0), allow_blank=False,
+                folds = getattr(self.app, "cv_folds", 0)
+                yield Select(validation_choices(folds), value=self.initial("cv-folds", folds), allow_blank=False,
                              compact=True, id="cv-folds")
                 yield Label("run name", classes="field-label")
                 yield Input(self.initial("run-name", getattr(self.app, "run_name", None) or ""),
