@@ -23,6 +23,7 @@ from mammo_tui.tui.dialogs import ConfirmScreen
 
 MODES = ("wizard", "watch", "runs")
 SHUTDOWN_WAIT_S = 120.0  # a checkpoint of a big model on a slow disk takes a while
+EXIT_INTERRUPTED = 130  # a signal (SIGHUP, SIGTERM) ended the session, as the CLI's exit code
 
 
 class MammoApp(App[int]):
@@ -88,18 +89,21 @@ class MammoApp(App[int]):
                                            user_preset=self.preset))
 
     def _install_hangup_handler(self) -> None:
-        # A dropped SSH connection sends SIGHUP: stop training cleanly (checkpoint, resumable run)
-        # instead of dying mid-write.
+        # A dropped SSH connection sends SIGHUP, `kill` and schedulers SIGTERM: stop training
+        # cleanly (checkpoint, resumable run) and give the terminal back, instead of dying mid-write
+        # or raising inside the event loop.
         if sys.platform == "win32" or not hasattr(signal, "SIGHUP"):
             return
-        try:
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_hangup)
-        except (RuntimeError, ValueError, NotImplementedError):
-            pass  # not the main thread (tests) or no signal support
+        for signum in (signal.SIGHUP, signal.SIGTERM):
+            try:
+                asyncio.get_running_loop().add_signal_handler(signum, self._on_hangup)
+            except (RuntimeError, ValueError, NotImplementedError):
+                pass  # not the main thread (tests) or no signal support
 
     def _on_hangup(self) -> None:
         for screen in self.dashboards():
-            screen.cancel.set()
+            screen.cancel.set()  # run_app waits for the threads: the run is saved, resumable
+        self.exit_code = EXIT_INTERRUPTED
         self.exit(self.exit_code)
 
     # -- navigation ------------------------------------------------------------------------------
