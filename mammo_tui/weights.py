@@ -81,8 +81,10 @@ def weights_file_problem(path: Path) -> str:
     contents are checked when the model is built (engine/models.py)."""
     if path.is_dir():
         return "is a folder, not a file; pass the .pth/.pt file in it"
-    if not path.is_file():
+    if not path.exists():
         return "no such file"
+    if not path.is_file():  # a device (/dev/null), a FIFO, a socket: nothing torch.load can use
+        return "not a regular file; pass the .pth/.pt file itself"
     try:
         with path.open("rb") as handle:
             head = handle.read(4)

@@ -297,3 +297,16 @@ def test_a_bad_weights_file_says_what_it_is(tmp_path, make, said):
     status = weights_status("resnet18", str(path))  # plan and the wizard say it before training
     if said in ("not a PyTorch file", "empty (0 bytes)", "is a folder"):
         assert not status.available and said in status.detail
+
+
+def test_a_device_or_fifo_as_weights_is_not_a_regular_file(tmp_path):
+    import os
+
+    from mammo_tui.weights import weights_status
+
+    fifo = tmp_path / "w.pth"
+    os.mkfifo(fifo)  # reading it would block forever
+    for path in ("/dev/null", str(fifo)):
+        assert "not a regular file" in weights_status("resnet18", path).detail
+        with pytest.raises(WeightsUnavailableError, match="not a regular file"):
+            build_model("resnet18", 4, weights_file=path)

@@ -59,8 +59,10 @@ def read_torch_file(path: str | Path, what: str, error: type[MammoError] = Check
     path = Path(path)
     if path.is_dir():
         raise error(f"{what}: is a folder, not a file")
-    if not path.is_file():
+    if not path.exists():
         raise error(f"{what}: no such file")
+    if not path.is_file():  # a device (/dev/null), a FIFO: reading it would block or give nothing
+        raise error(f"{what}: not a regular file; pass the .pth/.pt file itself")
     try:
         with path.open("rb") as handle:
             head = handle.read(4)
