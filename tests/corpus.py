@@ -31,3 +31,33 @@ def assert_clean(proc: subprocess.CompletedProcess, code: int | tuple[int, ...],
     for name in named:
         assert name in out, f"{name!r} not named in:\n{out[-3000:]}"
     return out
+
+
+def png(path: Path, level: int, size: tuple[int, int] = (40, 32)) -> None:
+    """A small 8-bit PNG around `level`; the noise is seeded by the file name too, so no two files
+    share their bytes (no duplicate_content)."""
+    import zlib
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng([level, zlib.crc32(path.name.encode())])
+    Image.fromarray(np.clip(rng.normal(level, 20, size), 0, 255).astype(np.uint8)).save(path)
+
+
+def good_rows(root: Path, per_class=(6, 6, 6, 6), patients_per_class: int = 3) -> list[str]:
+    """Write a generic-CSV dataset's good PNGs under root (A0.png ... D5.png, brighter per class)
+    and return its CSV lines, header first; a case appends its bad rows and writes labels.csv."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = ["image_path,label,patient_id"]
+    for c, n in enumerate(per_class):
+        for i in range(n):
+            name = f"{'ABCD'[c]}{i}.png"
+            png(root / name, 40 + 50 * c)
+            rows.append(f"{name},{'ABCD'[c]},p{c}-{i % patients_per_class}")
+    return rows
+
+
+def write_csv(root: Path, rows: list[str]) -> Path:
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root / "labels.csv"

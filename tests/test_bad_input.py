@@ -4,46 +4,22 @@ reported skip with --skip-bad-rows. Nothing is lost silently and no traceback is
 import json
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from corpus import FAST, good_rows, mammo, png, write_csv
 
 from mammo_tui.runlog import read_events
 
-FAST = ["--preset", "demo", "--epochs", "1", "--no-pretrained", "--img-size", "32", "--set", "augment=false",
-        "--set", "num_workers=0"]
-
-
-def png(path: Path, level: int, size=(40, 32)) -> None:
-    # noise seeded by the file name too: no two files share their bytes (no duplicate_content)
-    rng = np.random.default_rng([level, zlib.crc32(path.name.encode())])
-    pixels = np.clip(rng.normal(level, 20, size), 0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(path)
-
 
 def make_dataset(root: Path, per_class=(6, 6, 6, 6), patients_per_class=3, bad_rows=True) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    rows = ["image_path,label,patient_id"]
-    for c, n in enumerate(per_class):
-        for i in range(n):
-            name = f"{'ABCD'[c]}{i}.png"
-            png(root / name, 40 + 50 * c)
-            rows.append(f"{name},{'ABCD'[c]},p{c}-{i % patients_per_class}")
+    rows = good_rows(root, per_class, patients_per_class)
     if bad_rows:
         (root / "fake.dcm").write_text("this is not a DICOM file")
         png(root / "tiny.png", 100, size=(1, 1))
         rows += ["missing.png,B,px", "fake.dcm,C,px", "A0.png,A,p0-0", "tiny.png,B,px", "../../etc/passwd,C,px",
                  "B1.png,E,px", "B2.png,0,px", "C1.png,,px"]
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root / "labels.csv"
-
-
-def mammo(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "mammo_tui", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+    return write_csv(root, rows)
 
 
 def test_bad_rows_stop_the_run_with_every_problem_counted(tmp_path):

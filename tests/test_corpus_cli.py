@@ -11,34 +11,17 @@ import stat
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
-
-from corpus import FAST, assert_clean, mammo
+from corpus import FAST, assert_clean, good_rows, mammo, write_csv
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX pipes and signals")
 EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE, what `seq 9 | head -1` gives too
 
 
-def _png(path: Path, level: int) -> None:
-    rng = np.random.default_rng([level, zlib.crc32(path.name.encode())])
-    Image.fromarray(np.clip(rng.normal(level, 20, (40, 32)), 0, 255).astype(np.uint8)).save(path)
-
-
 def _dataset(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    rows = ["image_path,label,patient_id"]
-    for c in range(4):
-        for i in range(6):
-            name = f"{'ABCD'[c]}{i}.png"
-            _png(root / name, 40 + 50 * c)
-            rows.append(f"{name},{'ABCD'[c]},p{c}-{i % 3}")
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root / "labels.csv"
+    return write_csv(root, good_rows(root))
 
 
 @pytest.fixture(scope="module")

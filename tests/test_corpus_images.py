@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from pydicom.encaps import encapsulate
 
-from corpus import FAST, assert_clean, mammo
+from corpus import FAST, assert_clean, good_rows, mammo, write_csv
 
 # file name -> the problem kind the scan must report for it
 BAD = {
@@ -96,17 +96,10 @@ def write_bad_images(root: Path) -> None:
 
 def make_dataset(root: Path) -> Path:
     """24 good PNGs (6 per class, 3 patients per class) + one row per BAD image."""
-    root.mkdir(parents=True, exist_ok=True)
-    rows = ["image_path,label,patient_id"]
-    for c in range(4):
-        for i in range(6):
-            name = f"{'ABCD'[c]}{i}.png"
-            Image.fromarray(picture(40 + 50 * c, name)).save(root / name)
-            rows.append(f"{name},{'ABCD'[c]},p{c}-{i % 3}")
+    rows = good_rows(root)
     write_bad_images(root)
     rows += [f"{name},B,bad{i}" for i, name in enumerate(BAD)]
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root / "labels.csv"
+    return write_csv(root, rows)
 
 
 @pytest.fixture(scope="module")
