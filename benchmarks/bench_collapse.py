@@ -116,7 +116,7 @@ def linear_probe(spec, weights: Path, img_size: int, folds: int = 5) -> dict[str
 
     report = scan_dataset(spec)
     records = report.records
-    images = load_images(records, PreprocessCache(img_size)).astype(np.float32)
+    images = np.asarray(load_images(records, PreprocessCache(img_size)), dtype=np.float32)
     labels = np.array([r.label for r in records])
     groups = [r.group for r in records]
     x = torch.from_numpy(normalise(images)).unsqueeze(1)

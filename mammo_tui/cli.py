@@ -154,6 +154,9 @@ def _add_config_args(p: argparse.ArgumentParser, preset: bool = True) -> None:
     g.add_argument("--on-collapse", choices=["warn", "stop", "recover"])
     g.add_argument("--no-pretrained", action="store_true", help="random initialisation")
     g.add_argument("--weights", help="local weights file (offline boxes)")
+    g.add_argument("--workers", type=int, metavar="N",
+                   help="processes decoding images on a first run (config preprocess_workers; "
+                        "default: all cores but one)")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key, e.g. --set sampler=none --set lr=3e-4")
 
@@ -219,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images")
     p.add_argument("--skip-bad-rows", action="store_true")
     p.add_argument("--name", help="name of the eval-<name>.json written into the run dir")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes decoding images (default: all cores but one)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 
     p = sub.add_parser("predict", help="class probabilities for images, as CSV (a CV folder: the folds' ensemble)")
@@ -256,6 +261,8 @@ def _config_overrides(args) -> dict:
         overrides["pretrained"] = False
     if args.weights:
         overrides["weights"] = args.weights
+    if getattr(args, "workers", None) is not None:
+        overrides["preprocess_workers"] = args.workers
     overrides = {k: cfg.coerce(k, v, source=f"--{k.replace('_', '-')}") for k, v in overrides.items() if v is not None}
     overrides.update(cfg.parse_set(args.set))
     return overrides
@@ -409,7 +416,7 @@ def cmd_plan(args) -> int:
     import json
 
     from mammo_tui.data.sources import DatasetSpec
-    from mammo_tui.planner import format_plan, plan_for
+    from mammo_tui.planner import format_plan, plan_for, planning_device
     from mammo_tui.prepare import ensure_demo_dataset
     from mammo_tui.weights import weights_status
 
@@ -424,9 +431,13 @@ def cmd_plan(args) -> int:
     from mammo_tui.data.fingerprint import fingerprint
     from mammo_tui.data.sources import scan_dataset
 
-    report = scan_dataset(spec)
+    from mammo_tui.console import progress_printer
+
+    overrides = _config_overrides(args)  # a bad flag or --set fails before the images are read
+    report = scan_dataset(spec, progress=progress_printer("checking images"))
     # the same call train and cv make without --preset: the same flags give the same config
-    p = plan_for(fingerprint(report), _config_overrides(args), demo=args.demo, weights_probe=weights_status)
+    p = plan_for(fingerprint(report), overrides, demo=args.demo, weights_probe=weights_status,
+                 device=planning_device(overrides))
     if args.json:
         print(json.dumps(p.to_dict(), indent=2, default=str))
         return 0
@@ -514,6 +525,10 @@ def cmd_presets(args) -> int:
 
 
 def _dispatch(args) -> int:
+    if getattr(args, "workers", None) is not None:  # the scans and eval's decoding; train/cv also via config
+        from mammo_tui.data.cache import set_default_workers
+
+        set_default_workers(args.workers)
     if args.command == "train":
         return cmd_train(args)
     if args.command == "cv":

@@ -64,6 +64,9 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 16
     img_size: int = 224
+    # crop to the breast and flip right breasts so the chest wall is on the left (data/breast.py):
+    # more of the img_size x img_size input lands on tissue; recorded in the checkpoint
+    crop_breast: bool = True
     augment: bool = True
     scheduler: str = "cosine"
     grad_clip: float = 1.0
@@ -75,6 +78,7 @@ class TrainConfig:
     # data
     val_fraction: float = 0.2
     num_workers: int = -1  # -1 = chosen from the CPU count
+    preprocess_workers: int = -1  # processes decoding images on a first run; -1 = all cores but one
     frozen_feature_cache: bool = True  # precompute backbone features when nothing below the head trains
     # collapse detection (DESIGN.md rules)
     on_collapse: str = "warn"
@@ -142,6 +146,7 @@ RANGES: dict[str, Range] = {
     "seed": Range(0, 2**31 - 1, "numpy and scikit-learn seeds, with room for per-epoch offsets"),
     "val_fraction": Range(0, 1, "the share of patients in validation, e.g. 0.2", open_low=True, open_high=True),
     "num_workers": Range(-1, 64, "-1 = chosen from the CPU count; each worker is a process"),
+    "preprocess_workers": Range(-1, 256, "-1 = all cores but one; processes decoding images on a first run"),
     "collapse_kappa": Range(-1, 1, "Cohen's kappa's range"),
     "collapse_dominance": Range(0, 1, "a share of the predictions", open_low=True),
     "warn_bal_acc_adj": Range(-1, 1, "adjusted balanced accuracy's range"),
@@ -239,6 +244,18 @@ def from_mapping(values: dict[str, Any], source: str = "config") -> TrainConfig:
     cfg = TrainConfig(**checked)
     _check_ranges(cfg, source)
     return cfg
+
+
+# Keys added after run directories were written, with the value such a run trained with: an old
+# run's saved config (config.toml, a checkpoint, cv.json) lacks the key, and taking the new default
+# would change it on --resume or eval (e.g. images suddenly cropped).
+LEGACY_VALUES: dict[str, Any] = {"crop_breast": False}
+
+
+def saved_config(values: dict[str, Any], source: str = "config") -> TrainConfig:
+    """A run's saved config (config.toml, a checkpoint's, cv.json's): a key it predates keeps the
+    value the run trained with (LEGACY_VALUES), not today's default."""
+    return from_mapping({**LEGACY_VALUES, **values}, source=source)
 
 
 def preset_names() -> list[str]:

@@ -28,6 +28,13 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def progress_printer(stage: str, stream: TextIO | None = None):
+    """A progress(done, total) callback printing count, rate and ETA (e.g. for `plan`'s scan)."""
+    from mammo_tui.events import ProgressMeter
+
+    return ProgressMeter(stage, ConsolePrinter(stream or sys.stderr))
+
+
 class ConsolePrinter:
     def __init__(self, stream: TextIO | None = None, tty: bool | None = None) -> None:
         self.stream = stream or sys.stdout
@@ -75,6 +82,21 @@ class ConsolePrinter:
             self._write("\r\x1b[2K" + text)
             self._progress_shown = True
         elif time.monotonic() - self._last_progress >= NON_TTY_PROGRESS_EVERY_S:
+            self._last_progress = time.monotonic()
+            self._line(text)
+
+    def _on_data_progress(self, e) -> None:
+        # first contact with a dataset (decoding every image) must never be silent
+        percent = 100 * e.done // max(e.total, 1)
+        text = f"{e.stage} {e.done}/{e.total} ({percent}%)"
+        if e.done:
+            text += f" {e.images_per_s:.1f} img/s ETA {format_duration(e.eta_s)}"
+        if self.tty:
+            self._write("\r\x1b[2K" + text)
+            self._progress_shown = True
+            if e.done >= e.total:
+                self._line(text)  # keep the finished count on screen
+        elif e.done in (0, e.total) or time.monotonic() - self._last_progress >= NON_TTY_PROGRESS_EVERY_S:
             self._last_progress = time.monotonic()
             self._line(text)
 

@@ -115,7 +115,7 @@ def read_manifest(cv_dir: str | Path) -> dict[str, Any] | None:
 def load_manifest(cv_dir: str | Path) -> dict[str, Any]:
     """cv.json for continuing a CV: RunDirError naming the file when it is missing, a directory,
     not JSON or lacks what a resume needs (read_manifest is the lenient reader for listings)."""
-    from mammo_tui.config import from_mapping
+    from mammo_tui.config import saved_config
     from mammo_tui.rundir import read_run_json
 
     path = Path(cv_dir) / CV_FILE
@@ -128,14 +128,14 @@ def load_manifest(cv_dir: str | Path) -> dict[str, Any]:
     if not isinstance(folds, int) or isinstance(folds, bool) or not isinstance(manifest.get("config"), dict):
         raise RunDirError(f"{path} lacks a whole number \"folds\" or a \"config\" table; it was edited or "
                           f"damaged. {fix}")
-    from_mapping(manifest["config"], source=str(path))  # a bad key or value: ConfigError naming it
+    saved_config(manifest["config"], source=str(path))  # a bad key or value: ConfigError naming it
     return manifest
 
 
 def _check_folds(cv_dir: Path, manifest: dict[str, Any]) -> None:
     """Every fold already on disk must belong to this CV as cv.json describes it (K and config):
     an edited cv.json must not mix 2-fold folds into a 5-fold summary."""
-    from mammo_tui.config import diff, from_mapping
+    from mammo_tui.config import diff, saved_config
     from mammo_tui.rundir import DATASET_FILE, read_run_json
 
     folds = int(manifest["folds"])
@@ -143,7 +143,7 @@ def _check_folds(cv_dir: Path, manifest: dict[str, Any]) -> None:
     if extra:
         raise RunDirError(f"{cv_dir / CV_FILE} says {folds} folds, but {', '.join(extra)} exist: {CV_FILE} "
                           f"was edited. Restore its \"folds\", or start a new cross-validation with another --run-name.")
-    wanted = from_mapping(manifest["config"], source=str(cv_dir / CV_FILE))
+    wanted = saved_config(manifest["config"], source=str(cv_dir / CV_FILE))
     for fold_dir in fold_dirs(cv_dir):
         if not (fold_dir / DATASET_FILE).exists():
             continue  # never got past its set-up: trained anew
@@ -157,7 +157,7 @@ def _check_folds(cv_dir: Path, manifest: dict[str, Any]) -> None:
                               f"was edited. Restore \"folds\": {record.get('folds')}, or start a new "
                               "cross-validation with another --run-name.")
         if record.get("config"):
-            changed = diff(from_mapping(record["config"], source=str(fold_dir / DATASET_FILE)), wanted)
+            changed = diff(saved_config(record["config"], source=str(fold_dir / DATASET_FILE)), wanted)
             if changed:
                 listing = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
                 raise RunDirError(f"{cv_dir / CV_FILE}: its config differs from the one {fold_dir.name} trained "
@@ -233,7 +233,7 @@ def resume_fields(cv_dir: str | Path, overrides: dict[str, Any] | None = None, p
     a value that differs from cv.json is refused, named: every fold must train the same way.
     dataset (--csv / --images): the dataset moved; resumed folds match their images by path below it.
     Plain fields, not a TrainRequest, so the TUI can take them without importing the engine."""
-    from mammo_tui.config import from_mapping
+    from mammo_tui.config import saved_config
     from mammo_tui.data.sources import DatasetSpec
 
     cv_dir = Path(cv_dir)
@@ -244,7 +244,7 @@ def resume_fields(cv_dir: str | Path, overrides: dict[str, Any] | None = None, p
     if dataset is not None:  # --csv / --images with --resume: the dataset moved there
         dataset = dataclasses.replace(dataset, group_pattern=dataset.group_pattern or
                                       (recorded.group_pattern if recorded else None))
-    fields = {"config": from_mapping(manifest["config"], source=str(cv_dir / CV_FILE)),
+    fields = {"config": saved_config(manifest["config"], source=str(cv_dir / CV_FILE)),
               "dataset": dataset or recorded, "demo": bool(manifest.get("demo")),
               "outdir": str(cv_dir.parent), "run_name": cv_dir.name,
               "skip_bad_rows": bool(manifest.get("skip_bad_rows")), "preset": manifest.get("preset", "")}
@@ -255,7 +255,7 @@ def resume_fields(cv_dir: str | Path, overrides: dict[str, Any] | None = None, p
 
 def _check_changes(cv_dir: Path, manifest: dict[str, Any], overrides: dict[str, Any] | None,
                    preset: str | None, folds: int | None) -> None:
-    from mammo_tui.config import diff, from_mapping, resolve
+    from mammo_tui.config import diff, from_mapping, resolve, saved_config
 
     if folds is not None and folds != int(manifest["folds"]):
         raise ConfigError(f"{cv_dir} is a {manifest['folds']}-fold cross-validation; --folds {folds} cannot "
@@ -263,7 +263,7 @@ def _check_changes(cv_dir: Path, manifest: dict[str, Any], overrides: dict[str, 
                           "cross-validation with another --run-name.")
     if not overrides and not preset:
         return
-    saved = from_mapping(manifest["config"], source=str(cv_dir / CV_FILE))
+    saved = saved_config(manifest["config"], source=str(cv_dir / CV_FILE))
     wanted = resolve(preset, overrides) if preset else from_mapping({**saved.to_dict(), **overrides},
                                                                      source="--set")
     changed = diff(saved, wanted)
@@ -286,7 +286,7 @@ def _check_group_key(cv_dir: Path, manifest: dict[str, Any]) -> None:
 
 def _open_manifest(cv_dir: Path, request, folds: int) -> dict[str, Any]:
     """Check a re-run against the CV it continues (same K, same config), or start a new one."""
-    from mammo_tui.config import diff, from_mapping
+    from mammo_tui.config import diff, saved_config
 
     manifest = load_manifest(cv_dir) if (cv_dir / CV_FILE).exists() else None
     if manifest is not None:
@@ -295,7 +295,7 @@ def _open_manifest(cv_dir: Path, request, folds: int) -> dict[str, Any]:
             raise ConfigError(f"{cv_dir} is a {manifest['folds']}-fold cross-validation; its folds are "
                               f"not those of {folds} folds. Pass --folds {manifest['folds']} to continue "
                               "it, or another --run-name for a new one.")
-        changed = diff(from_mapping(manifest["config"], source=str(cv_dir / CV_FILE)), request.config)
+        changed = diff(saved_config(manifest["config"], source=str(cv_dir / CV_FILE)), request.config)
         if changed and not request.force:
             listing = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
             raise ConfigError(f"{cv_dir}: the config differs from the cross-validation's ({listing}); "

@@ -7,7 +7,7 @@ run, one per usable fold for a CV.
 
 The checkpoint is self-describing (arch, class names, image size, normalisation, config), so no
 training flag has to be repeated. Images go through the training decode path (scan_dataset ->
-PreprocessCache(img_size) -> ImageDataset(augment=False)): a model is only as good as the match
+PreprocessCache(img_size, crop_breast) -> ImageDataset(augment=False)): a model is only as good as the match
 between the pixels it was trained on and the pixels it is shown.
 
 torch is imported inside the functions, like everywhere outside engine/, so importing this module
@@ -35,7 +35,8 @@ from mammo_tui.rundir import CHECKPOINT_DIR, SPLITS_FILE, atomic_write_text, rea
 BEST_CHECKPOINT = "best.pt"
 PREDICTIONS_FILE = "predictions.csv"
 BATCH_SIZE = 64
-SHARED_KEYS = ("img_size", "class_names")  # what fold models must agree on to share images and average
+# what fold models must agree on to share images and average (the preprocessing and the classes)
+SHARED_KEYS = ("img_size", "crop_breast", "class_names")
 # true_counts: which classes the evaluated set holds (cv.aggregate leaves absent ones out of recall means)
 FOLD_METRICS = ("kappa_quadratic", "balanced_accuracy_adjusted", "auc_macro", "accuracy", "recall_per_class",
                 "true_counts")
@@ -97,6 +98,15 @@ def predict_probabilities(model: Any, checkpoint: dict[str, Any], images: np.nda
     return torch.cat(chunks).double().numpy()
 
 
+def training_preprocessing(checkpoint: dict[str, Any]) -> Any:
+    """The PreprocessCache that gives the pixels the model was trained on: img_size and crop_breast
+    from the checkpoint (one written before crop_breast existed trained without the crop).
+    The normalisation is the checkpoint's too: predict_probabilities applies it."""
+    from mammo_tui.data.cache import PreprocessCache
+
+    return PreprocessCache(int(checkpoint["img_size"]), crop_breast=bool(checkpoint.get("crop_breast", False)))
+
+
 @dataclasses.dataclass
 class Member:
     """One model behind RUN_DIR: the run's best checkpoint, or one fold's in a CV ensemble."""
@@ -137,9 +147,10 @@ def load_members(path: str | Path, device: str = "cpu") -> tuple[list[Member], l
     first = members[0]
     for member in members[1:]:
         for key in SHARED_KEYS:
-            if member.checkpoint[key] != first.checkpoint[key]:
+            theirs, ours = member.checkpoint.get(key, False), first.checkpoint.get(key, False)
+            if theirs != ours:
                 raise MammoError(f"{path}: the folds' checkpoints disagree on {key} ({first.run_dir.name}: "
-                                 f"{first.checkpoint[key]}, {member.run_dir.name}: {member.checkpoint[key]}); "
+                                 f"{ours}, {member.run_dir.name}: {theirs}); "
                                  "their predictions cannot be averaged")
     return members, warnings
 
@@ -201,7 +212,7 @@ def evaluate(run_dir: str | Path, spec: Any, skip_bad_rows: bool = False, name: 
     folds, as cv_summary.json); checkpoint lists the folds' checkpoints.
     """
     from mammo_tui.cv import aggregate
-    from mammo_tui.data.cache import PreprocessCache, load_images
+    from mammo_tui.data.cache import load_images
     from mammo_tui.data.sources import scan_dataset
 
     run_dir = Path(run_dir).expanduser()
@@ -218,7 +229,7 @@ def evaluate(run_dir: str | Path, spec: Any, skip_bad_rows: bool = False, name: 
                            "Fix them, or evaluate without the bad rows with --skip-bad-rows "
                            "(they are listed in the eval-*.json file).")
     records = report.records
-    images = load_images(records, PreprocessCache(int(checkpoint["img_size"])))  # decoded once for all
+    images = load_images(records, training_preprocessing(checkpoint))  # decoded once for all members
     labels = np.array([record.label for record in records], dtype=np.int64)
     n_classes = len(checkpoint["class_names"])
     each = _member_probabilities(members, images, device)
@@ -323,8 +334,6 @@ def predict(run_dir: str | Path, paths: Sequence[str], out_csv: str | Path | Non
     probabilities are the mean over the folds' models, and a `folds` column (before `error`) says
     how many were averaged; folds left out are reported through `warn`.
     """
-    from mammo_tui.data.cache import PreprocessCache
-
     if not paths:
         raise MammoError("no images given: pass one or more image files (DICOM, PNG or JPEG)")
     run_dir = Path(run_dir).expanduser()
@@ -337,7 +346,7 @@ def predict(run_dir: str | Path, paths: Sequence[str], out_csv: str | Path | Non
         raise MammoError(f"cannot write {out}: folder {out.parent} does not exist")
     names = list(checkpoint["class_names"])
     resolved = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
-    images, errors = _load_each(resolved, PreprocessCache(int(checkpoint["img_size"])))
+    images, errors = _load_each(resolved, training_preprocessing(checkpoint))
     for index in sorted(errors):  # named on the console too, not only in the CSV's error column
         warn(f"skipped: {errors[index]}")
     readable = [i for i in range(len(paths)) if i not in errors]

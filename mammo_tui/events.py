@@ -98,6 +98,18 @@ class ConfigChanged(Event):
 
 
 @dataclass
+class DataProgress(Event):
+    """Before RunStarted: checking or preprocessing images (throttled). Not written to the run log."""
+
+    type: ClassVar[str] = "data_progress"
+    stage: str  # e.g. "checking images", "preprocessing images"
+    done: int
+    total: int
+    images_per_s: float
+    eta_s: float
+
+
+@dataclass
 class LogMessage(Event):
     type: ClassVar[str] = "log"
     level: str  # info | warning | error
@@ -160,11 +172,31 @@ class CVFinished(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (RunStarted, BatchProgress, EpochMetrics, CollapseStatus, CheckpointSaved,
-                ConfigChanged, LogMessage, RunFinished, RunFailed, FoldStarted, FoldFinished,
+                ConfigChanged, DataProgress, LogMessage, RunFinished, RunFailed, FoldStarted, FoldFinished,
                 CVFinished)
 }
 
 EventSink = Callable[[Event], None]
+
+
+class ProgressMeter:
+    """progress(done, total) callbacks -> DataProgress events with rate and ETA, a few per second
+    (always the first and the last)."""
+
+    def __init__(self, stage: str, sink: EventSink, interval_s: float = 0.3) -> None:
+        self.stage, self.sink, self.interval_s = stage, sink, interval_s
+        self.started = self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == 0 or not self.started:
+            self.started = now
+        elif done < total and now - self.last < self.interval_s:
+            return
+        self.last = now
+        rate = done / max(now - self.started, 1e-9)
+        self.sink(DataProgress(stage=self.stage, done=done, total=total, images_per_s=rate,
+                               eta_s=(total - done) / rate if rate > 0 else 0.0))
 
 
 def from_dict(data: dict[str, Any]) -> Event:

@@ -21,6 +21,9 @@ Three facts beyond the two tables shape the plan:
 - *The user's flags.* `overrides` given to plan() (CLI flags, `--set`, the demo's CPU sizing)
   win over the plan key by key; the resulting config and its collapse risks are part of the plan,
   so `plan`, the wizard, `train` and `cv` print and train the same thing.
+- *The device and the detector.* Given a device (detect_device(), passed in so tests and snapshots
+  do not depend on the machine), img_size follows it: a CPU keeps the preset's small size, a GPU
+  gets 512 px for full-field images (density needs resolution), never more than the images hold.
 
 Pure Python: the wizard imports this at start-up.
 """
@@ -28,6 +31,8 @@ Pure Python: the wizard imports this at start-up.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -50,6 +55,10 @@ SCRATCH_PRESET = "from_scratch"  # no pretrained weights: nothing to freeze
 DEMO_PRESET = "demo"
 # What the demo preset sizes for a CPU; the defenses still come from the decision flow.
 DEMO_SIZING = ("arch", "img_size", "batch_size", "epochs", "early_stop_patience")
+# img_size by device: a CPU trains a resnet at 224 px at ~14 img/s (DESIGN.md); a GPU affords the
+# resolution density needs. 1024 px is for a GPU with memory to spare (the user's choice).
+DEVICE_IMG_SIZE = {"cpu": 224, "cuda": 512}
+FULL_FIELD_SIDE = 1024  # images with a longer side below this gain nothing from more than the preset's size
 FREEZE_TEXT = {
     "head": "head only",
     "last_block": "last block",
@@ -166,15 +175,50 @@ def _name(index: int, n: int) -> str:
 WeightsProbe = Callable[[str, str, bool], Any]  # (arch, weights file, pretrained) -> WeightsStatus
 
 
+def detect_device(requested: str = "auto") -> str:
+    """'cpu' | 'cuda' for the config's device key without importing torch (the wizard plans at
+    start-up): torch's answer when torch is already loaded, else whether an NVIDIA driver is there."""
+    if requested in ("cpu", "cuda"):
+        return requested
+    if "torch" in sys.modules:
+        return "cuda" if sys.modules["torch"].cuda.is_available() else "cpu"
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip() in ("", "-1"):
+        return "cpu"
+    return "cuda" if os.path.exists("/proc/driver/nvidia/version") else "cpu"
+
+
+def planning_device(overrides: dict[str, Any] | None = None) -> str:
+    """The device a plan sizes images for: the user's `device` key, else what this box has."""
+    return detect_device(str((overrides or {}).get("device") or "auto"))
+
+
+def suggest_img_size(device: str, image_side: float | None, preset_size: int) -> tuple[int, str]:
+    """(img_size, the reason) from the device and the detector size (median longer side, px)."""
+    detector = f"{image_side:,.0f} px images" if image_side else "image sizes unknown"
+    if device != "cuda":
+        return preset_size, (f"Image size {preset_size} px: no GPU ({device}), where a network trains at "
+                             f"{DEVICE_IMG_SIZE['cuda']} px too slowly ({detector}); on a GPU the plan says "
+                             f"{DEVICE_IMG_SIZE['cuda']}.")
+    if image_side is not None and image_side < FULL_FIELD_SIDE:
+        return preset_size, (f"Image size {preset_size} px: a GPU, but the images are small ({detector}); "
+                             "more pixels than the detector gives add nothing.")
+    size = DEVICE_IMG_SIZE["cuda"]
+    return size, (f"Image size {size} px: a GPU and full-field images ({detector}); density needs the "
+                  "resolution (img_size = 1024 if GPU memory allows, with a smaller batch_size).")
+
+
 def plan(n_images: int, class_counts: Sequence[int], n_patients: int | None = None, *,
          overrides: Mapping[str, Any] | None = None, demo: bool = False,
-         weights_probe: WeightsProbe | None = None) -> Plan:
+         weights_probe: WeightsProbe | None = None, device: str | None = None,
+         image_side: float | None = None) -> Plan:
     """Walk the decision flow for a dataset with `n_images` images and these per-class counts.
 
     n_patients: distinct patients (groups) when known; the size rules count them.
     overrides: the user's config keys (flags, --set), applied last.
     demo: size the run for a CPU with the demo preset's sizing keys.
     weights_probe: weights.weights_status or a stand-in; None = not checked, assumed available.
+    device: 'cpu' | 'cuda' (detect_device()) to suggest an img_size; None = the preset's, unexplained.
+    image_side: the images' median longer side in px (the detector size), when known.
     """
     user = dict(overrides or {})
     counts = [int(c) for c in class_counts]
@@ -249,6 +293,11 @@ def plan(n_images: int, class_counts: Sequence[int], n_patients: int | None = No
     result = Plan(row.risk, preset, row.rule, freeze, reasons, rule_overrides, n_images=int(n_images),
                   imbalance=ratio, class_counts=counts, empty_classes=empty,
                   n_patients=None if n_patients is None else int(n_patients))
+    if device is not None and not demo and "img_size" not in user:  # the demo sizes for a CPU itself
+        size, why = suggest_img_size(device, image_side, int(preset_values["img_size"]))
+        if size != preset_values["img_size"]:
+            result.overrides["img_size"] = size
+        reasons.append(why)
     _apply_weights_and_flags(result, row, user, demo, weights_probe)
     return result
 
@@ -297,12 +346,13 @@ def _apply_weights_and_flags(p: Plan, row: DecisionRow, user: dict[str, Any], de
 
 
 def plan_for(fingerprint: Any, overrides: Mapping[str, Any] | None = None, demo: bool = False,
-             weights_probe: WeightsProbe | None = None) -> Plan:
+             weights_probe: WeightsProbe | None = None, device: str | None = None) -> Plan:
     """plan() for a data.fingerprint.Fingerprint (images, patients, class counts); the dataset's
     own warnings about patients (no ids: views may cross the split; identical images under two
     patients) join the plan's, since they make its validation numbers optimistic."""
     p = plan(fingerprint.n_images, fingerprint.class_counts, getattr(fingerprint, "n_patients", None),
-             overrides=overrides, demo=demo, weights_probe=weights_probe)
+             overrides=overrides, demo=demo, weights_probe=weights_probe, device=device,
+             image_side=image_side(fingerprint))
     group_warning = getattr(fingerprint, "group_warning", None)
     if group_warning:
         p.warnings.insert(0, group_warning)
@@ -311,6 +361,14 @@ def plan_for(fingerprint: Any, overrides: Mapping[str, Any] | None = None, demo:
         p.warnings.insert(0, f"leakage risk: {leaks} images have the same bytes as an image of another "
                              "patient; they can land on both sides of the split (see the validation report).")
     return p
+
+
+def image_side(fingerprint: Any) -> float | None:
+    """The median longer image side of a fingerprint (its width / height SizeStats), or None."""
+    width, height = getattr(fingerprint, "width", None), getattr(fingerprint, "height", None)
+    if width is None or height is None:
+        return None
+    return float(max(width.median, height.median))
 
 
 def config_warnings(cfg: TrainConfig, n_images: int | None, imbalance: float | None,

@@ -64,12 +64,18 @@ def _report_warnings(report) -> list[str]:
 
 
 def prepare_dataset(spec, skip_bad_rows: bool = False,
-                    progress: Callable[[int, int], None] | None = None) -> PreparedDataset:
-    """Scan + validate. Problems stop here unless the user chose to continue without bad rows."""
+                    progress: Callable[[int, int], None] | None = None, workers: int | None = None,
+                    img_size: int | None = None, crop_breast: bool = False) -> PreparedDataset:
+    """Scan + validate. Problems stop here unless the user chose to continue without bad rows.
+
+    The images are decoded by `workers` processes; with img_size (the config is known before the
+    scan) that decode also fills the preprocess cache, so training decodes nothing again.
+    """
     from mammo_tui.data.fingerprint import fingerprint
     from mammo_tui.data.sources import scan_dataset
 
-    report = scan_dataset(spec, check_images=True, progress=progress)
+    report = scan_dataset(spec, check_images=True, progress=progress, workers=workers, img_size=img_size,
+                          crop_breast=crop_breast)
     # An empty class or duplicate content removes no rows, so there is nothing to skip: reported
     # (warnings in the run log, all of them in dataset.json), not blocking.
     blocking = report.blocking_problems()

@@ -94,22 +94,22 @@ def test_without_a_terminal_train_and_cv_run_headless_and_say_so(tmp_path):
     assert proc.returncode == 2 and "no dataset" in proc.stderr  # the headless path's own message
 
 
-def test_in_a_terminal_cv_and_train_resume_open_the_dashboard_with_the_job(monkeypatch, tmp_path):
+def test_in_a_terminal_cv_opens_the_wizard_and_train_resume_the_dashboard(monkeypatch, tmp_path):
     """What the terminal path hands the TUI (the TUI itself is tested through run_test)."""
     from mammo_tui import cli
     from mammo_tui.tui import app
 
     jobs = []
     monkeypatch.setattr(cli, "_wants_ui", lambda args: True)
-    monkeypatch.setattr(app, "run_app", lambda **kwargs: jobs.append(kwargs) or 0)
+    monkeypatch.setattr(app, "run_app", lambda *args, **kwargs: jobs.append((args, kwargs)) or 0)
     assert cli.main(["cv", "--demo", "--folds", "3", "--epochs", "2", "--outdir", str(tmp_path)]) == 0
-    job = jobs[-1]["job"]
-    # no --preset: the decision flow plans once the dataset is read; the flags ride along
-    assert job.cv_folds == 3 and job.demo and job.config is None and job.overrides == {"epochs": 2}
-    assert job.outdir == str(tmp_path)
+    args, kwargs = jobs[-1]
+    # as train: the wizard, pre-filled; no --preset, so the decision flow plans and the flags ride along
+    assert args == ("wizard",) and kwargs["cv_folds"] == 3 and kwargs["demo"]
+    assert kwargs["config"] is None and kwargs["overrides"] == {"epochs": 2} and kwargs["runs_root"] == str(tmp_path)
     run = tmp_path / "run"
     run.mkdir()
     assert cli.main(["train", "--resume", str(run)]) == 0
-    job = jobs[-1]["job"]
+    job = jobs[-1][1]["job"]
     assert job.resume == str(run) and job.config is None and not job.cv_folds
-    assert jobs[-1]["runs_root"] == str(tmp_path)
+    assert jobs[-1][1]["runs_root"] == str(tmp_path)

@@ -69,7 +69,7 @@ def test_density_class_is_visible_after_decoding(demo_dataset, tmp_path):
     """The class signal survives every decoding path (MONOCHROME1, JPEG 2000, stored window):
     the bright fraction of the breast at 64 px orders the classes."""
     report = scan_dataset(DatasetSpec(csv=str(demo_dataset.csv), dicom_root=str(demo_dataset.dicom_root)))
-    images = load_images(report.records, PreprocessCache(64, tmp_path)).astype(np.float32)
+    images = np.asarray(load_images(report.records, PreprocessCache(64, tmp_path)), dtype=np.float32)
     labels = np.array([r.label for r in report.records])
     breast = images > 0.02
     bright_fraction = ((images > 0.6) & breast).sum(axis=(1, 2)) / breast.sum(axis=(1, 2))
@@ -88,7 +88,7 @@ def test_density_class_is_visible_after_decoding(demo_dataset, tmp_path):
 def _bright_fraction(csv: Path, cache: Path) -> tuple[np.ndarray, np.ndarray]:
     csv, root = demo_paths(csv)
     report = scan_dataset(DatasetSpec(csv=str(csv), dicom_root=str(root)))
-    images = load_images(report.records, PreprocessCache(64, cache)).astype(np.float32)
+    images = np.asarray(load_images(report.records, PreprocessCache(64, cache)), dtype=np.float32)
     breast = images > 0.02
     bright = ((images > 0.6) & breast).sum(axis=(1, 2)) / breast.sum(axis=(1, 2))
     return bright, np.array([r.label for r in report.records])

@@ -272,7 +272,7 @@ def test_decoded_pixels_that_are_not_finite_are_refused(tmp_path, make_dicom, mo
     path = make_dicom(tmp_path / "ok.dcm", breast_phantom())
     broken = read_image(path)
     broken[3, 4] = np.nan
-    monkeypatch.setattr(images, "decode_dicom", lambda _: broken)
+    monkeypatch.setattr(images, "read_dicom", lambda _: (broken, None))
     assert "1 of" in expect_problem(read_image, path, "not_finite")
 
 
@@ -340,9 +340,9 @@ def test_an_exception_nobody_expected_from_a_decoder_names_the_file(tmp_path, ma
         raise PluginBug("surprise")
 
     path = make_dicom(tmp_path / "ok.dcm", breast_phantom())
-    monkeypatch.setattr(images, "decode_dicom", explode)
+    monkeypatch.setattr(images, "read_dicom", explode)
     assert "PluginBug: surprise" in expect_problem(read_image, path, "unreadable")
-    monkeypatch.setattr(images, "decode_dicom", lambda _: (_ for _ in ()).throw(MemoryError()))
+    monkeypatch.setattr(images, "read_dicom", lambda _: (_ for _ in ()).throw(MemoryError()))
     expect_problem(read_image, path, "too_large")
 
 

@@ -120,3 +120,24 @@ def test_torchrun_batch_larger_than_a_ranks_share_still_trains(tiny_demo, tmp_pa
     warnings = [e.message for e in events if e.type == "log" and e.level == "warning"]
     assert any(f"each process's share of the training images ({share} of {started.n_train} on each of 2 "
                f"processes); using {share}" in w for w in warnings), warnings
+
+
+def test_torchrun_resume_of_a_locked_run_stops_every_rank_with_the_holder_named(tiny_demo, tmp_path):
+    """Rank 0 is refused the lock: every rank must stop with the message, none may wait forever."""
+    from mammo_tui.rundir import lock_run_dir
+
+    torchrun("train", tiny_demo, tmp_path, "--run-name", "r", "--epochs", "1", "--batch-size", "8",
+             "--set", "max_batches_per_epoch=2")
+    lock = lock_run_dir(tmp_path / "r")  # this test process holds it, as a live trainer would
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mammo_tui",
+             "train", "--no-ui", "--resume", str(tmp_path / "r"), "--set", "epochs=2"],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        lock.release()
+    assert proc.returncode != 0 and "is in use by another mammo-tui process" in proc.stderr, proc.stderr[-3000:]
+    # both ranks stop with the message (before: rank 1 died in a collective with a gloo traceback);
+    # torchrun's launcher then prints its own ChildFailedError traceback for any non-zero exit
+    assert proc.stderr.count("is in use by another mammo-tui process") == 2, proc.stderr[-3000:]
+    assert f"pid {os.getpid()}" in proc.stderr

@@ -208,3 +208,26 @@ def test_recover_rolls_back_applies_the_top_suggestion_and_uses_the_new_config(t
     later = [e for e in events if e.type == "collapse" and e.epoch > changes[0].epoch]
     assert all(s["key"] != "lr" or s["value"] < 1e-4 for e in later for s in e.suggestions)
     assert load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["config"]["lr"] <= 1e-4
+
+
+def test_a_run_from_before_crop_breast_resumes_without_the_crop(tiny_demo, tmp_path):
+    # its config.toml and last.pt lack the key: it trained uncropped and must go on uncropped,
+    # with no "config differs" refusal for a key the user never changed
+    import re
+
+    from mammo_tui.engine.checkpoint import save_checkpoint
+
+    first, _ = run(tiny_demo, tmp_path, epochs=1, max_batches_per_epoch=1, crop_breast=False)
+    toml = first.run_dir / "config.toml"
+    toml.write_text(re.sub(r"^crop_breast = .*\n", "", toml.read_text(), flags=re.M))
+    last = first.run_dir / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    del state["config"]["crop_breast"], state["format_version"]
+    save_checkpoint(last, state)
+    assert "crop_breast" not in toml.read_text()
+    resumed = train(TrainRequest(resume=str(first.run_dir), overrides={"epochs": 2}, force=True))
+    assert resumed.exit_code in (0, 3)
+    summary = read_summary(first.run_dir)
+    assert summary["epochs_completed"] == 2 and summary["config"]["crop_breast"] is False
+    changes = [c["changes"] for c in summary["config_history"] if c.get("changes")]
+    assert all(set(c) == {"epochs"} for c in changes), changes

@@ -87,6 +87,37 @@ def test_predictions_agree_with_evaluate_and_an_independent_compute_metrics(run_
     assert independent["auc_macro"] == pytest.approx(result["auc_macro"], abs=1e-4)  # CSV keeps 6 digits
 
 
+def _predicted(run_dir, paths, out):
+    with open(predict(run_dir, paths, out), newline="") as handle:
+        return np.array([[float(row[f"prob_{c}"]) for c in "ABCD"] for row in csv.DictReader(handle)])
+
+
+def test_eval_and_predict_preprocess_as_the_checkpoint_says(run_dir, val_split, tmp_path):
+    import shutil
+
+    from mammo_tui.data.cache import PreprocessCache
+    from mammo_tui.evaluate import predict_probabilities
+
+    model, checkpoint = load_run_model(run_dir)
+    assert checkpoint["crop_breast"] is True and checkpoint["config"]["crop_breast"] is True  # the default
+
+    def probs_with(crop: bool) -> np.ndarray:
+        cache = PreprocessCache(32, root=tmp_path / "cache", crop_breast=crop)
+        return predict_probabilities(model, checkpoint, np.stack([cache.load(p) for p in paths]))
+
+    paths = val_split[0][:8]
+    got = _predicted(run_dir, paths, tmp_path / "crop.csv")
+    np.testing.assert_allclose(got, probs_with(True), atol=1e-5)
+    assert not np.allclose(got, probs_with(False), atol=1e-4)  # fails if predict ignores crop_breast
+    # a checkpoint from before crop_breast existed trained on uncropped images
+    old = tmp_path / "old-run"
+    shutil.copytree(run_dir, old)
+    path = old / "checkpoints" / "best.pt"
+    legacy = {k: v for k, v in torch.load(path, weights_only=True).items() if k != "crop_breast"}
+    torch.save(legacy, path)
+    np.testing.assert_allclose(_predicted(old, paths, tmp_path / "old.csv"), probs_with(False), atol=1e-5)
+
+
 def test_evaluate_on_the_whole_dataset_counts_every_image_and_flags_the_overlap(run_dir, tiny_demo):
     spec = DatasetSpec(csv=str(tiny_demo.csv), dicom_root=str(tiny_demo.dicom_root))
     result = evaluate(run_dir, spec)
@@ -154,7 +185,8 @@ def _fold_probabilities(fold_dir, records):
     from mammo_tui.evaluate import predict_probabilities
 
     model, checkpoint = load_run_model(fold_dir)
-    return predict_probabilities(model, checkpoint, load_images(records, PreprocessCache(checkpoint["img_size"])))
+    cache = PreprocessCache(checkpoint["img_size"], crop_breast=checkpoint.get("crop_breast", False))
+    return predict_probabilities(model, checkpoint, load_images(records, cache))
 
 
 def _read_rows(path):

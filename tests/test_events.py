@@ -47,7 +47,11 @@ def test_every_event_type_round_trips_through_the_jsonl_log(tmp_path):
     assert replayed[1].loss is None  # NaN is written as null: the log stays valid JSON
     for line in (tmp_path / "events.jsonl").read_text().splitlines():
         assert "type" in json.loads(line)
-    assert set(ev.EVENT_TYPES) == {e.type for e in originals} | {"failed"} | {e.type for e in cv_events()}
+    # data_progress goes to the screen only (before the run log exists): it round-trips as JSON
+    progress = ev.DataProgress(stage="checking images", done=3, total=9, images_per_s=1.5, eta_s=4.0)
+    assert ev.from_dict(json.loads(json.dumps(progress.to_dict()))) == progress
+    assert set(ev.EVENT_TYPES) == ({e.type for e in originals} | {"failed", progress.type}
+                                   | {e.type for e in cv_events()})
 
 
 def cv_events():

@@ -269,3 +269,71 @@ def test_weights_table_matches_torchvision_and_the_hub_dir(tmp_path, monkeypatch
     assert weights.weights_status("resnet18").source == "cache"
     assert weights.weights_status("resnet18", pretrained=False).source == "off"
     assert weights.weights_status("resnet18", str(tmp_path / "nope.pth")).available is False
+
+
+# -- img_size from the device and the detector size ---------------------------------------------
+
+
+class _Sizes:
+    def __init__(self, median: float) -> None:
+        self.median = median
+
+
+class _Fingerprint:
+    """The fingerprint fields plan_for reads, for images of the given width x height."""
+
+    def __init__(self, width: float, height: float) -> None:
+        self.n_images, self.n_patients, self.class_counts = 794, 400, [20, 181, 425, 168]
+        self.width, self.height = _Sizes(width), _Sizes(height)
+
+
+@pytest.mark.parametrize("device, width, height, expected", [
+    ("cuda", 2560, 3328, 512),  # full-field detector on a GPU: the resolution density needs
+    ("cuda", 3328, 4096, 512),
+    ("cpu", 2560, 3328, 224),  # CPU: the preset's small size
+    ("cuda", 208, 256, 224),  # a GPU, but small images: no gain from more pixels than they have
+    ("cpu", 208, 256, 224),
+])
+def test_img_size_follows_the_device_and_the_detector_size(device, width, height, expected):
+    from mammo_tui.planner import plan_for
+
+    p = plan_for(_Fingerprint(width, height), device=device)
+    assert p.config.img_size == expected
+    reason = next(r for r in p.reasons if r.startswith("Image size"))
+    assert f"Image size {expected} px" in reason and f"{max(width, height):,} px images" in reason
+    assert ("no GPU" in reason) == (device == "cpu")
+
+
+def test_img_size_suggestion_yields_to_the_user_the_demo_and_an_unknown_device():
+    from mammo_tui.planner import plan_for
+
+    fp = _Fingerprint(2560, 3328)
+    assert plan_for(fp, {"img_size": 1024}, device="cuda").config.img_size == 1024  # the user's flag wins
+    assert plan_for(fp, demo=True, device="cuda").config.img_size == load_preset("demo")["img_size"]
+    unknown = plan_for(fp)  # device not given: the preset's, as before (snapshots stay machine-independent)
+    assert unknown.config.img_size == 224 and not any(r.startswith("Image size") for r in unknown.reasons)
+    scratch = plan(794, [20, 181, 425, 168], device="cuda", image_side=3328,
+                   weights_probe=lambda arch, file, pretrained: _NoWeights())
+    assert scratch.preset == "from_scratch" and scratch.config.img_size == 512  # kept without weights
+
+
+class _NoWeights:
+    available, detail = False, "no cached weights (test)"
+
+    def to_dict(self):
+        return {"available": False}
+
+
+def test_detect_device_honours_an_explicit_choice_and_needs_no_torch(monkeypatch):
+    from mammo_tui.planner import detect_device
+
+    assert detect_device("cpu") == "cpu" and detect_device("cuda") == "cuda"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    assert detect_device("auto") == "cpu"  # GPUs hidden
+
+
+@pytest.mark.parametrize("preset", ["head_only", "last_block", "last_two_blocks", "full_finetune", "from_scratch"])
+@pytest.mark.parametrize("size", [512, 1024])
+def test_every_preset_accepts_512_and_1024_px(preset, size):
+    assert resolve(preset, {"img_size": size}).img_size == size

@@ -16,17 +16,29 @@ is the creation time). After such an edit, delete the cache folder's content-has
 
 check_decodes() remembers, under the cache folder, which contents decoded to finite 2-D pixels
 with this decoder version, so the dataset scan decodes each image once, not every plan/train/eval.
+Given the preprocessing parameters (known before the scan when the config is), it also writes the
+image's preprocessed entry from the same decode, so a first run decodes each image once.
+
+Decoding runs in worker processes (decode_pool: spawned, so a Textual or torch thread is never
+forked); each worker holds one decoded image at a time. load_images() then gathers the entries
+into one .npy per (dataset content, preprocessing parameters) under datasets/, opened memory-mapped
+read-only: DataLoader workers and every torchrun rank on a machine share one copy in the page
+cache. Above the memory budget (MEMORY_BUDGET_ENV, else MEMORY_BUDGET_FRACTION of RAM) images are
+streamed from their per-image entries instead.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import multiprocessing
 import os
 import tempfile
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,20 +46,23 @@ import PIL
 import pydicom
 from numpy.typing import DTypeLike
 
-from mammo_tui.data import dicom
+from mammo_tui.data import dicom, images as _images
 from mammo_tui.data.images import preprocess, read_image
 from mammo_tui.data.records import ImageReadError, ImageRecord
 from mammo_tui.errors import DatasetError
 
 # Bump when decoding or resizing changes what an image looks like: old entries become unreachable.
 # 2: images with non-finite pixels, multi-frame images and unknown syntaxes are refused.
-PREPROCESS_VERSION = 2
+# 3: the percentile window is read from a grid of the pixels (full-field images: 1 in 9).
+PREPROCESS_VERSION = 3
 # What decides whether a content decodes: our rules and the decoder libraries' versions. A
 # "decodes fine" record under another version is not trusted (e.g. after upgrading pydicom).
 DECODER_VERSION = (f"v{PREPROCESS_VERSION}|pydicom {pydicom.__version__}|pillow {PIL.__version__}"
                    f"|numpy {np.__version__}")
 CACHE_ENV = "MAMMO_TUI_CACHE"
 CACHE_DTYPE = np.float16  # values in [0, 1]: float16 keeps ~3 decimal digits, half the memory
+MEMORY_BUDGET_ENV = "MAMMO_TUI_MEMORY_BUDGET"  # bytes, or with a K/M/G suffix
+MEMORY_BUDGET_FRACTION = 0.5  # of physical RAM: leaves room for the model, the loaders and the OS
 
 # (abspath, size, mtime_ns, ctime_ns, inode) -> sha1, least recently used first; bounded so a huge
 # dataset (or many datasets in one process) cannot grow it without limit: evicted entries come
@@ -129,22 +144,102 @@ def _decoded_marker(root: Path, digest: str) -> Path:
     return root / "decoded" / name[:2] / name
 
 
-def check_decodes(path: str | os.PathLike, digest: str, root: str | os.PathLike | None = None) -> None:
+_default_workers = -1  # what workers=None means; the CLI's --workers sets it for scans and eval
+
+
+def set_default_workers(workers: int | None) -> None:
+    global _default_workers
+    _default_workers = -1 if workers is None else int(workers)
+
+
+def resolve_workers(workers: int | None = None) -> int:
+    """Worker processes for decoding: workers when > 0 (None: set_default_workers' value), else
+    all cores but one (at least 1)."""
+    workers = _default_workers if workers is None else workers
+    return workers if workers > 0 else max(1, (os.cpu_count() or 2) - 1)
+
+
+def imap_workers(func: Callable, items: Sequence, workers: int | None) -> Iterator:
+    """func over items, results in order: here when one worker is enough, else in worker processes.
+
+    Spawned, not forked: the TUI and torch run threads, and forking a threaded process can
+    deadlock. func must be picklable (a module-level function or a partial of one).
+    """
+    workers = min(resolve_workers(workers), len(items))
+    if workers <= 1:
+        yield from map(func, items)
+        return
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield from pool.map(func, items)
+    finally:
+        pool.shutdown(cancel_futures=True)  # stop at the first error or when the caller stops
+
+
+def _params(img_size: int, crop_breast: bool) -> str:
+    return (f"v{PREPROCESS_VERSION}|size={int(img_size)}|dtype={np.dtype(CACHE_DTYPE).name}"
+            f"|window={dicom.WINDOW_PERCENTILES}|tissue={dicom.TISSUE_THRESHOLD}|crop={int(bool(crop_breast))}")
+
+
+def _entry_path(root: Path, digest: str, params: str) -> Path:
+    key = hashlib.sha1(f"{digest}|{params}".encode()).hexdigest()
+    return root / "images" / key[:2] / f"{key}.npy"
+
+
+def _preprocess_stored(path: str, img_size: int, crop_breast: bool) -> np.ndarray:
+    # the one conversion to the stored precision, so cold, warm, serial and parallel runs agree
+    return preprocess(path, img_size, crop_breast).astype(CACHE_DTYPE)
+
+
+def check_decodes(path: str | os.PathLike, digest: str, root: str | os.PathLike | None = None,
+                  img_size: int | None = None, crop_breast: bool = False) -> None:
     """Decode the image the way training will (read_image: finite, 2-D), unless content `digest`
     already decoded fine under DECODER_VERSION; raises ImageReadError naming the file.
 
+    With img_size the decode is the preprocessing itself (preprocess() decodes with read_image),
+    and its result is stored as the cache entry, so training finds it without decoding again.
     Only success is remembered (an empty marker file under root/decoded): a bad image is decoded
-    again next time, so a fixed decoder or plugin is noticed. A marker that cannot be written
-    costs a decode next time, nothing else.
+    again next time, so a fixed decoder or plugin is noticed. A marker or an entry that cannot be
+    written costs a decode later, nothing else.
     """
-    marker = _decoded_marker(Path(root).expanduser() if root is not None else default_cache_root(), digest)
-    if marker.is_file():
+    root = Path(root).expanduser() if root is not None else default_cache_root()
+    marker = _decoded_marker(root, digest)
+    entry = _entry_path(root, digest, _params(img_size, crop_breast)) if img_size else None
+    if marker.is_file() and (entry is None or entry.is_file()):
         return
-    read_image(path)
+    if entry is None:
+        read_image(path)
+    else:
+        stored = _preprocess_stored(os.fspath(path), img_size, crop_breast)
+        try:
+            _write_atomic(entry, lambda handle: np.save(handle, stored, allow_pickle=False))
+        except OSError:
+            pass
     try:
         _write_atomic(marker, lambda handle: None)
     except OSError:
         pass
+
+
+def check_image(path: str, root: str | None = None, img_size: int | None = None,
+                crop_breast: bool = False) -> tuple:
+    """The scan's per-image work (header probe, content hash, decode check), for a worker process.
+
+    Returns ("ok", ImageInfo, patient digest | None, content sha1) or a picklable failure:
+    ("image", kind, message) for an ImageReadError, ("os", strerror) for an OSError, or
+    ("other", exception type name, message) for anything else.
+    """
+    try:
+        info, patient = _images.probe(path)  # looked up at call time (tests replace it)
+        digest = content_hash(path, root)
+        check_decodes(path, digest, root, img_size, crop_breast)
+        return "ok", info, patient, digest
+    except ImageReadError as error:  # its (kind, message) constructor does not unpickle: sent as values
+        return "image", error.kind, error.message
+    except OSError as error:
+        return "os", str(error.strerror or error)
+    except Exception as error:  # noqa: BLE001 - one odd file is that file's problem, reported by the scan
+        return "other", type(error).__name__, str(error)
 
 
 class PreprocessCache:
@@ -156,9 +251,15 @@ class PreprocessCache:
         self.hits = 0  # images served from the cache
         self.warnings: list[str] = []  # e.g. the cache folder is not writable (loading still works)
         self._lock = threading.Lock()
-        self._params = (f"v{PREPROCESS_VERSION}|size={self.img_size}|dtype={np.dtype(CACHE_DTYPE).name}"
-                        f"|window={dicom.WINDOW_PERCENTILES}|tissue={dicom.TISSUE_THRESHOLD}"
-                        f"|crop={int(self.crop_breast)}")
+        self._params = _params(self.img_size, self.crop_breast)
+
+    def __getstate__(self) -> dict:
+        # sent to DataLoader workers inside StreamedImages: a lock does not pickle
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     # -- keys -------------------------------------------------------------------------------
     def content_hash(self, path: str) -> str:
@@ -169,10 +270,32 @@ class PreprocessCache:
         return hashlib.sha1(f"{self.content_hash(path)}|{self._params}".encode()).hexdigest()
 
     def entry_path(self, path: str) -> Path:
-        key = self.key(path)
-        return self.root / "images" / key[:2] / f"{key}.npy"
+        return _entry_path(self.root, self.content_hash(path), self._params)
+
+    def dataset_path(self, paths: Sequence[str]) -> Path:
+        """The one memory-mapped file for these images' contents, in this order, with these params."""
+        digest = hashlib.sha1("\n".join(self.key(p) for p in paths).encode()).hexdigest()
+        return self.root / "datasets" / f"{digest}-{len(paths)}x{self.img_size}.npy"
 
     # -- load -------------------------------------------------------------------------------
+    def cached(self, path: str | os.PathLike) -> np.ndarray | None:
+        """The stored entry (CACHE_DTYPE) when present and sound, else None."""
+        try:
+            image = np.load(self.entry_path(os.fspath(path)), allow_pickle=False)
+        except (OSError, ValueError, EOFError):  # missing, or damaged (e.g. disk full earlier): rebuilt
+            return None
+        if image.shape == (self.img_size, self.img_size) and np.isfinite(image).all():
+            with self._lock:
+                self.hits += 1
+            return image
+        return None
+
+    def store(self, path: str | os.PathLike, stored: np.ndarray) -> None:
+        """Keep a freshly preprocessed image (from any process) as its entry."""
+        with self._lock:
+            self.decodes += 1
+        self._try_write(self.entry_path(os.fspath(path)), lambda handle: np.save(handle, stored, allow_pickle=False))
+
     def load(self, path: str | os.PathLike, dtype: DTypeLike = np.float32) -> np.ndarray:
         """img_size x img_size in [0, 1] (float32 by default); decodes only on a cache miss.
 
@@ -180,23 +303,12 @@ class PreprocessCache:
         Raises ImageReadError when the file cannot be decoded.
         """
         path = os.fspath(path)
-        entry = self.entry_path(path)
-        try:
-            image = np.load(entry, allow_pickle=False)
-            if image.shape == (self.img_size, self.img_size) and np.isfinite(image).all():
-                with self._lock:
-                    self.hits += 1
-                return image.astype(dtype, copy=False)
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, EOFError):
-            pass  # a damaged entry (e.g. disk full earlier) is simply rebuilt
-        stored = preprocess(path, self.img_size, self.crop_breast).astype(CACHE_DTYPE)
-        with self._lock:
-            self.decodes += 1
-        self._try_write(entry, lambda handle: np.save(handle, stored, allow_pickle=False))
-        # return the stored precision, so a cold and a warm run see identical pixels
-        return stored.astype(dtype, copy=False)
+        image = self.cached(path)
+        if image is None:
+            image = _preprocess_stored(path, self.img_size, self.crop_breast)
+            self.store(path, image)
+        # the stored precision either way, so a cold and a warm run see identical pixels
+        return image.astype(dtype, copy=False)
 
     def _try_write(self, target: Path, payload: Callable[[object], None]) -> None:
         try:
@@ -207,49 +319,234 @@ class PreprocessCache:
     def _unwritable(self, error: OSError) -> None:
         message = (f"preprocess cache {self.root} is not writable ({error.strerror}); images are decoded "
                    f"every run. Set {CACHE_ENV} to a writable folder.")
+        self.warn(message)
+
+    def warn(self, message: str) -> None:
         with self._lock:
             if message not in self.warnings:
                 self.warnings.append(message)
+
+
+def _parse_bytes(text: str) -> int:
+    text = text.strip().upper().removesuffix("B")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(text[-1:], 1)
+    return int(float(text[:-1] if scale > 1 else text) * scale)
+
+
+def memory_budget() -> int:
+    """Bytes the preprocessed dataset may take in memory: MEMORY_BUDGET_ENV, else a share of RAM."""
+    configured = os.environ.get(MEMORY_BUDGET_ENV, "").strip()
+    if configured:
+        try:
+            return _parse_bytes(configured)
+        except ValueError:
+            pass  # a typo must not stop training: fall back to the default
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62  # unknown: no limit
+    return int(ram * MEMORY_BUDGET_FRACTION)
+
+
+def _gigabytes(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+class MappedImages:
+    """float16 [N, S, S] read-only from a memory-mapped .npy. Pickles as its path, so a DataLoader
+    worker or another process maps the same file (one copy in the page cache) instead of a copy."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        self.array = np.load(self.path, mmap_mode="r")
+
+    shape = property(lambda self: self.array.shape)
+    dtype = property(lambda self: self.array.dtype)
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, index):
+        return self.array[index]
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.array, dtype=dtype)
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"])
+
+
+class StreamedImages:
+    """Images read from their per-image cache entries on each access (datasets over the memory
+    budget): nothing is held; a missing or damaged entry is decoded again."""
+
+    def __init__(self, paths: Sequence[str], cache: PreprocessCache) -> None:
+        self.paths = list(paths)
+        self.cache = cache
+        self.shape = (len(self.paths), cache.img_size, cache.img_size)
+        self.dtype = np.dtype(CACHE_DTYPE)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.cache.load(self.paths[int(index)], dtype=CACHE_DTYPE)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.stack([self[i] for i in range(len(self))]).astype(dtype or self.dtype, copy=False)
+
+
+class _BuildLock:
+    """An exclusive flock next to the dataset file: the first process (e.g. torchrun's rank 0)
+    preprocesses and builds; the others wait here, then map what it built. No lock when the
+    folder is not writable (nothing is built there either)."""
+
+    def __init__(self, target: Path) -> None:
+        self.file = target.with_suffix(".lock")
+        self.handle = None
+
+    def __enter__(self) -> "_BuildLock":
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = open(self.file, "a")
+            fcntl.flock(self.handle, fcntl.LOCK_EX)
+        except OSError:
+            self.handle = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.handle is not None:
+            self.handle.close()  # releases the lock
+
+
+def _open_mapped(target: Path) -> MappedImages | None:
+    try:
+        return MappedImages(target)
+    except (OSError, ValueError, EOFError):
+        return None
+
+
+def _new_dataset_file(target: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, str | None]:
+    """A temporary memory-mapped .npy beside target to fill (tmp path returned), or an in-memory
+    array (tmp None) when the folder is not writable."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".npy")
+        os.close(fd)
+        return np.lib.format.open_memmap(tmp, mode="w+", dtype=CACHE_DTYPE, shape=shape), tmp
+    except OSError:
+        return np.empty(shape, dtype=CACHE_DTYPE), None
+
+
+def _fill(out: np.ndarray | None, paths: Sequence[str], cache: PreprocessCache,
+          tick: Callable[[], None], workers: int | None) -> None:
+    """Every image into out (or only into the cache when out is None): entries first, then the
+    misses decoded in worker processes, each stored as its entry as it arrives."""
+    misses = []
+    for index, path in enumerate(paths):
+        image = cache.cached(path) if out is not None or not cache.entry_path(path).is_file() else True
+        if image is None:
+            misses.append(index)
+            continue
+        if out is not None:
+            out[index] = image
+        tick()
+    job = _partial_preprocess(cache.img_size, cache.crop_breast)
+    for index, result in zip(misses, imap_workers(job, [paths[i] for i in misses], workers)):
+        if isinstance(result, tuple):
+            raise ImageReadError(*result)
+        cache.store(paths[index], result)
+        if out is not None:
+            out[index] = result
+        tick()
+
+
+def _preprocess_or_error(path: str, img_size: int, crop_breast: bool) -> np.ndarray | tuple[str, str]:
+    """Worker job: the stored image, or (kind, message) of its ImageReadError (which does not unpickle)."""
+    try:
+        return _preprocess_stored(path, img_size, crop_breast)
+    except ImageReadError as error:
+        return error.kind, error.message
+
+
+def _partial_preprocess(img_size: int, crop_breast: bool) -> Callable:
+    from functools import partial
+
+    return partial(_preprocess_or_error, img_size=img_size, crop_breast=crop_breast)
+
+
+def _gather(paths: Sequence[str], cache: PreprocessCache, target: Path, tick: Callable[[], None],
+            workers: int | None) -> MappedImages | np.ndarray:
+    """Build the dataset file atomically (temporary file + rename: a concurrent reader never sees
+    half of it) and map it; in memory when the cache folder is not writable."""
+    out, tmp = _new_dataset_file(target, (len(paths), cache.img_size, cache.img_size))
+    try:
+        _fill(out, paths, cache, tick, workers)
+        if tmp is None:
+            return out
+        out.flush()
+        del out
+        os.replace(tmp, target)
+    except BaseException:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    return _open_mapped(target) or np.load(target)
 
 
 def load_images(
     records: Sequence[ImageRecord],
     cache: PreprocessCache,
     progress: Callable[[int, int], None] | None = None,
-    workers: int = 1,
-) -> np.ndarray:
-    """Preload a dataset into memory once: float16 array [N, S, S] in [0, 1], in records' order.
+    workers: int | None = None,
+    budget: int | None = None,
+) -> MappedImages | StreamedImages | np.ndarray:
+    """The dataset as float16 [N, S, S] in [0, 1], in records' order, decoding each image at most once.
 
-    A file that cannot be decoded raises DatasetError. workers > 1 loads with threads: it helps on
-    slow (network) storage; decoding itself is mostly GIL-bound, so on local disks it gains little.
+    Usually one read-only memory-mapped file per (dataset content, preprocessing params), shared by
+    processes and reused by later runs; above `budget` bytes (default memory_budget()) images are
+    streamed from their cache entries (said in cache.warnings); in memory when the cache folder is
+    not writable. Misses are decoded by `workers` processes (<= 0: all cores but one; None:
+    set_default_workers').
+    progress(done, total) follows every image. A file that cannot be decoded raises DatasetError.
     """
-    size = cache.img_size
-    images = np.empty((len(records), size, size), dtype=CACHE_DTYPE)
     total = len(records)
+    paths = [os.fspath(r.path) for r in records]
+    done = 0
 
-    def load_one(index: int) -> None:
-        images[index] = cache.load(records[index].path, dtype=CACHE_DTYPE)
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total)
 
     if progress:
         progress(0, total)
     try:
-        if workers <= 1:
-            for done, index in enumerate(range(total), start=1):
-                load_one(index)
+        target = cache.dataset_path(paths)
+        needed = total * cache.img_size**2 * np.dtype(CACHE_DTYPE).itemsize
+        budget = memory_budget() if budget is None else budget
+        if needed > budget:
+            cache.warn(f"the preprocessed dataset ({_gigabytes(needed)}) is over the memory budget "
+                       f"({_gigabytes(budget)}; set {MEMORY_BUDGET_ENV} to change it): images are streamed "
+                       "from the on-disk cache each epoch instead of kept in memory")
+            _fill(None, paths, cache, tick, workers)
+            return StreamedImages(paths, cache)
+        with _BuildLock(target):  # another process building the same file: wait, then map it
+            mapped = _open_mapped(target) if target.is_file() else None
+            if mapped is not None and mapped.shape == (total, cache.img_size, cache.img_size):
+                with cache._lock:
+                    cache.hits += total
                 if progress:
-                    progress(done, total)
-        else:
-            pool = ThreadPoolExecutor(max_workers=workers)
-            try:
-                for done, _ in enumerate(pool.map(load_one, range(total)), start=1):
-                    if progress:
-                        progress(done, total)
-            finally:
-                pool.shutdown(cancel_futures=True)  # stop at the first bad file
+                    progress(total, total)
+                return mapped
+            return _gather(paths, cache, target, tick, workers)
     except ImageReadError as error:
         raise DatasetError(f"Cannot load an image for training ({error.kind}): {error.message}. The file "
                            "changed since the dataset was checked; remove or replace it and run again.") from None
     except OSError as error:
         raise DatasetError(f"Cannot read an image for training: {error.filename}: {error.strerror}. "
                            "Check that the dataset did not move since it was checked.") from None
-    return images

@@ -40,8 +40,28 @@ def normalise(image: np.ndarray) -> np.ndarray:
     return (image - NORM_MEAN) / NORM_STD
 
 
+class Rows:
+    """Some rows of an image array (or of cache.MappedImages / StreamedImages) by index, without
+    copying them: `array[indices]` would copy a memory-mapped dataset into each process."""
+
+    def __init__(self, images, indices: Sequence[int]) -> None:
+        self.images = images
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.images[int(self.indices[index])]
+
+    def __array__(self, dtype=None, copy=None):
+        stacked = np.stack([self[i] for i in range(len(self))])
+        return stacked if dtype is None else stacked.astype(dtype, copy=False)
+
+
 class ImageDataset(Dataset):
-    """(float32 tensor [1, S, S], int label) from a float16/float32 array [N, S, S] in [0, 1]."""
+    """(float32 tensor [1, S, S], int label) from a float16/float32 array [N, S, S] in [0, 1], or
+    anything indexable by row like it (Rows, cache.MappedImages, cache.StreamedImages)."""
 
     def __init__(self, images: np.ndarray, labels: Sequence[int], augment: bool, seed: int = 0) -> None:
         if len(images) != len(labels):

@@ -20,11 +20,12 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mammo_tui.data.breast import crop_and_flip
 from mammo_tui.data.dicom import (
     MAX_PIXELS,
-    decode_dicom,
     percentile_window,
     probe_dicom,
+    read_dicom,
     require_finite,
     require_pixel_count,
 )
@@ -145,22 +146,35 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     Raises ImageReadError for any failure, including pixels that are not all finite: what returns
     is safe to train on (the dataset scan calls this through cache.check_decodes).
     """
+    return read_image_and_laterality(path)[0]
+
+
+def read_image_and_laterality(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
+    """read_image's pixels and the breast side the header names ('L' | 'R'); None for PNG/JPEG
+    (no header) and for DICOM files that do not say. The header comes from the same single read."""
     path = os.fspath(path)
+    laterality = None
     try:
-        image = decode_dicom(path) if sniff_format(path) == "DICOM" else _read_pil(path)
+        if sniff_format(path) == "DICOM":
+            image, laterality = read_dicom(path)
+        else:
+            image = _read_pil(path)
     except Exception as error:  # e.g. a malformed LUT or a plugin's own error: name the file
         raise _as_problem(path, error) from error
     if image.ndim != 2:
         raise ImageReadError("unreadable", f"{path}: decoded to an array of shape {image.shape}, not one 2-D "
                              "image; convert it to a single greyscale image")
     require_finite(image, path)  # NaN pixels would train NaN weights and predict NaN
-    return image
+    return image, laterality
 
 
 def preprocess(path: str | os.PathLike, size: int, crop_breast: bool = False) -> np.ndarray:
     """The one preprocessing every path uses (the training cache, eval, predict): decode, then
     (crop_breast) crop to the breast and flip to a canonical side, then resize_pad to size x size."""
-    return resize_pad(read_image(path), size)
+    image, laterality = read_image_and_laterality(path)
+    if crop_breast:
+        image = crop_and_flip(image, laterality)
+    return resize_pad(image, size)
 
 
 def resize_pad(image: np.ndarray, size: int) -> np.ndarray:

@@ -497,7 +497,20 @@ def _duplicate_content(records: list[ImageRecord], hashes: dict[str, str],
     return found, leaks
 
 
-def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progress | None = None) -> ValidationReport:
+def _check_problem(candidate: _Candidate, outcome: tuple) -> Problem:
+    """The Problem for a failed cache.check_image outcome."""
+    prefix, shown = _row_prefix(candidate.row), candidate.path
+    if outcome[0] == "image":
+        kind, message = outcome[1], prefix + outcome[2] + "; image skipped"
+    elif outcome[0] == "os":
+        kind, message = "unreadable", f"{prefix}{shown}: cannot read the file ({outcome[1]}); image skipped"
+    else:
+        kind, message = "unreadable", f"{prefix}{shown}: cannot read the image ({outcome[1]}: {outcome[2]}); image skipped"
+    return Problem(kind, message, row=candidate.row or None, path=candidate.path)
+
+
+def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progress | None = None,
+                 workers: int | None = None, img_size: int | None = None, crop_breast: bool = False) -> ValidationReport:
     """Read the dataset's listing and (when check_images) every image; report every problem.
 
     Raises DatasetError when nothing can be read (missing CSV, missing column, 0 usable images) or
@@ -505,16 +518,14 @@ def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progres
     its bytes hashed (cache.content_hash: memoised and indexed on disk, so the preprocess cache does
     not read them again) to find identical content listed twice, and its pixels decoded the way
     training decodes them (cache.check_decodes: finite, one 2-D frame; remembered per content, so
-    the next scan of the same data decodes nothing). Any exception from one image is a Problem.
+    the next scan of the same data decodes nothing), in `workers` processes (<= 0: all cores but
+    one; None: cache.set_default_workers'). Given img_size (and crop_breast), that decode also stores the preprocessed cache entry, so
+    a first run decodes each image once. Any exception from one image is a Problem.
     Without check_images no image is opened: groups cannot come from PatientID (it lives in the
     DICOM headers) and duplicates are not found.
     """
     regex = compile_group_pattern(spec.group_pattern)  # before any file is read: a typo fails fast
     listing = _list_candidates(spec)
-    if check_images:
-        # numpy/pydicom/cv2 load only when images are read
-        from mammo_tui.data.cache import check_decodes, content_hash
-        from mammo_tui.data.images import probe
     problems = list(listing.problems)
     notes = list(listing.notes)
     infos: dict[str, ImageInfo] = {}
@@ -524,32 +535,27 @@ def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progres
     total = len(listing.candidates)
     if progress:
         progress(0, total)
-    for done, candidate in enumerate(listing.candidates, start=1):
+    if check_images:
+        # numpy/pydicom/cv2 load only when images are read
+        from functools import partial
+
+        from mammo_tui.data.cache import check_image, default_cache_root, imap_workers
+
+        job = partial(check_image, root=str(default_cache_root()), img_size=img_size, crop_breast=crop_breast)
+        outcomes = imap_workers(job, [c.path for c in listing.candidates], workers)
+    else:
+        outcomes = iter(() for _ in listing.candidates)
+    for done, (candidate, outcome) in enumerate(zip(listing.candidates, outcomes), start=1):
         if check_images:
-            try:
-                info, patient = probe(candidate.path)
-                digest = content_hash(candidate.path)
-                check_decodes(candidate.path, digest)  # what plan calls usable must decode for training
-            except ImageReadError as error:
-                problems.append(Problem(error.kind, _row_prefix(candidate.row) + error.message + "; image skipped",
-                                        row=candidate.row or None, path=candidate.path))
-                info = None
-            except OSError as error:
-                problems.append(Problem("unreadable", f"{_row_prefix(candidate.row)}{candidate.path}: cannot read "
-                                        f"the file ({error.strerror or error}); image skipped",
-                                        row=candidate.row or None, path=candidate.path))
-                info = None
-            except Exception as error:  # one odd file never takes the scan down: it is that file's problem
-                problems.append(Problem("unreadable", f"{_row_prefix(candidate.row)}{candidate.path}: cannot read "
-                                        f"the image ({type(error).__name__}: {error}); image skipped",
-                                        row=candidate.row or None, path=candidate.path))
-                info = None
-            if info is not None:
+            if outcome[0] == "ok":
+                _, info, patient, digest = outcome
                 infos[candidate.path] = info
                 hashes[candidate.path] = digest
                 usable.append(candidate)
                 if patient:
                     patient_of.setdefault(candidate.share_key, patient)
+            else:
+                problems.append(_check_problem(candidate, outcome))
         elif os.path.isfile(candidate.path):
             usable.append(candidate)
         else:

@@ -34,7 +34,7 @@ from mammo_tui.engine.models import (Classifier, apply_train_mode, backbone_froz
 from mammo_tui.errors import ConfigError, MammoError, RunDirError, WeightsUnavailableError
 from mammo_tui.events import (BatchProgress, Broadcast, CheckpointSaved, CollapseStatus,
                               ConfigChanged, EpochMetrics, Event, EventSink, LogMessage,
-                              RunFailed, RunFinished, RunStarted)
+                              ProgressMeter, RunFailed, RunFinished, RunStarted)
 from mammo_tui.labels import CLASS_NAMES, NUM_CLASSES
 from mammo_tui.metrics import better_score, compute_metrics, selection_score
 from mammo_tui.prepare import DEMO_SIZE, ensure_demo_dataset, prepare_dataset
@@ -154,10 +154,11 @@ def write_config_toml(run_dir: Path, cfg: TrainConfig, segments: list[dict[str, 
 
 def plan_request(prepared, overrides: dict[str, Any] | None, demo: bool):
     """The decision flow's plan for a prepared dataset, with the user's keys and the weights check."""
-    from mammo_tui.planner import plan_for
+    from mammo_tui.planner import plan_for, planning_device
     from mammo_tui.weights import weights_status
 
-    return plan_for(prepared.fingerprint, overrides, demo=demo, weights_probe=weights_status)
+    return plan_for(prepared.fingerprint, overrides, demo=demo, weights_probe=weights_status,
+                    device=planning_device(overrides))
 
 
 def resolve_auto(request: TrainRequest) -> TrainRequest:
@@ -175,8 +176,9 @@ def resolve_auto(request: TrainRequest) -> TrainRequest:
 class _Setup:
     """Everything a run needs before its first batch: config, data, split, run dir."""
 
-    def __init__(self, request: TrainRequest):
+    def __init__(self, request: TrainRequest, sink: EventSink | None = None):
         self.request = request
+        self.sink = sink  # data progress before the run exists (the scan's decode check)
         self.plan = None  # planner.Plan when the config is "preset auto"
         self.plan_reasons: list[str] = []  # its reasons, kept in config.toml's comments
         self.facts: list[str] = []  # said at start as information (preset auto, weights found)
@@ -188,12 +190,27 @@ class _Setup:
         else:
             self._fresh()
 
+    def _scan_options(self, config: Any) -> dict[str, Any]:
+        """Progress (main process only) and workers for the scan; with the img_size known before it
+        (a given config, or --img-size over preset auto), the scan's one decode per image also
+        fills the preprocess cache, so training decodes nothing again."""
+        main = self.dist is None or self.dist.is_main
+        options: dict[str, Any] = {"progress": ProgressMeter("checking images", self.sink)
+                                   if self.sink is not None and main else None}
+        known = config.to_dict() if config is not None else dict(self.request.overrides or {})
+        if known.get("img_size"):
+            default_crop = getattr(config_mod.TrainConfig(), "crop_breast", False)  # what a plan keeps
+            options.update(img_size=int(known["img_size"]), crop_breast=bool(known.get("crop_breast", default_crop)))
+        if known.get("preprocess_workers") is not None:
+            options["workers"] = int(known["preprocess_workers"])
+        return options
+
     def _fresh(self) -> None:
         req = self.request
         spec = ensure_demo_dataset(req.demo_size) if req.demo else req.dataset
         if spec is None:
             raise MammoError("no dataset given: pass --demo, --csv FILE [--dicom-root DIR] or --images DIR")
-        self.prepared = prepare_dataset(spec, skip_bad_rows=req.skip_bad_rows)
+        self.prepared = prepare_dataset(spec, skip_bad_rows=req.skip_bad_rows, **self._scan_options(req.config))
         self.notes += self.prepared.warnings
         self.preset, self.origin = req.preset, req.origin or (f"preset {req.preset}" if req.preset else "")
         self.parent_run = req.parent_run
@@ -327,7 +344,7 @@ class _Setup:
             raise RunDirError(f"--resume {self.run_dir}: not a mammo-tui run directory "
                               f"(no {CONFIG_FILE} / {DATASET_FILE})")
         # one process per run directory: a second --resume would write every epoch twice
-        self.lock = lock_run_dir(self.run_dir) if self.dist is None or self.dist.is_main else None
+        self.lock = self._lock_on_rank_0(lock_run_dir)
         try:
             info = self._resume_info()
             self._resume_config(last)
@@ -335,6 +352,22 @@ class _Setup:
         except BaseException:
             self.release_lock()
             raise
+
+    def _lock_on_rank_0(self, lock_run_dir) -> Any:
+        """The run directory's lock, taken by rank 0 under torchrun; a refusal stops every rank
+        (the others would otherwise wait forever at the first collective)."""
+        if self.dist is None:
+            return lock_run_dir(self.run_dir)
+        lock, error = None, ""
+        if self.dist.is_main:
+            try:
+                lock = lock_run_dir(self.run_dir)
+            except MammoError as exc:
+                error = str(exc)
+        error = distributed.broadcast(error)
+        if error:
+            raise RunDirError(error)
+        return lock
 
     def release_lock(self) -> None:
         lock, self.lock = getattr(self, "lock", None), None
@@ -364,7 +397,7 @@ class _Setup:
         --force (restore() records them as a config change)."""
         file_cfg, recorded = self._read_config_toml(last)
         state = self._last_state(last)
-        base = file_cfg if state is None else config_mod.from_mapping(state["config"], source=str(last))
+        base = file_cfg if state is None else config_mod.saved_config(state["config"], source=str(last))
         edited = config_mod.diff(base, file_cfg)
         ahead = bool(state) and len(recorded) > len(state.get("segments") or [1]) and recorded[-1] > int(state["epoch"])
         if ahead and edited:
@@ -413,7 +446,7 @@ class _Setup:
 
         path = self.run_dir / CONFIG_FILE
         if not path.exists() and last.is_file():
-            return config_mod.from_mapping(load_checkpoint(last)["config"], source=str(last)), []
+            return config_mod.saved_config(load_checkpoint(last)["config"], source=str(last)), []
         try:
             text = path.read_text(encoding="utf-8")
             values = tomllib.loads(text)
@@ -423,7 +456,7 @@ class _Setup:
             raise ConfigError(f"{path} is not valid TOML ({exc}). Fix the edit, or delete the file: "
                               "--resume then rewrites it from checkpoints/last.pt.") from None
         recorded = [int(n) for n in re.findall(r"^# From epoch (\d+):", text, flags=re.M)]
-        return config_mod.from_mapping(values, source=str(path)), recorded
+        return config_mod.saved_config(values, source=str(path)), recorded
 
     @staticmethod
     def _last_state(last: Path) -> dict[str, Any] | None:
@@ -455,7 +488,8 @@ class _Setup:
                 f"{self.run_dir / DATASET_FILE}). If it moved, give its new place: mammo-tui train --resume "
                 f"{self.run_dir} --csv NEW.csv [--dicom-root NEW_DIR] (or --images NEW_DIR); the split is "
                 "kept by matching image paths below the dataset's folder.")
-        self.prepared = prepare_dataset(spec, skip_bad_rows=bool(info.get("skip_bad_rows")))
+        self.prepared = prepare_dataset(spec, skip_bad_rows=bool(info.get("skip_bad_rows")),
+                                        **self._scan_options(self.request.config))
         splits = self.run_dir / SPLITS_FILE
         try:
             split_of = read_splits_csv(splits)
@@ -536,6 +570,7 @@ class Trainer:
         if getattr(self.writer, "repaired", ""):  # a torn last line cut off: said at start
             setup.notes.append(self.writer.repaired)
         self.emit = Broadcast(self.writer, sink) if self.is_main else _Silent()
+        self.sink = sink  # progress before RunStarted goes to the screen only, not the run log
         self.device = resolve_device(self.cfg.device)
         if self.dist and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -568,18 +603,23 @@ class Trainer:
     # -- data --------------------------------------------------------------------------------
     def load_data(self) -> None:
         from mammo_tui.data.cache import PreprocessCache, load_images
+        from mammo_tui.data.dataset import Rows
 
         records = self.setup.prepared.records
-        cache = PreprocessCache(self.cfg.img_size)
+        cache = PreprocessCache(self.cfg.img_size, crop_breast=bool(getattr(self.cfg, "crop_breast", False)))
         t0 = time.perf_counter()
-        images = load_images(records, cache)
+        # rank 0 preprocesses and builds the shared memory-mapped file; other ranks wait for it
+        progress = ProgressMeter("preprocessing images", self.sink) if self.is_main else None
+        images = load_images(records, cache, progress, workers=self.cfg.preprocess_workers)
         self.pending.append(LogMessage("info", f"loaded {len(records)} images at {self.cfg.img_size} px in "
                                        f"{time.perf_counter() - t0:.1f} s ({cache.decodes} decoded, "
                                        f"{cache.hits} from cache)"))
+        self.pending += [LogMessage("warning", message) for message in cache.warnings]
         labels = np.array([r.label for r in records], dtype=np.int64)
         tr, va = self.setup.train_idx, self.setup.val_idx
-        self.train_images, self.train_labels = images[tr], labels[tr]
-        self.val_images, self.val_labels = images[va], labels[va]
+        # views by index, not copies: the mapped file stays the one copy in memory
+        self.train_images, self.train_labels = Rows(images, tr), labels[tr]
+        self.val_images, self.val_labels = Rows(images, va), labels[va]
         self.train_counts = np.bincount(self.train_labels, minlength=NUM_CLASSES).tolist()
         if len(self.train_labels) < 2:
             raise MammoError("the training split has fewer than 2 images; the dataset is too small")
@@ -732,6 +772,7 @@ class Trainer:
             "arch": self.cfg.arch,
             "class_names": list(CLASS_NAMES),
             "img_size": self.cfg.img_size,
+            "crop_breast": self.cfg.crop_breast,  # eval / predict preprocess exactly as training did
             "in_channels": 1,
             "normalization": _normalization(),
             "metrics": metrics,
@@ -1182,7 +1223,7 @@ def train(request: TrainRequest, sink: EventSink = lambda event: None,
     """
     cancel = cancel or threading.Event()
     leave_group = not distributed.joined()  # a caller in the group already (a CV) stays in it
-    setup = _Setup(request)  # a resume takes the run directory's lock here, a new run in materialise()
+    setup = _Setup(request, sink)  # a resume takes the run directory's lock here, a new run in materialise()
     try:
         setup.build_model()
         setup.materialise()

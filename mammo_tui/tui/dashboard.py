@@ -236,6 +236,13 @@ class DashboardScreen(Screen):
             self.state.stale = ""
             self._dirty |= {COLLAPSE, STATUS}
         self._dirty |= self.state.apply(message.event)
+        if message.event.type == "data_progress" and not self.state.done:  # the start-up panel shows it
+            from mammo_tui.console import format_duration
+
+            e = message.event
+            rate = f", {e.images_per_s:.1f} img/s, ETA {format_duration(e.eta_s)}" if e.done else ""
+            self.state.starting = f"{e.stage}: {e.done}/{e.total}{rate}"
+            self._dirty.add(PROGRESS)
         if not self._repaint_pending:
             self._repaint_pending = True
             self.set_timer(REPAINT_DELAY_S, self._repaint)

@@ -167,9 +167,10 @@ class FingerprintScreen(WizardStep):
         w = self.wizard
         w.skip_bad_rows = bool(w.report.problems)  # the engine refuses a report with problems otherwise
         if w.plan is None:  # planned with the scan (the weights check may wait on the network)
-            from mammo_tui.planner import plan_for
+            from mammo_tui.planner import plan_for, planning_device
 
-            w.plan = plan_for(w.fingerprint, w.user_overrides, demo=w.demo)
+            w.plan = plan_for(w.fingerprint, w.user_overrides, demo=w.demo,
+                              device=planning_device(w.user_overrides))
         from mammo_tui.tui.decision import DecisionScreen
 
         self.app.push_screen(DecisionScreen(w))

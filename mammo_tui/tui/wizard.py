@@ -21,6 +21,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DirectoryTree, Footer, Header, Input, Label, ProgressBar, Select, Static
 
 from mammo_tui.tui.dialogs import HelpScreen
+from mammo_tui.console import format_duration
 from mammo_tui.tui.messages import ScanDone, ScanProgress
 
 LAYOUTS = [
@@ -262,24 +263,28 @@ class DatasetScreen(WizardStep):
                 demo_size = demo_size or DEMO_SIZE
                 self.post_message(ScanProgress(0, 0, "writing the demo dataset (once)…"))
                 spec = ensure_demo_dataset(demo_size)
-            last = 0.0
+            last = started = 0.0
 
             def progress(done: int, total: int) -> None:
-                nonlocal last
+                nonlocal last, started
                 now = time.monotonic()
+                started = started or now
                 if now - last >= PROGRESS_INTERVAL_S or done == total:
                     last = now
-                    self.post_message(ScanProgress(done, total))
+                    rate = done / max(now - started, 1e-9)
+                    eta = f", {rate:.1f} img/s, ETA {format_duration((total - done) / rate)}" if done and rate else ""
+                    self.post_message(ScanProgress(done, total, eta))
 
             report = scan_dataset(spec, check_images=True, progress=progress)
             from mammo_tui.data.fingerprint import fingerprint
-            from mammo_tui.planner import plan_for
+            from mammo_tui.planner import plan_for, planning_device
             from mammo_tui.weights import weights_status
 
             # here, off the UI thread: the pretrained-weights check may wait on the network
             self.post_message(ScanProgress(0, 0, "checking for pretrained weights…"))
             fp = fingerprint(report)
-            plan = plan_for(fp, overrides, demo=demo, weights_probe=weights_status)
+            plan = plan_for(fp, overrides, demo=demo, weights_probe=weights_status,
+                            device=planning_device(overrides))
             self.post_message(ScanDone(spec=spec, report=report, demo=demo, fingerprint=fp, plan=plan))
         except Exception as exc:  # noqa: BLE001 - DatasetError and unexpected ones: both shown inline
             self.post_message(ScanDone(error=exc, demo=demo))
@@ -289,8 +294,8 @@ class DatasetScreen(WizardStep):
         bar = self.query_one("#scan-progress", ProgressBar)
         if message.total:
             bar.update(total=message.total, progress=message.done)
-            self.query_one("#scan-status", Static).update(
-                f"Reading image headers: {message.done} / {message.total}")
+            self.query_one("#scan-status", Static).update(  # stage: its rate and ETA
+                f"Checking images: {message.done} / {message.total}{message.stage}")
         elif message.stage:
             self.query_one("#scan-status", Static).update(message.stage)
 
