@@ -404,3 +404,23 @@ def test_a_non_finite_window_is_ignored_and_the_pixels_stay_finite(tmp_path, mak
     image = read_image(path)
     assert np.isfinite(image).all()
     np.testing.assert_array_equal(image, read_image(make_dicom(tmp_path / "plain.dcm", breast_phantom())))
+
+
+@pytest.mark.parametrize("attributes", [
+    {"RescaleSlope": "0.5", "RescaleIntercept": "-100"},
+    {"RescaleSlope": "2"},
+    {"RescaleIntercept": "1024"},
+    {},
+])
+def test_the_rescale_is_pydicoms_in_float32_without_a_float64_copy(make_dicom, tmp_path, attributes):
+    # a full-field image is ~8.5 Mpx: a float64 copy of it is ~70 MB per decode, per worker
+    from pydicom.pixels import apply_modality_lut
+
+    from mammo_tui.data.dicom import modality_values
+
+    rng = np.random.default_rng(0)
+    ds = pydicom.dcmread(make_dicom(tmp_path / "r.dcm", rng.integers(0, 4096, (64, 48)), **attributes))
+    pixels = ds.pixel_array
+    values = modality_values(pixels, ds)
+    assert values.dtype in (np.float32, pixels.dtype)
+    np.testing.assert_allclose(values, apply_modality_lut(pixels, ds), rtol=1e-6)

@@ -337,6 +337,20 @@ def read_dicom(path: str) -> tuple[np.ndarray, str | None]:
     return _decode(ds, path), header_laterality(ds)
 
 
+def modality_values(pixels: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
+    """The Modality LUT / rescale. A linear rescale is done in float32: pydicom's
+    apply_modality_lut makes a full-resolution float64 copy (~70 MB for one full-field image);
+    a Modality LUT Sequence (rare) goes through pydicom. Without either, the stored values."""
+    if ds.get("ModalityLUTSequence"):
+        return apply_modality_lut(pixels, ds)
+    if "RescaleSlope" not in ds or "RescaleIntercept" not in ds:  # pydicom's rule: both, or none
+        return pixels
+    values = pixels.astype(np.float32)
+    values *= np.float32(float(ds.RescaleSlope))
+    values += np.float32(float(ds.RescaleIntercept))
+    return values
+
+
 def _decode(ds: pydicom.Dataset, path: str) -> np.ndarray:
     if "PixelData" not in ds:
         raise _no_pixels(ds, path)
@@ -357,7 +371,7 @@ def _decode(ds: pydicom.Dataset, path: str) -> np.ndarray:
         return _to_gray(rgb, float(np.iinfo(rgb.dtype).max) if rgb.dtype.kind in "iu" else 1.0)
     if pixels.ndim == 3:  # RGB (pydicom converts YBR to RGB by default)
         return _to_gray(pixels, float(2**bits - 1))
-    values = apply_modality_lut(pixels, ds)
+    values = modality_values(pixels, ds)
     require_finite(values, path, "after its Modality LUT / rescale")  # a window could hide them
     inverted = photometric == "MONOCHROME1"
     if _has_voi(ds):
@@ -365,5 +379,7 @@ def _decode(ds: pydicom.Dataset, path: str) -> np.ndarray:
         if windowed is not None:
             return 1.0 - windowed if inverted else windowed
     # MONOCHROME1: high values are dark; negate so tissue is bright before finding it
-    values = values.astype(np.float32)
-    return percentile_window(-values if inverted else values)
+    values = values.astype(np.float32, copy=True if values is pixels else False)  # ours to change in place
+    if inverted:
+        np.negative(values, out=values)
+    return percentile_window(values)
