@@ -424,3 +424,48 @@ def test_the_rescale_is_pydicoms_in_float32_without_a_float64_copy(make_dicom, t
     values = modality_values(pixels, ds)
     assert values.dtype in (np.float32, pixels.dtype)
     np.testing.assert_allclose(values, apply_modality_lut(pixels, ds), rtol=1e-6)
+
+
+@pytest.mark.parametrize("window", [
+    {"WindowCenter": "2000", "WindowWidth": "1500"},
+    {"WindowCenter": "1800", "WindowWidth": "1200", "VOILUTFunction": "SIGMOID"},
+])
+def test_the_voi_window_in_row_bands_is_pydicoms(make_dicom, tmp_path, monkeypatch, window):
+    # bands bound pydicom's float64 temporaries; the result must be the whole-image window
+    from pydicom.pixels import apply_voi_lut
+
+    from mammo_tui.data import dicom
+
+    monkeypatch.setattr(dicom, "VOI_BAND_ROWS", 7)  # bands that do not divide the 64 rows
+    rng = np.random.default_rng(1)
+    ds = pydicom.dcmread(make_dicom(tmp_path / "w.dcm", rng.integers(0, 4096, (64, 48)), **window))
+    values = ds.pixel_array.astype(np.float32)
+    whole = apply_voi_lut(values, ds, index=0)
+    lo, hi = sorted(float(v) for v in apply_voi_lut(np.array([-1e12, 1e12]), ds, index=0))
+    expected = np.clip((whole - lo) / (hi - lo), 0, 1)
+    got = dicom._voi_window(values, ds)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("attributes", [
+    {"WindowCenter": "2000", "WindowWidth": "1500"},
+    {"RescaleSlope": "1", "RescaleIntercept": "0"},
+    {"RescaleSlope": "1", "RescaleIntercept": "0", "WindowCenter": "2000", "WindowWidth": "1500"},
+])
+def test_decoding_holds_no_full_resolution_8_byte_copy(make_dicom, tmp_path, attributes):
+    # peak memory of one decode, per pixel: the file's 2 bytes, the decoded 2, the float32 result 4
+    # and one float32 working copy; a float64 copy (pydicom's rescale / VOI) alone would add 8
+    import tracemalloc
+
+    from mammo_tui.data.images import read_image
+
+    path = make_dicom(tmp_path / "big.dcm", np.random.default_rng(0).integers(0, 4096, (2048, 2048)), **attributes)
+    read_image(path)  # imports and caches warm
+    tracemalloc.start()
+    try:
+        read_image(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak / (2048 * 2048) < 15, f"{peak / 2048 ** 2:.1f} bytes per pixel"

@@ -25,6 +25,7 @@ from mammo_tui.data.records import MIN_IMAGE_SIDE, ImageInfo, ImageReadError, pa
 WINDOW_PERCENTILES = (1.0, 99.0)
 TISSUE_THRESHOLD = 0.1  # fraction of the background..bright range below which a pixel is background
 WINDOW_SAMPLE_SIDE = 1024  # percentile_window reads a grid of about this many px a side
+VOI_BAND_ROWS = 256  # rows per pydicom VOI call: bounds its float64 temporaries
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _PIXEL_DATA_TAG_LE, _PIXEL_DATA_TAG_BE = b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"
 # Luminance weights (ITU-R BT.601), the same ones PIL uses for convert("L").
@@ -264,24 +265,32 @@ def percentile_window(values: np.ndarray, percentiles: tuple[float, float] = WIN
         lo, hi = float(values.min()), float(values.max())
     if hi <= lo:
         return np.zeros(values.shape, np.float32)
-    return np.clip((values - lo) / (hi - lo), 0.0, 1.0, dtype=np.float32)
+    out = np.subtract(values, np.float32(lo), dtype=np.float32)  # the one full-size result array
+    out *= np.float32(1.0 / (hi - lo))
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def _voi_window(values: np.ndarray, ds: pydicom.Dataset) -> np.ndarray | None:
     """Apply the file's VOI LUT / window and scale its output range to [0, 1]; None if unusable."""
-    if "VOILUTSequence" in ds:
-        # LUT indexing needs integers; rescaled values are integer-valued in practice
-        values = np.rint(values).astype(np.int64)
+    lut = "VOILUTSequence" in ds
+    if lut:
         probe = np.array([np.iinfo(np.int32).min, np.iinfo(np.int32).max], dtype=np.int64)
     else:
         probe = np.array([-1e12, 1e12])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        windowed = apply_voi_lut(values, ds, index=0).astype(np.float32, copy=False)  # no float64 copy
         # the output range of the window or LUT: what the extremes of any input map to
         lo, hi = sorted(float(v) for v in apply_voi_lut(probe, ds, index=0))
-    if not hi > lo or not np.isfinite([lo, hi]).all():
-        return None
+        if not hi > lo or not np.isfinite([lo, hi]).all():
+            return None
+        # pydicom works in float64 (int64 for a LUT): a band of rows at a time, into float32, so a
+        # full-field image never has a full-resolution 8-byte copy (~70 MB per worker)
+        windowed = np.empty(values.shape, np.float32)
+        for top in range(0, values.shape[0], VOI_BAND_ROWS):
+            band = values[top : top + VOI_BAND_ROWS]
+            if lut:  # LUT indexing needs integers; rescaled values are integer-valued in practice
+                band = np.rint(band).astype(np.int64)
+            windowed[top : top + VOI_BAND_ROWS] = apply_voi_lut(band, ds, index=0)
     windowed -= np.float32(lo)
     windowed *= np.float32(1.0 / (hi - lo))
     return np.clip(windowed, 0.0, 1.0, out=windowed)
