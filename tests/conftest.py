@@ -5,7 +5,8 @@
   `demo_dataset_size` is the `size` it was made with.
 - `make_dicom`: writes a small DICOM file with chosen pixels and attributes.
 - Every test session uses a temporary preprocess cache (MAMMO_TUI_CACHE), never ~/.cache, and a
-  temporary config dir (MAMMO_TUI_CONFIG_DIR), never ~/.config.
+  temporary config dir (MAMMO_TUI_CONFIG_DIR), never ~/.config, and one fixed digest secret
+  (MAMMO_TUI_GROUP_SECRET_FILE), so splits are the same in every session.
 - `tests/corpus.py`: run the CLI in a subprocess and check it fails cleanly (the bad-input corpus).
 """
 
@@ -33,6 +34,12 @@ def _isolated_preprocess_cache(tmp_path_factory: pytest.TempPathFactory):
         patch.setenv("MAMMO_TUI_OFFLINE", "1")  # never probe the weights server from a test
         # the per-user secret of the patient digests lives here, never in the user's ~/.config
         patch.setenv("MAMMO_TUI_CONFIG_DIR", str(tmp_path_factory.mktemp("config-dir")))
+        # one fixed digest secret for every session: the groups, so the splits, are the same in every
+        # run of the suite (a fresh per-user secret would give other splits each time)
+        secret = tmp_path_factory.mktemp("secret") / "group.secret"
+        secret.write_text("5eed" * 16)
+        secret.chmod(0o600)
+        patch.setenv("MAMMO_TUI_GROUP_SECRET_FILE", str(secret))
         yield
 
 

@@ -13,11 +13,13 @@ FAST = ["--preset", "demo", "--epochs", "1", "--no-pretrained", "--img-size", "3
         "--set", "num_workers=0"]
 
 
-def mammo(*args: str, cwd: str | Path, env: dict[str, str] | None = None, timeout: float = 600,
+def mammo(*args: str, cwd: str | Path, env: dict[str, str | None] | None = None, timeout: float = 600,
           stdin: str | None = None) -> subprocess.CompletedProcess:
-    """`python -m mammo_tui ARGS` in cwd (the test session's environment, plus env)."""
+    """`python -m mammo_tui ARGS` in cwd (the test session's environment, plus env; a None value
+    unsets the variable)."""
+    merged = {key: value for key, value in {**os.environ, **(env or {})}.items() if value is not None}
     return subprocess.run([sys.executable, "-m", "mammo_tui", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})}, input=stdin)
+                          text=True, timeout=timeout, env=merged, input=stdin)
 
 
 def assert_clean(proc: subprocess.CompletedProcess, code: int | tuple[int, ...], *named: str) -> str:

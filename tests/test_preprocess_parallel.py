@@ -83,7 +83,7 @@ def test_the_mapped_file_is_reused_and_shared_and_a_new_size_builds_another(reco
 
 
 def test_over_the_memory_budget_images_stream_from_the_cache_and_train(tiny_demo, tmp_path, monkeypatch):
-    from tests.test_engine import run
+    from test_engine import run
 
     monkeypatch.setenv(MEMORY_BUDGET_ENV, "1K")
     cache = PreprocessCache(32, tmp_path / "cache")

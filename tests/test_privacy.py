@@ -13,14 +13,12 @@ import re
 import stat
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from corpus import FAST, assert_clean, mammo
+from corpus import FAST, assert_clean, mammo, png
 from mammo_tui import privacy
 from mammo_tui.data.records import patient_digest
 from mammo_tui.errors import MammoError
@@ -42,11 +40,6 @@ def own_config(tmp_path, monkeypatch):
     privacy.clear_cache()
 
 
-def _png(path: Path, level: int) -> None:
-    rng = np.random.default_rng([level, zlib.crc32(path.name.encode())])
-    Image.fromarray(np.clip(rng.normal(level, 20, (40, 32)), 0, 255).astype(np.uint8)).save(path)
-
-
 def _mrn_dataset(root: Path, n_patients: int = 47) -> tuple[Path, list[str]]:
     """A generic CSV whose patient_id column holds seven-digit MRNs (two images each)."""
     root.mkdir(parents=True)
@@ -55,7 +48,7 @@ def _mrn_dataset(root: Path, n_patients: int = 47) -> tuple[Path, list[str]]:
     for i, mrn in enumerate(mrns):
         for side in ("L", "R"):
             name = f"img{i}_{side}.png"
-            _png(root / name, 40 + 50 * (i % 4))
+            png(root / name, 40 + 50 * (i % 4))
             rows.append(f"{name},{'ABCD'[i % 4]},{mrn}")
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     return root / "labels.csv", mrns
@@ -90,7 +83,7 @@ def test_splits_csv_digests_cannot_be_brute_forced_from_the_run_dir(tmp_path):
     config = tmp_path / "config"
     csv_path, mrns = _mrn_dataset(tmp_path / "data")
     proc = mammo("train", "--no-ui", "--csv", csv_path, "--outdir", tmp_path / "runs", "--run-name", "r", *FAST,
-                 cwd=tmp_path, env={privacy.CONFIG_DIR_ENV: str(config)})
+                 cwd=tmp_path, env={privacy.CONFIG_DIR_ENV: str(config), privacy.SECRET_FILE_ENV: None})
     assert_clean(proc, (0, 3))
     run_dir = tmp_path / "runs" / "r"
     with open(run_dir / "splits.csv", newline="") as handle:
@@ -218,5 +211,6 @@ def test_cli_names_a_readable_secret(tmp_path):
     (config / privacy.SECRET_NAME).write_text("0123456789abcdef0123456789abcdef\n")
     (config / privacy.SECRET_NAME).chmod(0o644)
     csv_path, _ = _mrn_dataset(tmp_path / "data", n_patients=8)
-    proc = mammo("plan", csv_path, cwd=tmp_path, env={privacy.CONFIG_DIR_ENV: str(config)})
+    proc = mammo("plan", csv_path, cwd=tmp_path,
+                 env={privacy.CONFIG_DIR_ENV: str(config), privacy.SECRET_FILE_ENV: None})
     assert_clean(proc, 2, "group-secret", "chmod 600")
