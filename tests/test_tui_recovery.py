@@ -31,6 +31,17 @@ def on(app, screen_type):
     return lambda: isinstance(app.screen, screen_type)
 
 
+def replay_as_engine(monkeypatch, events) -> None:
+    """Replace the engine thread by one that posts these events: a "live" run that finishes at once."""
+    def replay(self, request, cancel):
+        for event in events:
+            self.post_message(EngineEvent(event))
+        self.post_message(EngineDone())
+        self.engine_idle.set()
+
+    monkeypatch.setattr(DashboardScreen, "_train_thread", replay)
+
+
 def fail_at_start(monkeypatch, error: str = "no ImageNet weights for resnet18: not cached") -> list:
     """Replace the engine thread by one that fails the way a missing download does."""
     launched = []
@@ -214,13 +225,7 @@ def test_exit_summary_names_the_run_and_the_next_commands(tmp_path):
 async def test_the_finished_dashboard_says_where_the_run_is_and_offers_no_stop(monkeypatch, tmp_path):
     events = sample_events()
 
-    def replay(self, request, cancel):  # a "live" run that finishes at once
-        for event in events:
-            self.post_message(EngineEvent(event))
-        self.post_message(EngineDone())
-        self.engine_idle.set()
-
-    monkeypatch.setattr(DashboardScreen, "_train_thread", replay)
+    replay_as_engine(monkeypatch, events)
     app = MammoApp(job=TrainJob(config=tiny_config(), demo=True, outdir=str(tmp_path)))
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, on(app, DashboardScreen), what="dashboard")
@@ -545,13 +550,7 @@ async def test_on_exit_the_app_has_the_run_summary_for_the_shell(monkeypatch, tm
         writer(event)
     writer.close()
 
-    def replay(self, request, cancel):
-        for event in events:
-            self.post_message(EngineEvent(event))
-        self.post_message(EngineDone())
-        self.engine_idle.set()
-
-    monkeypatch.setattr(DashboardScreen, "_train_thread", replay)
+    replay_as_engine(monkeypatch, events)
     app = MammoApp(job=TrainJob(config=tiny_config(), demo=True, outdir=str(tmp_path)))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, on(app, DashboardScreen), what="dashboard")
