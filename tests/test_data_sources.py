@@ -376,14 +376,14 @@ def test_scan_decodes_every_image_and_names_each_bad_one(tmp_path, make_dicom, m
     from mammo_tui.data import dicom
 
     csv, bad = bad_image_dataset(tmp_path, make_dicom)
-    real = dicom.apply_modality_lut
+    real = dicom.modality_values
 
     def plugin_bug(pixels, ds):  # an exception type nobody expected, from deep inside a decode
         if "odd.dcm" in str(ds.filename):
             raise LookupError("plugin bug")
         return real(pixels, ds)
 
-    monkeypatch.setattr(dicom, "apply_modality_lut", plugin_bug)
+    monkeypatch.setattr(dicom, "modality_values", plugin_bug)
     report = scan_dataset(DatasetSpec(csv=str(csv)))
     assert sorted(Path(r.path).name for r in report.records) == [f"good{i}.png" for i in range(4)]
     found = {Path(p.path).name: p for p in report.blocking_problems()}
