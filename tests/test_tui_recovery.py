@@ -42,6 +42,12 @@ def replay_as_engine(monkeypatch, events) -> None:
     monkeypatch.setattr(DashboardScreen, "_train_thread", replay)
 
 
+def idle_engine(monkeypatch) -> None:
+    """Replace the engine thread by one that says nothing until cancelled: a run still starting."""
+    monkeypatch.setattr(DashboardScreen, "_train_thread",
+                        lambda self, request, cancel: (cancel.wait(30), self.engine_idle.set()))
+
+
 def fail_at_start(monkeypatch, error: str = "no ImageNet weights for resnet18: not cached") -> list:
     """Replace the engine thread by one that fails the way a missing download does."""
     launched = []
@@ -189,8 +195,7 @@ async def test_resume_replays_the_run_history_and_says_where_it_resumed(monkeypa
 
 @async_test
 async def test_start_up_shows_progress_not_epoch_zero(monkeypatch, tmp_path):
-    monkeypatch.setattr(DashboardScreen, "_train_thread",
-                        lambda self, request, cancel: (cancel.wait(30), self.engine_idle.set()))
+    idle_engine(monkeypatch)
     app = MammoApp(job=TrainJob(config=tiny_config(), demo=True, outdir=str(tmp_path)))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, on(app, DashboardScreen), what="dashboard")
@@ -245,8 +250,7 @@ async def test_the_finished_dashboard_says_where_the_run_is_and_offers_no_stop(m
 # -- keyboard and screen conventions ---------------------------------------------------------------
 @async_test
 async def test_ctrl_c_quits_with_the_same_question_as_q(monkeypatch, tmp_path):
-    monkeypatch.setattr(DashboardScreen, "_train_thread",
-                        lambda self, request, cancel: (cancel.wait(30), self.engine_idle.set()))
+    idle_engine(monkeypatch)
     app = MammoApp(job=TrainJob(config=tiny_config(), demo=True, outdir=str(tmp_path)))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, on(app, DashboardScreen), what="dashboard")
