@@ -363,7 +363,7 @@ def _request_fields(args, config, spec) -> dict:
 
 
 def cmd_cv(args) -> int:
-    from mammo_tui.cv import MAX_FOLDS, resume_fields
+    from mammo_tui.drivers.cv import MAX_FOLDS, resume_fields
 
     if args.folds is not None and not 2 <= args.folds <= MAX_FOLDS:  # before any screen opens
         raise ConfigError(f"--folds must be between 2 and {MAX_FOLDS}; got {args.folds}")
@@ -390,7 +390,7 @@ def cmd_cv(args) -> int:
         return run_app(job=TrainJob(**fields, cv_folds=folds), runs_root=fields["outdir"])
 
     from mammo_tui.console import ConsolePrinter
-    from mammo_tui.cv import format_cv, run_cv
+    from mammo_tui.drivers.cv import format_cv, run_cv
     from mammo_tui.engine.distributed import main_process
     from mammo_tui.engine.trainer import EXIT_INTERRUPTED, TrainRequest
 
@@ -470,7 +470,7 @@ def cmd_report(args) -> int:
 
 def cmd_eval(args) -> int:
     from mammo_tui.collapse import format_distribution
-    from mammo_tui.cv import format_mean_std
+    from mammo_tui.drivers.cv import format_mean_std
     from mammo_tui.evaluate import evaluate
 
     def scores(m: dict) -> str:

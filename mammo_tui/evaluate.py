@@ -122,7 +122,7 @@ def load_members(path: str | Path, device: str = "cpu") -> tuple[list[Member], l
     A fold without one is left out with a warning (the ensemble of the others is still useful);
     a CV without any raises RunDirError saying how to continue it.
     """
-    from mammo_tui.cv import FINISHED, fold_dirs, is_cv_dir, read_manifest
+    from mammo_tui.drivers.cv import FINISHED, fold_dirs, is_cv_dir, read_manifest
 
     path = Path(path).expanduser()
     if not is_cv_dir(path):
@@ -211,7 +211,7 @@ def evaluate(run_dir: str | Path, spec: Any, skip_bad_rows: bool = False, name: 
     per_fold (each fold's checkpoint_epoch and FOLD_METRICS alone), aggregate (mean ± std over
     folds, as cv_summary.json); checkpoint lists the folds' checkpoints.
     """
-    from mammo_tui.cv import aggregate
+    from mammo_tui.drivers.cv import aggregate
     from mammo_tui.data.cache import load_images
     from mammo_tui.data.sources import scan_dataset
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mammo_tui.collapse import format_distribution, format_percent
-from mammo_tui.cv import (CV_FILE, CV_SUMMARY_FILE, FINISHED, aggregate, fold_recalls, format_mean_std,
+from mammo_tui.drivers.cv import (CV_FILE, CV_SUMMARY_FILE, FINISHED, aggregate, fold_recalls, format_mean_std,
                           is_cv_dir, read_cv_summary, read_manifest, worst_status)
 from mammo_tui.errors import RunDirError
 from mammo_tui.labels import CLASS_NAMES

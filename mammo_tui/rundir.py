@@ -129,10 +129,11 @@ class RunInfo:
     kappa_quadratic: float | None  # a cross-validation: the mean over its finished folds
     bal_acc_adj: float | None
     started: float
-    kind: str = "run"  # run | cv | fold (a fold of the cross-validation listed just above it)
+    # run | cv | sweep | fold / member (a run of the cross-validation / sweep listed just above it)
+    kind: str = "run"
     parent: str = ""  # the run this one was started from (a fix applied to a finished run)
-    folds: int = 0  # cv: K
-    folds_done: int = 0  # cv: folds with a result
+    folds: int = 0  # cv: K; sweep: runs planned
+    folds_done: int = 0  # cv, sweep: member runs with a result
 
 
 def run_info(run_dir: str | Path) -> RunInfo:
@@ -173,10 +174,100 @@ def run_info(run_dir: str | Path) -> RunInfo:
     )
 
 
-def list_runs(root: str | Path = "runs") -> list[RunInfo]:
-    """Runs under root, newest first; a cross-validation is one row followed by its folds."""
-    from mammo_tui.cv import cv_info, fold_dirs, is_cv_dir
+# ---------------------------------------------------------------------------------------------
+# folders of runs made by a driver (a cross-validation, a sweep), known by their manifest file
 
+# file name -> kind. Each is written by its driver (drivers/cv.py, drivers/sweep.py); this layer
+# reads only the keys every manifest shares, so it never imports a driver:
+#   status    running | finished | interrupted | failed   (the driver's own progress)
+#   outcome   optional: the folder's result status (healthy | warning | collapsed) once finished
+#   started   epoch seconds;  preset, config: what the runs train (the sweep's base)
+#   members   optional: the member run folders in order (names, or {"run": name, ...} tables);
+#             without it (older cross-validations) every sub-folder holding a run is a member
+#   planned   optional: how many members there will be (a CV's "folds" is read as that too)
+#   headline  optional: {kappa_quadratic, balanced_accuracy_adjusted} for the listing; without
+#             it, the mean over the finished members
+MANIFEST_FILES = {"cv.json": "cv", "sweep.json": "sweep"}
+FINISHED_STATUSES = ("healthy", "warning", "collapsed")  # a run that ended with a result
+_SEVERITY = {"healthy": 0, "warning": 1, "collapsed": 2}
+
+
+def is_run_dir(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / EVENTS_FILE).is_file() or (path / SUMMARY_FILE).is_file()
+
+
+def group_kind(path: str | Path) -> str | None:
+    """"cv" / "sweep" for a driver's folder (its manifest file exists), else None."""
+    path = Path(path)
+    return next((kind for name, kind in MANIFEST_FILES.items() if (path / name).is_file()), None)
+
+
+def is_group_dir(path: str | Path) -> bool:
+    return group_kind(path) is not None
+
+
+def read_group_manifest(path: str | Path) -> dict[str, Any]:
+    """The folder's manifest, leniently ({} when missing or damaged: listings must not crash)."""
+    kind = group_kind(path)
+    name = next((n for n, k in MANIFEST_FILES.items() if k == kind), None)
+    if name is None:
+        return {}
+    try:
+        data = json.loads((Path(path) / name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _natural(name: str) -> tuple:
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def member_dirs(path: str | Path, manifest: dict[str, Any] | None = None) -> list[Path]:
+    """The member run folders that exist, in the driver's order (fold-10 after fold-9)."""
+    path = Path(path)
+    manifest = read_group_manifest(path) if manifest is None else manifest
+    listed = manifest.get("members")
+    if isinstance(listed, list):
+        names = [m.get("run") if isinstance(m, dict) else m for m in listed]
+        return [path / n for n in names if isinstance(n, str) and n and (path / n).is_dir()]
+    found = [p for p in path.iterdir() if p.is_dir() and is_run_dir(p)] if path.is_dir() else []
+    return sorted(found, key=lambda p: _natural(p.name))
+
+
+def group_info(path: str | Path) -> RunInfo:
+    """The runs browser's row for a driver's folder: its status, and for metrics its headline or
+    the mean over the members that have finished so far."""
+    path = Path(path)
+    kind = group_kind(path) or "group"
+    manifest = read_group_manifest(path)
+    summaries = [s for s in map(read_summary, member_dirs(path, manifest)) if s]
+    done = [s for s in summaries if s.get("status") in FINISHED_STATUSES]
+    status = manifest.get("outcome") or manifest.get("status") or "unknown"
+    if status == "finished":  # an older manifest without its outcome: as healthy as its worst member
+        status = max((s["status"] for s in done), key=_SEVERITY.__getitem__, default="unknown")
+    headline = manifest.get("headline")
+    if not isinstance(headline, dict):
+        headline = {key: _mean([(s.get("best_metrics") or {}).get(key) for s in done])
+                    for key in ("kappa_quadratic", "balanced_accuracy_adjusted")}
+    planned = manifest.get("planned", manifest.get("folds"))
+    config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+    return RunInfo(path=path, name=path.name, status=str(status), preset=str(manifest.get("preset") or ""),
+                   arch=str(config.get("arch", "")), epochs_completed=0, best_epoch=None,
+                   kappa_quadratic=headline.get("kappa_quadratic"),
+                   bal_acc_adj=headline.get("balanced_accuracy_adjusted"),
+                   started=float(manifest.get("started") or 0.0), kind=kind,
+                   folds=int(planned) if isinstance(planned, int) else len(summaries), folds_done=len(done))
+
+
+def _mean(values: list[Any]) -> float | None:
+    present = [float(v) for v in values if isinstance(v, (int, float))]
+    return sum(present) / len(present) if present else None
+
+
+def list_runs(root: str | Path = "runs") -> list[RunInfo]:
+    """Runs under root, newest first; a cross-validation or sweep is one row followed by its members."""
     root = Path(root)
     if not root.is_dir():
         return []
@@ -184,12 +275,13 @@ def list_runs(root: str | Path = "runs") -> list[RunInfo]:
     for path in root.iterdir():
         if not path.is_dir():
             continue
-        if is_cv_dir(path):
-            folds = [run_info(f) for f in fold_dirs(path)]
-            for fold in folds:
-                fold.kind = "fold"
-            groups.append([cv_info(path), *folds])
-        elif (path / EVENTS_FILE).exists() or (path / SUMMARY_FILE).exists():
+        kind = group_kind(path)
+        if kind:
+            members = [run_info(m) for m in member_dirs(path)]
+            for member in members:
+                member.kind = "fold" if kind == "cv" else "member"
+            groups.append([group_info(path), *members])
+        elif is_run_dir(path):
             groups.append([run_info(path)])
     groups.sort(key=lambda group: group[0].started, reverse=True)
     return [info for group in groups for info in group]

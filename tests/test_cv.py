@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from mammo_tui.cv import aggregate, mean_std
+from mammo_tui.drivers.cv import aggregate, mean_std
 
 
 def test_mean_std_ignores_missing_values():
@@ -42,7 +42,7 @@ def test_cv_runs_every_fold_with_patient_disjoint_validation_sets(tiny_demo, tmp
 
 # -- in-process: events, the manifest, re-runs, resume ------------------------------------------
 
-from mammo_tui.cv import (CV_FILE, follow_cv, read_cv_summary, read_manifest, resume_fields,  # noqa: E402
+from mammo_tui.drivers.cv import (CV_FILE, follow_cv, read_cv_summary, read_manifest, resume_fields,  # noqa: E402
                           run_cv, worst_status)
 from mammo_tui.errors import ConfigError, MammoError  # noqa: E402
 from mammo_tui.tui.testing import tiny_config  # noqa: E402
@@ -205,7 +205,7 @@ def test_a_failed_fold_stops_the_cv_without_a_summary(tiny_demo, tmp_path):
 
 # -- classes absent from a fold's validation set ----------------------------------------------------
 
-from mammo_tui.cv import cv_details, format_cv, format_recall_stat, CV_SUMMARY_FILE  # noqa: E402
+from mammo_tui.drivers.cv import cv_details, format_cv, format_recall_stat, CV_SUMMARY_FILE  # noqa: E402
 from mammo_tui.metrics import compute_metrics  # noqa: E402
 
 
@@ -298,7 +298,7 @@ def test_the_fold_table_lowest_recall_ignores_absent_classes():
 def test_cv_resume_under_another_digest_secret_is_refused(tiny_demo, tmp_path, monkeypatch):
     # the remaining folds are computed from the patient digests: another secret, other folds
     from mammo_tui import privacy
-    from mammo_tui.cv import _open_manifest
+    from mammo_tui.drivers.cv import _open_manifest
 
     request = cv_request(tiny_demo, tmp_path, name="cv")
     cv_dir = tmp_path / "cv"

@@ -167,7 +167,7 @@ def test_clear_errors_without_a_checkpoint_or_without_images(run_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def cv_dir(tiny_demo, tmp_path_factory):
-    from mammo_tui.cv import run_cv
+    from mammo_tui.drivers.cv import run_cv
     from mammo_tui.tui.testing import tiny_config
 
     request = TrainRequest(config=tiny_config(), dataset=tiny_demo, outdir=str(tmp_path_factory.mktemp("cvs")),
@@ -310,7 +310,7 @@ def test_cv_evaluate_on_a_set_without_a_class_leaves_it_out_of_the_recall_means(
     which is no measurement; the mean over folds says n/a, not 0.000 ± 0.000."""
     from PIL import Image
 
-    from mammo_tui.cv import CV_FILE, format_recall_stat
+    from mammo_tui.drivers.cv import CV_FILE, format_recall_stat
     from mammo_tui.engine.checkpoint import save_checkpoint
     from mammo_tui.engine.models import build_model
 

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from mammo_tui import config
-from mammo_tui.cv import CV_SUMMARY_FILE, read_cv_summary, run_cv
+from mammo_tui.drivers.cv import CV_SUMMARY_FILE, read_cv_summary, run_cv
 from mammo_tui.engine.trainer import TrainRequest, train
 from mammo_tui.errors import MammoError
 from mammo_tui.events import CollapseStatus, ConfigChanged
@@ -329,7 +329,7 @@ def test_cv_report_leaves_a_class_absent_from_a_fold_out_of_its_recall_mean(tmp_
     """Folds 1 and 2 have no class A validation images: their A recall is n/a, and A's mean is over
     the 3 folds that have it (0.4), not over 5 with two zeros (0.24), also for a cv_summary.json
     whose aggregate was written that way."""
-    from mammo_tui.cv import CV_FILE, aggregate
+    from mammo_tui.drivers.cv import CV_FILE, aggregate
     from mammo_tui.metrics import compute_metrics
 
     def fold_metrics(a_hits):  # 10 each of B, C, D (8 right); 5 of A unless a_hits is None

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Select
 
-from mammo_tui.cv import CV_SUMMARY_FILE, read_manifest, resume_fields
+from mammo_tui.drivers.cv import CV_SUMMARY_FILE, read_manifest, resume_fields
 from mammo_tui.tui.app import MammoApp
 from mammo_tui.tui.dashboard import DashboardScreen, TrainJob
 from mammo_tui.tui.dialogs import ConfirmScreen

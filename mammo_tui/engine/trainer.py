@@ -333,12 +333,13 @@ class _Setup:
     def _resume(self) -> None:
         req = self.request
         self.run_dir = Path(req.resume)
-        from mammo_tui.cv import is_cv_dir
-        from mammo_tui.rundir import lock_run_dir
+        from mammo_tui.rundir import group_kind, lock_run_dir
 
-        if is_cv_dir(self.run_dir):
-            raise RunDirError(f"--resume {self.run_dir}: this is a cross-validation; continue it with "
-                              f"`mammo-tui cv --resume {self.run_dir}`")
+        kind = group_kind(self.run_dir)
+        if kind:  # a driver's folder holds runs, it is not one
+            what = {"cv": "a cross-validation", "sweep": "a sweep"}.get(kind, f"a {kind}")
+            raise RunDirError(f"--resume {self.run_dir}: this is {what}; continue it with "
+                              f"`mammo-tui {kind} --resume {self.run_dir}`")
         last = self.run_dir / CHECKPOINT_DIR / "last.pt"
         if not (self.run_dir / DATASET_FILE).exists() or not ((self.run_dir / CONFIG_FILE).exists() or last.is_file()):
             raise RunDirError(f"--resume {self.run_dir}: not a mammo-tui run directory "

@@ -207,7 +207,7 @@ def watch_screen(run_dir: str | None, events: Iterable[Event] | None = None) -> 
     A cross-validation is always followed: its stream is rebuilt fold by fold from the folders."""
     if events is not None:
         return DashboardScreen(events=events, run_dir=run_dir)
-    from mammo_tui.cv import is_cv_dir
+    from mammo_tui.drivers.cv import is_cv_dir
     from mammo_tui.runlog import EVENTS_FILE, read_events
 
     path = Path(run_dir or ".")

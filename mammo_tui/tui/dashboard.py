@@ -314,7 +314,7 @@ class DashboardScreen(Screen):
             if hasattr(request, "to_request"):
                 request = request.to_request()
             if folds:
-                from mammo_tui.cv import run_cv
+                from mammo_tui.drivers.cv import run_cv
 
                 result = run_cv(request, folds, self._sink, cancel)
             else:
@@ -351,7 +351,7 @@ class DashboardScreen(Screen):
                                       thread=True, group="engine", name="follow", exit_on_error=False)
 
     def _follow_thread(self, run_dir: str, cancel: threading.Event) -> None:
-        from mammo_tui.cv import follow_cv, is_cv_dir
+        from mammo_tui.drivers.cv import follow_cv, is_cv_dir
         from mammo_tui.runlog import follow_events
 
         follow = follow_cv if is_cv_dir(run_dir) else follow_events

@@ -66,7 +66,7 @@ def exit_summary(run_dir: str | Path | None) -> str:
     "" when there is no run directory (the user quit in the wizard)."""
     if not run_dir or not Path(run_dir).is_dir():
         return ""
-    from mammo_tui.cv import cv_details, is_cv_dir
+    from mammo_tui.drivers.cv import cv_details, is_cv_dir
 
     if is_cv_dir(run_dir):
         d = cv_details(run_dir)

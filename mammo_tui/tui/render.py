@@ -7,7 +7,7 @@ from typing import Any, Sequence
 from rich.table import Table
 from rich.text import Text
 
-from mammo_tui.cv import fold_recalls
+from mammo_tui.drivers.cv import fold_recalls
 from mammo_tui.tui.state import DashboardState, fmt, fmt_duration, fmt_pm
 
 _PARTIAL = " ▏▎▍▌▋▊▉"

@@ -32,7 +32,7 @@ def started_text(timestamp: float) -> str:
 def run_details(path: Path) -> dict[str, Any]:
     """summary.json, or what the event log says so far for a run that has none yet;
     for a cross-validation, the means over its finished folds."""
-    from mammo_tui.cv import cv_details, is_cv_dir
+    from mammo_tui.drivers.cv import cv_details, is_cv_dir
     from mammo_tui.rundir import read_summary, run_info
     from mammo_tui.runlog import read_events
 
@@ -244,7 +244,7 @@ class CompareScreen(Screen):
         self.a, self.b = Path(a), Path(b)
 
     def compose(self) -> ComposeResult:
-        from mammo_tui.cv import is_cv_dir
+        from mammo_tui.drivers.cv import is_cv_dir
 
         metrics, config = compare_tables(run_details(self.a), run_details(self.b))
         yield Header()

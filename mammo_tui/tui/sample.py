@@ -121,7 +121,7 @@ def sample_events(collapsed: bool = False, finished: bool = True, epochs: int | 
 
 def sample_cv_events(folds: int = 5, finished: bool = True) -> list[Event]:
     """A cross-validation in runs/cv5-sample: fold 2 collapses; unfinished, it stops in fold 3."""
-    from mammo_tui.cv import aggregate, worst_status
+    from mammo_tui.drivers.cv import aggregate, worst_status
 
     cv_dir = "runs/cv5-sample"
     out: list[Event] = []

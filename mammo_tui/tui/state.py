@@ -24,7 +24,7 @@ from mammo_tui.events import (
     RunFinished,
     RunStarted,
 )
-from mammo_tui.cv import SEVERITY, mean_std
+from mammo_tui.drivers.cv import SEVERITY, mean_std
 from mammo_tui.labels import CLASS_NAMES
 
 # Panel names returned by `apply` so the screen refreshes only what changed.
@@ -306,7 +306,7 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 def fmt_pm(stat: dict[str, Any] | None) -> str:
     """A cv_summary mean ± std entry ("–" when there is none, like fmt)."""
-    from mammo_tui.cv import format_mean_std
+    from mammo_tui.drivers.cv import format_mean_std
 
     return format_mean_std(stat, missing="–")
 

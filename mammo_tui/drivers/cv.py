@@ -200,18 +200,6 @@ def cv_details(cv_dir: str | Path) -> dict[str, Any]:
             "started": manifest.get("started", 0.0)}
 
 
-def cv_info(cv_dir: str | Path):
-    """The runs browser's row for a cross-validation."""
-    from mammo_tui.rundir import RunInfo
-
-    d = cv_details(cv_dir)
-    return RunInfo(path=Path(cv_dir), name=d["run_name"], status=d["status"], preset=d["preset"],
-                   arch=d["config"].get("arch", ""), epochs_completed=0, best_epoch=None,
-                   kappa_quadratic=d["best_metrics"].get("kappa_quadratic"),
-                   bal_acc_adj=d["best_metrics"].get("balanced_accuracy_adjusted"),
-                   started=float(d["started"] or 0.0), kind="cv", folds=d["folds"], folds_done=d["folds_done"])
-
-
 def _is_main() -> bool:
     """Under torchrun every rank runs the CV in lockstep; only rank 0 writes its files."""
     from mammo_tui.engine.distributed import main_process
