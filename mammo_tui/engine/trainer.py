@@ -1009,27 +1009,34 @@ class Trainer:
         self.build()
         self.restore()
         progress = self._announce()
-        interrupted, stale = False, 0
         try:
-            for epoch in range(self.start_epoch, self.cfg.epochs + 1):
-                self._prepare_epoch(epoch)
-                outcome = self._train_and_validate(epoch, progress)
-                if outcome is None:
-                    interrupted = True
-                    break
-                metrics, result, score = outcome
-                improved = self._keep_checkpoints(epoch, metrics, result.status, score)
-                stale = 0 if improved else stale + 1
-                action = self._after_epoch(epoch, result, stale)
-                if action == "restarted":
-                    stale = 0
-                elif action == "stop":
-                    break
+            interrupted = self._train_epochs(progress)
         except _NonFiniteLoss as exc:
-            return self._fail(f"non-finite loss ({exc.value}) at epoch {exc.epoch}, batch {exc.batch}. "
-                              f"The last good checkpoint is kept. Lower the learning rate (lr = {self.cfg.lr:g}) "
-                              "or enable gradient clipping (grad_clip).", exc.epoch, exc.batch, EXIT_FAILED)
+            return self._fail_non_finite(exc)
         return self._finish(interrupted)
+
+    def _train_epochs(self, progress: dict[str, Any]) -> bool:
+        """Epoch after epoch until the last, an early stop or a stop on collapse; True when cancelled."""
+        stale = 0  # epochs since the selection score last improved (early stop)
+        for epoch in range(self.start_epoch, self.cfg.epochs + 1):
+            self._prepare_epoch(epoch)
+            outcome = self._train_and_validate(epoch, progress)
+            if outcome is None:
+                return True
+            metrics, result, score = outcome
+            improved = self._keep_checkpoints(epoch, metrics, result.status, score)
+            stale = 0 if improved else stale + 1
+            action = self._after_epoch(epoch, result, stale)
+            if action == "restarted":
+                stale = 0
+            elif action == "stop":
+                break
+        return False
+
+    def _fail_non_finite(self, exc: _NonFiniteLoss) -> RunResult:
+        return self._fail(f"non-finite loss ({exc.value}) at epoch {exc.epoch}, batch {exc.batch}. "
+                          f"The last good checkpoint is kept. Lower the learning rate (lr = {self.cfg.lr:g}) "
+                          "or enable gradient clipping (grad_clip).", exc.epoch, exc.batch, EXIT_FAILED)
 
     def _announce(self) -> dict[str, Any]:
         """RunStarted and what was noted before it; the progress counters for the ETA."""
