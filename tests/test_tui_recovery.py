@@ -18,7 +18,8 @@ from mammo_tui.events import (
 )
 from mammo_tui.tui.app import MammoApp
 from mammo_tui.tui.configure import ConfigScreen
-from mammo_tui.tui.dashboard import DashboardScreen, TrainJob
+from mammo_tui.tui.dashboard import DashboardScreen
+from mammo_tui.tui.job import TrainJob
 from mammo_tui.tui.dialogs import ConfirmScreen
 from mammo_tui.tui.messages import EngineDone, EngineEvent
 from mammo_tui.tui.sample import sample_events, sample_wizard_state
@@ -504,7 +505,8 @@ async def test_watch_of_a_dead_run_says_it_looks_stale(tmp_path):
         await wait_until(pilot, lambda: dash._last_event_time, what="the log")
         dash.check_stale()
         # the check runs in a worker: wait for the screen to say so (a fixed pause was flaky on a busy box)
-        await wait_until(pilot, lambda: "STALE?" in screen_text(app), what="the stale banner")
+        await wait_until(pilot, lambda: "STALE?" in screen_text(app)
+                         and "stale?" in screen_text(app).splitlines()[0], what="the stale banner and title")
         text = screen_text(app)
         assert "no process holds the run" in text
         assert f"mammo-tui train --resume {run_dir}" in dash.state.stale  # wrapped on screen
