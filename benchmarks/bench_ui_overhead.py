@@ -69,7 +69,7 @@ def run_headless(config, spec, outdir: Path, name: str):
 
 def run_with_dashboard(config, spec, outdir: Path, name: str, size=(120, 40)):
     from mammo_tui.tui.app import MammoApp
-    from mammo_tui.tui.dashboard import TrainJob
+    from mammo_tui.tui.job import TrainJob
 
     app = MammoApp(job=TrainJob(config=config, dataset=spec, outdir=str(outdir), run_name=name))
 

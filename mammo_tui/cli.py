@@ -25,8 +25,22 @@ examples:
   mammo-tui cv --folds 5 --demo               5-fold cross-validation in the dashboard
   mammo-tui cv --no-ui --resume runs/<cv>     continue a stopped cross-validation headless
   mammo-tui watch runs/<run>                  re-attach the dashboard to a (headless) run or CV
+  mammo-tui train --no-ui --demo --track mlflow:mlruns   also log params, metrics, best.pt to MLflow
+  mammo-tui export runs/<run> --to tensorboard --dir tb  an existing run (or CV) to TensorBoard
 exit codes: 0 healthy/warning, 3 collapsed, 2 bad input or config, 1 internal error (a bug: please
   report it), 130 interrupted (Ctrl-C, SIGTERM, SIGHUP), 141 output pipe closed (e.g. | head)
+"""
+
+
+SWEEP_EPILOG = """\
+examples:
+  mammo-tui sweep defenses --demo --no-ui       the built-in defenses comparison on the demo dataset
+  mammo-tui sweep my.toml --csv labels.csv --dicom-root dicom/ --run-name cmp --jobs 2
+  mammo-tui sweep my.toml --dry-run             print the queue (seed-major) and exit
+  mammo-tui sweep --resume runs/cmp             continue after Ctrl-C (or re-run with --run-name cmp)
+  mammo-tui report runs/cmp                     leaderboard, best configuration and its command line
+exit codes: 0 done, 3 the best configuration collapsed (on some seed), 1 no run finished,
+  2 bad spec or input, 130 interrupted (re-run to continue)
 """
 
 
@@ -161,6 +175,12 @@ def _add_config_args(p: argparse.ArgumentParser, preset: bool = True) -> None:
                    help="any config key, e.g. --set sampler=none --set lr=3e-4")
 
 
+def _add_track_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--track", action="append", default=[], metavar="SPEC",
+                   help="also send the run's params, metrics and artifacts to mlflow:DIR_OR_URI or "
+                        "tensorboard:DIR (repeatable; this session; config key `track` keeps it)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mammo-tui", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -180,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last completed epoch")
     p.add_argument("--force", action="store_true", help="with --resume: accept a changed config")
+    _add_track_arg(p)
 
     p = sub.add_parser("cv", help="patient-grouped stratified K-fold cross-validation (dashboard, or --no-ui)",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
@@ -191,6 +212,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name")
     p.add_argument("--resume", metavar="CV_DIR",
                    help="continue a stopped cross-validation: finished folds are kept, the stopped one resumes")
+    _add_track_arg(p)
+
+    p = sub.add_parser("sweep", help="compare configurations x seeds on your dataset (a TOML spec) and rank them",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SWEEP_EPILOG)
+    p.add_argument("spec", nargs="?", metavar="SPEC",
+                   help="sweep spec (.toml) or a built-in sweep's name, e.g. defenses (see `mammo-tui presets`)")
+    p.add_argument("--no-ui", action="store_true", help="plain console output; never imports the TUI")
+    _add_dataset_args(p)
+    p.add_argument("--outdir", help="runs directory (default: --runs-dir, i.e. runs)")
+    p.add_argument("--run-name", help="the sweep folder's name; the same name again continues that sweep")
+    p.add_argument("--resume", metavar="SWEEP_DIR",
+                   help="continue a stopped sweep: finished runs are kept, started ones resume, the rest train")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="train N runs at once as subprocesses (one per GPU when there are GPUs; else on the CPUs)")
+    p.add_argument("--gpus", metavar="LIST", help="GPU ids for parallel runs, e.g. 0,1 (one run per GPU)")
+    p.add_argument("--dry-run", action="store_true", help="print the queue of runs and exit")
+    p.add_argument("--track", action="append", default=[], metavar="SPEC",
+                   help="tracking sink for every run (as for train)")
 
     p = sub.add_parser("plan", help="fingerprint a dataset and print the decision flow's preset and config "
                                     "(what `train` without --preset trains, with the same flags)")
@@ -232,7 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="CSV path (default: RUN_DIR/predictions.csv)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 
-    p = sub.add_parser("watch", help="the dashboard for a run (live or finished)")
+    p = sub.add_parser("export", help="send a run (a CV, a sweep: each run) to MLflow or TensorBoard "
+                                      "from its events.jsonl, with best.pt and the report")
+    p.add_argument("run_dir")
+    p.add_argument("--to", required=True, choices=["mlflow", "tensorboard"])
+    p.add_argument("--uri", help="MLflow tracking URI, or a folder for a local store (--to mlflow)")
+    p.add_argument("--dir", help="folder: TensorBoard's log dir (each run in DIR/<run>), or MLflow's local store")
+
+    p = sub.add_parser("watch", help="the dashboard for a run or CV, or a sweep's leaderboard (live or finished)")
     p.add_argument("run_dir")
 
     sub.add_parser("runs", help="browse and compare runs under --runs-dir")
@@ -307,25 +353,44 @@ def _wants_ui(args) -> bool:
     return False
 
 
+def _track(args, config) -> list[str]:
+    """--track specs, checked with the config's `track` (kind, target, library installed) before
+    anything opens: exit 2. Returns this session's (--track) ones."""
+    from mammo_tui.tracking.spec import tracking_specs
+
+    tracking_specs(args.track, config.track if config is not None else _config_overrides(args).get("track", ""))
+    return [spec.text for spec in tracking_specs(args.track)]
+
+
+def _wizard_track(config, overrides: dict, track: list[str]):
+    """The wizard hands the engine a config, not a request: --track goes in as the config's `track`."""
+    if not track:
+        return config, overrides
+    joined = ",".join([config.track if config is not None else overrides.get("track", "")] + track).strip(",")
+    return (config.replace(track=joined), overrides) if config is not None else (None, {**overrides, "track": joined})
+
+
 def cmd_train(args) -> int:
     config = _resolve_config(args)
     spec = _dataset_spec(args)
+    track = _track(args, config)
     use_ui = _wants_ui(args)
     if use_ui and args.resume:  # nothing to set up: straight to the dashboard
         from mammo_tui.tui.app import run_app
-        from mammo_tui.tui.dashboard import TrainJob
+        from mammo_tui.tui.job import TrainJob
 
         if not Path(args.resume).is_dir():
             raise MammoError(f"train --resume: {args.resume} is not a directory")
         return run_app(job=TrainJob(config=config, resume=args.resume, force=args.force, dataset=spec,
-                                    overrides=_config_overrides(args) if config is None else {}),
+                                    overrides=_config_overrides(args) if config is None else {}, track=track),
                        runs_root=str(Path(args.resume).parent))
     if use_ui:
         from mammo_tui.tui.app import run_app
 
         # without --preset the wizard's decision flow picks the preset; flags apply on top
+        config, overrides = _wizard_track(config, _config_overrides(args), track)
         return run_app("wizard", demo=args.demo, dataset=spec, runs_root=args.outdir or args.runs_dir,
-                       config=config, overrides=_config_overrides(args), run_name=args.run_name,
+                       config=config, overrides=overrides, run_name=args.run_name,
                        preset=args.preset or "")
     from mammo_tui.console import ConsolePrinter
     from mammo_tui.engine.distributed import main_process
@@ -359,7 +424,8 @@ def _request_fields(args, config, spec) -> dict:
     return dict(config=config, dataset=spec, demo=args.demo, outdir=args.outdir or args.runs_dir,
                 run_name=args.run_name, resume=resume, force=getattr(args, "force", False),
                 skip_bad_rows=args.skip_bad_rows, preset=args.preset or "",
-                overrides=_config_overrides(args) if config is None else {})
+                overrides=_config_overrides(args) if config is None else {},
+                track=list(getattr(args, "track", None) or []))
 
 
 def cmd_cv(args) -> int:
@@ -367,25 +433,28 @@ def cmd_cv(args) -> int:
 
     if args.folds is not None and not 2 <= args.folds <= MAX_FOLDS:  # before any screen opens
         raise ConfigError(f"--folds must be between 2 and {MAX_FOLDS}; got {args.folds}")
+    track = _track(args, _resolve_config(args))
     use_ui = _wants_ui(args)
     if use_ui and not args.resume:
         from mammo_tui.tui.app import run_app
 
         # as `train`: the wizard, pre-filled with the flags (K-fold CV selected), decides the rest
+        config, overrides = _wizard_track(_resolve_config(args), _config_overrides(args), track)
         return run_app("wizard", demo=args.demo, dataset=_dataset_spec(args), runs_root=args.outdir or args.runs_dir,
-                       config=_resolve_config(args), overrides=_config_overrides(args), run_name=args.run_name,
+                       config=config, overrides=overrides, run_name=args.run_name,
                        preset=args.preset or "", cv_folds=5 if args.folds is None else args.folds)
     if args.resume:
         if not Path(args.resume).is_dir():
             raise MammoError(f"cv --resume: {args.resume} is not a directory")
         fields, folds = resume_fields(args.resume, _config_overrides(args), args.preset, args.folds,
                                       _dataset_spec(args))
+        fields["track"] = track
     else:
         folds = 5 if args.folds is None else args.folds
         fields = _request_fields(args, _resolve_config(args), _dataset_spec(args))
     if use_ui:  # cv --resume: nothing to set up, straight to the dashboard (as train --resume)
         from mammo_tui.tui.app import run_app
-        from mammo_tui.tui.dashboard import TrainJob
+        from mammo_tui.tui.job import TrainJob
 
         return run_app(job=TrainJob(**fields, cv_folds=folds), runs_root=fields["outdir"])
 
@@ -410,6 +479,87 @@ def cmd_cv(args) -> int:
 
     _print_safely(exit_summary(result.run_dir) or f"cross-validation directory: {result.run_dir}")
     return result.exit_code
+
+
+def cmd_sweep(args) -> int:
+    from mammo_tui.drivers.sweep import SweepJob, format_queue, import_optuna, load_manifest, spec_of
+    from mammo_tui.drivers.sweep_spec import load_spec
+
+    if not args.spec and not args.resume:
+        raise MammoError("sweep: give a spec file or a built-in sweep's name (e.g. defenses), or --resume SWEEP_DIR")
+    if args.resume and not Path(args.resume).is_dir():
+        raise MammoError(f"sweep --resume: {args.resume} is not a directory")
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs must be 1 or more; got {args.jobs}")
+    gpus = [g.strip() for g in (args.gpus or "").split(",") if g.strip()]
+    if args.gpus is not None and not gpus:
+        raise ConfigError(f"--gpus {args.gpus!r}: give GPU ids separated by commas, e.g. --gpus 0,1")
+    spec = load_spec(args.spec) if args.spec else None  # a bad spec: exit 2 before anything opens
+    if args.dry_run:
+        print(format_queue(spec or spec_of(load_manifest(args.resume), args.resume)))
+        return 0
+    if (spec or spec_of(load_manifest(args.resume), args.resume)).search is not None:
+        import_optuna()
+    dataset = _dataset_spec(args)
+    if not (args.resume or args.demo or dataset):
+        raise MammoError("no dataset: pass --demo, --csv FILE [--dicom-root DIR], --images DIR or --resume SWEEP_DIR")
+    from mammo_tui.tracking.spec import tracking_specs
+
+    tracking_specs(args.track)  # a bad --track: exit 2 now, not at each run
+    job = SweepJob(spec=spec, dataset=dataset, demo=args.demo, skip_bad_rows=args.skip_bad_rows,
+                   outdir=args.outdir or args.runs_dir, run_name=args.run_name, resume=args.resume,
+                   jobs=args.jobs or 1, gpus=gpus, track=list(args.track))
+    if _wants_ui(args):  # the leaderboard screen (tui/sweep.py), run by the app like train's dashboard
+        from mammo_tui.tui.app import run_sweep_app
+
+        return run_sweep_app(job)
+    return _sweep_headless(job)
+
+
+def _sweep_headless(job) -> int:
+    from mammo_tui.console import ConsolePrinter
+    from mammo_tui.drivers.leaderboard import format_leaderboard, leaderboard
+    from mammo_tui.drivers.sweep import run_sweep
+    from mammo_tui.tui.nextsteps import sweep_summary
+
+    printer = ConsolePrinter()
+
+    def sink(event) -> None:
+        if event.type == "sweep_run_started":
+            kept = " already finished, kept" if event.kept else ""
+            _print_safely(f"sweep run {event.index}/{event.total}: {event.run} ({event.config_id}, seed {event.seed}){kept}")
+        elif event.type == "sweep_run_finished":
+            m = event.best_metrics
+            scores = (f" kappa_q {m['kappa_quadratic']:.3f} bal_acc_adj {m['balanced_accuracy_adjusted']:.3f}"
+                      if m.get("kappa_quadratic") is not None else "")
+            _print_safely(f"sweep run {event.index}/{event.total} {event.run}: {event.status}{scores}")
+            if not event.kept:  # the standings after every newly trained run
+                _print_safely(format_leaderboard(leaderboard(event.sweep_dir)))
+        elif event.type != "sweep_finished":
+            printer(event)
+
+    cancel = threading.Event()
+    _install_signal_handlers(cancel)
+    result = run_sweep(job, sink, cancel)
+    _print_safely("")
+    # the leaderboard, the best configuration, how to continue: what the sweep screen prints on exit
+    _print_safely(sweep_summary(result.sweep_dir, no_ui=True))
+    return result.exit_code
+
+
+def cmd_export(args) -> int:
+    from mammo_tui.tracking.export import export
+
+    if args.uri and args.dir:
+        raise ConfigError("export: give --uri or --dir, not both")
+    target = args.uri or args.dir
+    if not target:
+        what = "--uri URI (a tracking server) or --dir DIR (a local store)" if args.to == "mlflow" else "--dir DIR"
+        raise ConfigError(f"export --to {args.to}: say where, with {what}")
+    if args.to == "tensorboard" and args.uri:
+        raise ConfigError("export --to tensorboard writes event files into a folder: give --dir DIR, not --uri")
+    export(args.run_dir, args.to, target, say=_print_safely)
+    return 0
 
 
 def cmd_plan(args) -> int:
@@ -521,6 +671,13 @@ def cmd_presets(args) -> int:
     for name in cfg.preset_names():
         print(f"{name:16} {cfg.preset_description(name)}")
     print(f"(files in {cfg.PRESETS_DIR}; copy one and pass --preset path/to/file.toml)")
+    from mammo_tui.drivers.sweep_spec import SWEEPS_DIR, load_spec, sweep_names
+
+    if sweep_names():
+        print("\nsweeps (mammo-tui sweep NAME):")
+        for name in sweep_names():
+            print(f"{name:16} {load_spec(name).description}")
+        print(f"(files in {SWEEPS_DIR}; copy one and pass its path to `mammo-tui sweep`)")
     return 0
 
 
@@ -533,8 +690,12 @@ def _dispatch(args) -> int:
         return cmd_train(args)
     if args.command == "cv":
         return cmd_cv(args)
+    if args.command == "sweep":
+        return cmd_sweep(args)
     if args.command == "plan":
         return cmd_plan(args)
+    if args.command == "export":
+        return cmd_export(args)
     if args.command == "demo-data":
         return cmd_demo_data(args)
     if args.command == "report":

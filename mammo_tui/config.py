@@ -91,6 +91,9 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True  # CUDA only
     max_batches_per_epoch: int = 0  # 0 = all; for smoke tests
+    # where else the run's events go, comma-separated: "mlflow:DIR_OR_URI,tensorboard:DIR" (tracking/);
+    # --track adds more for one session. Not how the model trains: see NOT_TRAINING_KEYS
+    track: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -100,6 +103,9 @@ class TrainConfig:
 
 
 KEYS: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig))
+# Keys that say where a run's events go, not how the model trains: diff() leaves them out, so a
+# change on --resume, between a CV's folds or in the runs browser is no config change.
+NOT_TRAINING_KEYS: tuple[str, ...] = ("track",)
 _TYPES = get_type_hints(TrainConfig)
 
 
@@ -197,6 +203,10 @@ def coerce(key: str, value: Any, source: str = "config") -> Any:
     if kind is str and any(ch in value for ch in "\0\n\r"):
         raise ConfigError(f"{source}: {key} must be one line of text (no NUL bytes or line breaks), "
                           f"got {value!r}")
+    if key == "track":
+        from mammo_tui.tracking.spec import parse_specs
+
+        parse_specs(value, source=f"{source}: track")  # its syntax; the library is checked at training
     return value
 
 
@@ -335,6 +345,8 @@ def to_toml(cfg: TrainConfig | dict[str, Any], description: str = "", comments: 
     return "\n".join(lines) + "\n"
 
 
-def diff(a: TrainConfig, b: TrainConfig) -> dict[str, tuple[Any, Any]]:
+def diff(a: TrainConfig, b: TrainConfig, training_only: bool = True) -> dict[str, tuple[Any, Any]]:
+    """The keys whose values differ; NOT_TRAINING_KEYS only with training_only=False."""
     da, db = a.to_dict(), b.to_dict()
-    return {k: (da[k], db[k]) for k in KEYS if da[k] != db[k]}
+    keys = [k for k in KEYS if k not in NOT_TRAINING_KEYS] if training_only else KEYS
+    return {k: (da[k], db[k]) for k in keys if da[k] != db[k]}

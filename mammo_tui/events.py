@@ -169,11 +169,53 @@ class CVFinished(Event):
     exit_code: int = 0
 
 
+# -- sweeps (drivers/sweep.py): around each member run's own events ----------------------------------
+
+
+@dataclass
+class SweepRunStarted(Event):
+    type: ClassVar[str] = "sweep_run_started"
+    index: int  # 1-based position in the sweep's queue (sweep.json "members")
+    total: int  # runs planned (search trials included)
+    run: str  # the member run's folder name
+    config_id: str  # e.g. "focal+lr=0.0003"
+    seed: int
+    run_dir: str
+    sweep_dir: str = ""
+    kept: bool = False  # finished in an earlier session of this sweep; not retrained
+
+
+@dataclass
+class SweepRunFinished(Event):
+    type: ClassVar[str] = "sweep_run_finished"
+    index: int
+    total: int
+    run: str
+    config_id: str
+    seed: int
+    status: str  # healthy | warning | collapsed | failed | interrupted | pruned (an Optuna trial stopped)
+    best_metrics: dict[str, Any]
+    kept: bool = False
+    best_epoch: int | None = None
+    sweep_dir: str = ""
+
+
+@dataclass
+class SweepFinished(Event):
+    type: ClassVar[str] = "sweep_finished"
+    sweep_dir: str
+    exit_code: int
+    status: str  # the sweep's: finished | interrupted | failed
+    best_config_id: str = ""  # the leaderboard's first configuration ("" when none finished)
+    best_status: str = ""  # its status (worst over its seeds)
+    headline: dict[str, Any] = field(default_factory=dict)  # its mean kappa_quadratic, bal_acc_adj, ...
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (RunStarted, BatchProgress, EpochMetrics, CollapseStatus, CheckpointSaved,
                 ConfigChanged, DataProgress, LogMessage, RunFinished, RunFailed, FoldStarted, FoldFinished,
-                CVFinished)
+                CVFinished, SweepRunStarted, SweepRunFinished, SweepFinished)
 }
 
 EventSink = Callable[[Event], None]

@@ -30,8 +30,9 @@ from mammo_tui.drivers.cv import (CV_FILE, CV_SUMMARY_FILE, FINISHED, aggregate,
                           is_cv_dir, read_cv_summary, read_manifest, worst_status)
 from mammo_tui.errors import RunDirError
 from mammo_tui.labels import CLASS_NAMES
+from mammo_tui.markdown import table, when as _when
 from mammo_tui.rundir import (CHECKPOINT_DIR, CONFIG_FILE, DATASET_FILE, SPLITS_FILE, SUMMARY_FILE,
-                              atomic_write_text)
+                              atomic_write_text, group_kind)
 from mammo_tui.runlog import EVENTS_FILE, read_events
 
 REPORT_FILE = "report.md"
@@ -187,32 +188,6 @@ def _value(value: Any) -> str:
     if value in ("", None):
         return '""' if value == "" else "n/a"
     return str(value)
-
-
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> str:
-    """A Markdown table padded so the columns also line up in a plain terminal.
-
-    `right` lists the columns to right-align (numbers)."""
-    cells = [[_cell(h) for h in headers]] + [[_cell(c) for c in row] for row in rows]
-    widths = [max(3, *(len(r[i]) for r in cells)) for i in range(len(headers))]
-
-    def line(row: list[str]) -> str:
-        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
-        return "| " + " | ".join(parts) + " |"
-
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if i in right else ("-" * (w + 2))
-                          for i, w in enumerate(widths)) + "|"
-    return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
-
-
-def _when(timestamp: Any) -> str:
-    if not timestamp:
-        return "n/a"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(timestamp)))
 
 
 def _duration(seconds: float) -> str:
@@ -621,6 +596,10 @@ def render_report(run: RunData, figures: Sequence[str] = ()) -> str:
 def build_report(run_dir: str | Path) -> str:
     """The Markdown report of one run or of a cross-validation directory (fold links relative to it);
     RunDirError when run_dir is neither."""
+    if group_kind(run_dir) == "sweep":  # laid out by drivers/sweep_report.py with this module's tables
+        from mammo_tui.drivers.sweep_report import render_sweep_report
+
+        return render_sweep_report(run_dir)
     if is_cv_dir(run_dir):
         cv = load_cv(run_dir)
         return render_cv_report(cv, cv.path)
@@ -864,14 +843,21 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, figures: bo
     For a cross-validation directory it also (re)writes every started fold's own fold-N/report.md,
     always, not only missing ones: a fold report written while that fold was running would be stale,
     and the CV report links to them (relative to wherever the CV report goes)."""
-    cv = load_cv(run_dir) if is_cv_dir(run_dir) else None
-    run = None if cv else load_run(run_dir)
-    target = Path(out).expanduser() if out else (cv or run).path / REPORT_FILE
+    sweep = Path(run_dir).expanduser() if group_kind(run_dir) == "sweep" else None
+    cv = load_cv(run_dir) if not sweep and is_cv_dir(run_dir) else None
+    run = None if cv or sweep else load_run(run_dir)
+    target = Path(out).expanduser() if out else (sweep or (cv or run).path) / REPORT_FILE
     if target.is_dir():
         target = target / REPORT_FILE
     if not target.parent.is_dir():
         raise RunDirError(f"cannot write the report to {target}: folder {target.parent} does not exist")
-    if cv:
+    if sweep:  # every started member's own report too: the sweep report links to them
+        from mammo_tui.drivers.sweep_report import render_sweep_report, reported_members
+
+        for member in reported_members(sweep):
+            write_report(member, figures=figures)
+        text = render_sweep_report(sweep, target.parent)
+    elif cv:
         for fold_run in filter(None, cv.folds.values()):
             write_report(fold_run.path, figures=figures)
         text = render_cv_report(cv, target.parent)

@@ -74,7 +74,7 @@ def test_set_on_resume_is_refused_without_force_naming_the_flag(run, tmp_path):
 def test_the_tui_resume_path_gets_the_same_rules(run):
     from mammo_tui.engine.trainer import train
     from mammo_tui.errors import ConfigError
-    from mammo_tui.tui.dashboard import TrainJob
+    from mammo_tui.tui.job import TrainJob
 
     edit_toml(run, "lr", "0.5")
     with pytest.raises(ConfigError, match="edited in config.toml"):

@@ -12,9 +12,9 @@ from mammo_tui.data.breast import (
     breast_box,
     breast_mask,
     crop_and_flip,
-    laterality_from_text,
     tissue_fraction,
 )
+from mammo_tui.data.dicom import laterality_from_text
 from mammo_tui.data.images import preprocess, read_image_and_laterality
 
 

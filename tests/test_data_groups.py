@@ -296,7 +296,7 @@ async def test_fingerprint_screen_shows_the_warning_and_the_patients_source(tmp_
     from mammo_tui.planner import plan
     from mammo_tui.tui.app import MammoApp
     from mammo_tui.tui.fingerprint_view import FingerprintScreen
-    from mammo_tui.tui.wizard import WizardState
+    from mammo_tui.tui.job import WizardState
 
     report = scan_dataset(DatasetSpec(images=str(twelve_patients_in_class_folders(tmp_path))))
     fp = fingerprint(report)

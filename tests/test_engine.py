@@ -231,3 +231,17 @@ def test_a_run_from_before_crop_breast_resumes_without_the_crop(tiny_demo, tmp_p
     assert summary["epochs_completed"] == 2 and summary["config"]["crop_breast"] is False
     changes = [c["changes"] for c in summary["config_history"] if c.get("changes")]
     assert all(set(c) == {"epochs"} for c in changes), changes
+
+
+def test_a_forced_resume_trains_with_the_new_lr(tiny_demo, tmp_path):
+    """--force with another lr: the saved optimizer and LR schedule must not override it."""
+    first, _ = run(tiny_demo, tmp_path, epochs=1, max_batches_per_epoch=1, scheduler="cosine")
+    events = []
+    resumed = train(TrainRequest(resume=str(first.run_dir), overrides={"epochs": 3, "lr": 0.0123}, force=True),
+                    events.append)
+    assert resumed.exit_code in (0, 3)
+    lrs = {e.epoch: e.lr for e in events if e.type == "epoch"}
+    assert lrs[2] == pytest.approx(0.0123)  # as given on the first epoch after the change
+    assert lrs[3] < lrs[2]  # then the cosine schedule over what is left
+    ckpt = load_checkpoint(first.run_dir / "checkpoints" / "last.pt")
+    assert ckpt["config"]["lr"] == 0.0123

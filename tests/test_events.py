@@ -51,7 +51,7 @@ def test_every_event_type_round_trips_through_the_jsonl_log(tmp_path):
     progress = ev.DataProgress(stage="checking images", done=3, total=9, images_per_s=1.5, eta_s=4.0)
     assert ev.from_dict(json.loads(json.dumps(progress.to_dict()))) == progress
     assert set(ev.EVENT_TYPES) == ({e.type for e in originals} | {"failed", progress.type}
-                                   | {e.type for e in cv_events()})
+                                   | {e.type for e in cv_events()} | {e.type for e in sweep_events()})
 
 
 def cv_events():
@@ -62,6 +62,20 @@ def cv_events():
 
 def test_cross_validation_events_round_trip_through_json():
     for event in cv_events():
+        assert ev.from_dict(json.loads(json.dumps(event.to_dict()))) == event
+
+
+def sweep_events():
+    return [ev.SweepRunStarted(index=1, total=4, run="focal-seed0", config_id="focal", seed=0,
+                               run_dir="runs/s/focal-seed0", sweep_dir="runs/s", kept=True),
+            ev.SweepRunFinished(index=1, total=4, run="focal-seed0", config_id="focal", seed=0, status="pruned",
+                                best_metrics=_metrics(), kept=False, best_epoch=2, sweep_dir="runs/s"),
+            ev.SweepFinished(sweep_dir="runs/s", exit_code=3, status="finished", best_config_id="focal",
+                             best_status="collapsed", headline={"kappa_quadratic": 0.3})]
+
+
+def test_sweep_events_round_trip_through_json():
+    for event in sweep_events():
         assert ev.from_dict(json.loads(json.dumps(event.to_dict()))) == event
 
 

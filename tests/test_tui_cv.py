@@ -11,7 +11,8 @@ from textual.widgets import DataTable, Select
 
 from mammo_tui.drivers.cv import CV_SUMMARY_FILE, read_manifest, resume_fields
 from mammo_tui.tui.app import MammoApp
-from mammo_tui.tui.dashboard import DashboardScreen, TrainJob
+from mammo_tui.tui.dashboard import DashboardScreen
+from mammo_tui.tui.job import TrainJob
 from mammo_tui.tui.dialogs import ConfirmScreen
 from mammo_tui.tui.runs import RunsScreen
 from mammo_tui.tui.testing import (async_test, collapse_config, screen_text, tiny_config, to_config_screen,

@@ -11,7 +11,8 @@ import pytest
 from mammo_tui.rundir import read_summary
 from mammo_tui.runlog import read_events
 from mammo_tui.tui.app import MammoApp
-from mammo_tui.tui.dashboard import DashboardScreen, TrainJob
+from mammo_tui.tui.dashboard import DashboardScreen
+from mammo_tui.tui.job import TrainJob
 from mammo_tui.tui.dialogs import ConfirmScreen
 from mammo_tui.tui.testing import async_test, collapse_config, screen_text, tiny_config, wait_until
 from mammo_tui.tui.widgets import CollapseBanner, SuggestionList

@@ -7,8 +7,9 @@ pattern twice (left and right breasts are mirror images).
 
 The breast is the largest connected component above dicom.tissue_threshold (a label, marker or
 ruler in the background is a smaller component, so it is dropped). Which side the chest wall is on
-comes from the DICOM laterality when the header gives one (R: chest wall on the image's right, the
-standard display), else from the image: the chest wall side holds more of the tissue mass.
+comes from the DICOM laterality when the header gives one (dicom.header_laterality; R: chest wall
+on the image's right, the standard display), else from the image: the chest wall side holds more
+of the tissue mass.
 Whatever the image (blank, tiny, all tissue), the result is a valid, non-empty image: when no
 breast can be found the image is returned unchanged.
 """
@@ -16,7 +17,6 @@ breast can be found the image is returned unchanged.
 from __future__ import annotations
 
 import math
-import re
 from typing import NamedTuple
 
 import cv2
@@ -28,8 +28,6 @@ CANONICAL_SIDE = "L"  # the chest wall ends up on the image's left, as in a left
 MARGIN = 0.02  # of the image side, added around the breast box (keeps the skin line)
 MASK_SIDE = 512  # the mask is found on a copy this size at most: cheap on 14 Mpx images
 MIN_BREAST_FRACTION = 0.01  # a largest component smaller than this share is not a breast
-_SIDE_WORDS = {"L": "L", "LEFT": "L", "R": "R", "RIGHT": "R"}
-_VIEW_PREFIX = re.compile(r"^(L|R)(CC|MLO|ML|LM|LMO|XCCL|XCCM|FB|SIO|AT|CV)$")
 
 
 class Box(NamedTuple):
@@ -37,22 +35,6 @@ class Box(NamedTuple):
     bottom: int  # exclusive
     left: int
     right: int  # exclusive
-
-
-def laterality_from_text(*texts: object) -> str | None:
-    """'L' | 'R' from header values such as 'L', 'RIGHT', 'L-CC', 'RMLO', 'Left MLO'; None if unsure.
-
-    The first value that names exactly one side wins (ImageLaterality before descriptions).
-    """
-    for text in texts:
-        if text is None:
-            continue
-        tokens = [t for t in re.split(r"[^A-Z]+", str(text).upper()) if t]
-        sides = {_SIDE_WORDS[t] for t in tokens if t in _SIDE_WORDS}
-        sides |= {m.group(1) for t in tokens if (m := _VIEW_PREFIX.match(t))}
-        if len(sides) == 1:
-            return sides.pop()
-    return None
 
 
 def _shrunk(image: np.ndarray) -> np.ndarray:

@@ -321,13 +321,29 @@ def _no_pixels(ds: pydicom.Dataset, path: str) -> ImageReadError:
 
 # Header values that may name the breast, most specific first (descriptions are free text).
 LATERALITY_KEYWORDS = ("ImageLaterality", "Laterality", "SeriesDescription", "ProtocolName")
+_SIDE_WORDS = {"L": "L", "LEFT": "L", "R": "R", "RIGHT": "R"}
+_VIEW_PREFIX = re.compile(r"^(L|R)(CC|MLO|ML|LM|LMO|XCCL|XCCM|FB|SIO|AT|CV)$")
+
+
+def laterality_from_text(*texts: object) -> str | None:
+    """'L' | 'R' from header values such as 'L', 'RIGHT', 'L-CC', 'RMLO', 'Left MLO'; None if unsure.
+
+    The first value that names exactly one side wins (ImageLaterality before descriptions).
+    """
+    for text in texts:
+        if text is None:
+            continue
+        tokens = [t for t in re.split(r"[^A-Z]+", str(text).upper()) if t]
+        sides = {_SIDE_WORDS[t] for t in tokens if t in _SIDE_WORDS}
+        sides |= {m.group(1) for t in tokens if (m := _VIEW_PREFIX.match(t))}
+        if len(sides) == 1:
+            return sides.pop()
+    return None
 
 
 def header_laterality(ds: pydicom.Dataset) -> str | None:
     """'L' | 'R' from ImageLaterality, Laterality, or the series description / protocol name
     (e.g. 'R MLO'); None when none names exactly one side."""
-    from mammo_tui.data.breast import laterality_from_text  # breast imports this module
-
     return laterality_from_text(*(ds.get(keyword) for keyword in LATERALITY_KEYWORDS))
 
 

@@ -429,7 +429,8 @@ def _run_folds(request, folds: int, sink: EventSink, cancel: threading.Event, cv
                     _set_status(cv_dir, manifest, "interrupted")
                     return CVResult(cv_dir, EXIT_INTERRUPTED, {})
                 if state == "resume":  # the CV's dataset: where cv.json (or a relocation) says it is
-                    fold_request = TrainRequest(resume=str(fold_dir), dataset=request.dataset)
+                    fold_request = TrainRequest(resume=str(fold_dir), dataset=request.dataset,
+                                                track=request.track)
                 else:
                     fold_request = dataclasses.replace(request, outdir=str(cv_dir), run_name=fold_dir.name,
                                                        folds=folds, fold=fold - 1, resume=None)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import math
 import random
 import threading
 import time
@@ -46,6 +44,7 @@ from mammo_tui.runlog import EVENTS_FILE, RunLogWriter
 
 BATCH_EVENT_INTERVAL_S = 0.3  # a few progress events per second is plenty for a terminal
 MAX_RECOVERIES = 2
+SCHEDULE_KEYS = {"lr", "weight_decay", "scheduler", "epochs"}  # what the saved optimizer/LR state holds
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_COLLAPSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
@@ -71,6 +70,9 @@ class TrainRequest:
     parent_run: str = ""  # the run this one was started from (a fix applied to a finished run)
     folds: int = 0  # > 0: cross-validation; this run trains on fold `fold` (0-based) of `folds`
     fold: int = 0
+    # this session's tracking specs ("mlflow:DIR_OR_URI", "tensorboard:DIR"; --track), on top of the
+    # config's `track` key; rank 0 sends the run's events there too (tracking/)
+    track: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -152,6 +154,16 @@ def write_config_toml(run_dir: Path, cfg: TrainConfig, segments: list[dict[str, 
     atomic_write_text(run_dir / CONFIG_FILE, config_mod.to_toml(cfg, comments=comments))
 
 
+def _set_toml_value(path: Path, key: str, value: Any) -> None:
+    """One `key = value` line of config.toml replaced (or added), its comments kept."""
+    import re
+
+    line = config_mod.to_toml({key: value}).strip()
+    text = path.read_text(encoding="utf-8")
+    text, found = re.subn(rf"^{re.escape(key)} = .*$", lambda _: line, text, count=1, flags=re.M)
+    atomic_write_text(path, text if found else text.rstrip("\n") + f"\n{line}\n")
+
+
 def plan_request(prepared, overrides: dict[str, Any] | None, demo: bool):
     """The decision flow's plan for a prepared dataset, with the user's keys and the weights check."""
     from mammo_tui.planner import plan_for, planning_device
@@ -184,6 +196,7 @@ class _Setup:
         self.facts: list[str] = []  # said at start as information (preset auto, weights found)
         self.notes: list[str] = []  # said at start as warnings
         self.changed: dict[str, tuple[Any, Any]] = {}  # config changes accepted on resume
+        self.track: list = []  # tracking.spec.TrackSpec: request.track + the config's track (train())
         self.dist = distributed.from_env()
         if request.resume:
             self._resume()
@@ -430,6 +443,8 @@ class _Setup:
             write_config_toml(self.run_dir, self.config, list(state.get("segments") or
                               [launch_segment(state["config"], self.origin)]), self.plan_reasons)
             self.notes.append(f"{CONFIG_FILE} was missing; rewritten from checkpoints/last.pt")
+        if self.config.track != file_cfg.track:  # no config change (NOT_TRAINING_KEYS), but kept for the next --resume
+            _set_toml_value(self.run_dir / CONFIG_FILE, "track", self.config.track)
 
     def _source(self, key: str, edited: dict[str, Any]) -> str:
         """Where a refused change came from, for the message."""
@@ -571,6 +586,10 @@ class Trainer:
         if getattr(self.writer, "repaired", ""):  # a torn last line cut off: said at start
             setup.notes.append(self.writer.repaired)
         self.emit = Broadcast(self.writer, sink) if self.is_main else _Silent()
+        if self.is_main and setup.track:  # after the run log and the screen; a failing tracker stops alone
+            from mammo_tui.tracking.sinks import open_trackers
+
+            self.emit.sinks += open_trackers(setup.track, log=self.writer, screen=sink)
         self.sink = sink  # progress before RunStarted goes to the screen only, not the run log
         self.device = resolve_device(self.cfg.device)
         if self.dist and self.device.type == "cuda":
@@ -717,6 +736,14 @@ class Trainer:
                                     cfg.focal_gamma, cfg.la_tau).to(self.device)
         # Every parameter is registered; frozen ones simply get no gradient (AdamW skips them).
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self._build_schedule()
+        use_amp = cfg.amp and self.device.type == "cuda"
+        self.amp_dtype = (torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16)
+        self.use_amp = use_amp
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and self.amp_dtype == torch.float16)
+
+    def _build_schedule(self) -> None:
+        cfg = self.cfg
         if cfg.scheduler == "cosine":
             remaining = cfg.epochs - self.segment_start + 1
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, remaining))
@@ -725,10 +752,15 @@ class Trainer:
                                                                         factor=0.5, patience=2)
         else:
             self.scheduler = None
-        use_amp = cfg.amp and self.device.type == "cuda"
-        self.amp_dtype = (torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16)
-        self.use_amp = use_amp
-        self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and self.amp_dtype == torch.float16)
+
+    def _apply_schedule_change(self) -> None:
+        """A --force resume that changed lr, weight_decay, scheduler or epochs: the optimizer keeps
+        its moments, but the saved LR schedule would otherwise override the new values. The new lr
+        is used as given on the next epoch and the schedule spans what is left (as after a restart)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = self.cfg.lr
+            group["weight_decay"] = self.cfg.weight_decay
+        self._build_schedule()
 
     def stage_for(self, epoch: int) -> str:
         """Warmup epochs (counted from the last restart) train the head only; then the configured
@@ -847,6 +879,8 @@ class Trainer:
                     "or arch. Resume with the run's own settings, or start a new run.") from None
             if self.setup.changed:
                 self._new_segment(epoch, "changed on resume", restart=False)
+                if SCHEDULE_KEYS & set(self.setup.changed):
+                    self._apply_schedule_change()
         if self.setup.changed:
             change = {"epoch": epoch, "changes": {k: [a, b] for k, (a, b) in self.setup.changed.items()},
                       "reason": self.segments[-1]["reason"]}
@@ -1156,7 +1190,8 @@ class Trainer:
             summary = self._write_summary("failed", interrupted=False, error=message)
         except (OSError, MammoError):
             # the run dir itself is what failed (disk full, removed): the sink still hears it
-            self.emit.sinks[-1](event)
+            for other in self.emit.sinks[1:]:  # the screen, and the trackers
+                other(event)
         self.writer.close()
         return RunResult(self.run_dir, "failed", code, summary)
 
@@ -1231,8 +1266,17 @@ def train(request: TrainRequest, sink: EventSink = lambda event: None,
     """
     cancel = cancel or threading.Event()
     leave_group = not distributed.joined()  # a caller in the group already (a CV) stays in it
+    if request.track:  # a bad spec or a missing library: said before the dataset is read
+        from mammo_tui.tracking.spec import tracking_specs
+
+        tracking_specs(request.track)
     setup = _Setup(request, sink)  # a resume takes the run directory's lock here, a new run in materialise()
     try:
+        if request.track or setup.config.track:  # ... and the config's (a preset, --set, config.toml)
+            from mammo_tui.tracking.spec import tracking_specs
+
+            setup.track = tracking_specs(request.track, setup.config.track)
+            setup.facts.append(f"tracking to {', '.join(spec.text for spec in setup.track)}")
         setup.build_model()
         setup.materialise()
         trainer = Trainer(setup, sink, cancel)

@@ -1,7 +1,7 @@
-"""The Textual app: wizard -> dashboard, `watch RUN_DIR`, and the runs browser.
+"""The Textual app: wizard -> dashboard, `watch RUN_DIR`, the runs browser, and a sweep's leaderboard.
 
-`run_app` is what the CLI calls; `MammoApp` is what tests drive with `run_test()`. torch is never
-imported here: the engine is imported inside the training worker thread.
+`run_app` / `run_sweep_app` are what the CLI calls; `MammoApp` is what tests drive with `run_test()`.
+torch is never imported here: the engine is imported inside the training worker thread.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from functools import partial
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.screen import Screen
 
 from mammo_tui.events import Event
 from mammo_tui.tui.dashboard import DashboardScreen
@@ -45,12 +46,14 @@ class MammoApp(App[int]):
                  run_dir: str | None = None, runs_root: str = "runs", config: Any = None,
                  overrides: dict | None = None,
                  demo_size: float | None = None, events: Iterable[Event] | None = None,
-                 run_name: str | None = None, job: Any = None, preset: str = "", cv_folds: int = 0) -> None:
+                 run_name: str | None = None, job: Any = None, preset: str = "", cv_folds: int = 0,
+                 sweep: Any = None) -> None:
         """events: replay these instead of reading run_dir (previews and snapshot tests).
         demo_size / run_name: passed to the demo dataset and the launched run; run_name and
         preset (the --preset name behind config) pre-fill the wizard's config step, and so does
         cv_folds (`cv --folds K`: K-fold cross-validation selected under validation).
-        job: a TrainJob (or TrainRequest) to train at once, skipping the wizard."""
+        job: a TrainJob (or TrainRequest) to train at once, skipping the wizard.
+        sweep: a drivers.sweep.SweepJob to run at once, on the sweep leaderboard screen."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
         super().__init__()
@@ -67,14 +70,21 @@ class MammoApp(App[int]):
         self.job = job
         self.preset = preset
         self.cv_folds = int(cv_folds or 0)
+        self.sweep = sweep
         self.exit_code = 0
-        self._dashboards: list[DashboardScreen] = []
+        # the screens that run an engine thread (DashboardScreen, SweepScreen): quit and hangup
+        # stop them and wait for them
+        self._dashboards: list[Any] = []
 
     # -- start-up --------------------------------------------------------------------------------
     def on_mount(self) -> None:
         self._install_hangup_handler()
         if self.job is not None:
             self.launch(self.job)
+        elif self.sweep is not None:
+            from mammo_tui.tui.sweep import SweepScreen
+
+            self.push_screen(SweepScreen(job=self.sweep))
         elif self.mode == "watch" or self.events is not None:
             self.push_screen(watch_screen(self.run_dir, self.events))
         elif self.mode == "runs":
@@ -107,10 +117,10 @@ class MammoApp(App[int]):
         self.exit(self.exit_code)
 
     # -- navigation ------------------------------------------------------------------------------
-    def register_dashboard(self, screen: DashboardScreen) -> None:
+    def register_dashboard(self, screen: Any) -> None:
         self._dashboards.append(screen)
 
-    def dashboards(self) -> list[DashboardScreen]:
+    def dashboards(self) -> list[Any]:
         """Every dashboard still on the stack or whose thread still runs (it must be waited for)."""
         return [s for s in self._dashboards if s in self.screen_stack or s.engine_running]
 
@@ -195,6 +205,8 @@ class MammoApp(App[int]):
         trained = [s for s in self._dashboards if not s.read_only]
         if not trained:
             return ""
+        if hasattr(trained[-1], "exit_summary"):  # a sweep: its leaderboard and best configuration
+            return trained[-1].exit_summary()
         state = trained[-1].state
         text = exit_summary(state.cv_dir or state.run_dir)
         if not text and state.failed is not None:
@@ -202,15 +214,21 @@ class MammoApp(App[int]):
         return text
 
 
-def watch_screen(run_dir: str | None, events: Iterable[Event] | None = None) -> DashboardScreen:
+def watch_screen(run_dir: str | None, events: Iterable[Event] | None = None) -> Screen:
     """A finished run (or fixed events) is replayed at once; a live one is followed.
-    A cross-validation is always followed: its stream is rebuilt fold by fold from the folders."""
+    A cross-validation is always followed: its stream is rebuilt fold by fold from the folders.
+    A sweep opens its leaderboard, read from its folder."""
     if events is not None:
         return DashboardScreen(events=events, run_dir=run_dir)
     from mammo_tui.drivers.cv import is_cv_dir
+    from mammo_tui.rundir import group_kind
     from mammo_tui.runlog import EVENTS_FILE, read_events
 
     path = Path(run_dir or ".")
+    if group_kind(path) == "sweep":
+        from mammo_tui.tui.sweep import SweepScreen
+
+        return SweepScreen(sweep_dir=str(path))
     if is_cv_dir(path):
         return DashboardScreen(run_dir=str(path), follow=True)
     events_path = path / EVENTS_FILE
@@ -224,14 +242,15 @@ def watch_screen(run_dir: str | None, events: Iterable[Event] | None = None) -> 
 def run_app(mode: str = "wizard", *, demo: bool = False, dataset: Any = None,
             run_dir: str | None = None, runs_root: str = "runs", config: Any = None,
             overrides: dict | None = None, job: Any = None, run_name: str | None = None,
-            preset: str = "", cv_folds: int = 0) -> int:
+            preset: str = "", cv_folds: int = 0, sweep: Any = None) -> int:
     """Run the app in the terminal; returns the exit code (the training run's when one ran).
     job: a TrainJob to start at once (train --resume, cv), skipping the wizard.
     run_name / preset / cv_folds: --run-name, the --preset name and cv's --folds, shown
-    pre-filled by the wizard (`train` and `cv` in a terminal both open it)."""
+    pre-filled by the wizard (`train` and `cv` in a terminal both open it).
+    sweep: a SweepJob to run on the leaderboard screen (run_sweep_app)."""
     app = MammoApp(mode, demo=demo, dataset=dataset, run_dir=run_dir, runs_root=runs_root,
                    config=config, overrides=overrides, job=job, run_name=run_name, preset=preset,
-                   cv_folds=cv_folds)
+                   cv_folds=cv_folds, sweep=sweep)
     app.run()
     # Belt and braces: the app waits for its threads on quit; if it was torn down another way,
     # wait here so the run directory is complete before the process exits.
@@ -246,3 +265,10 @@ def run_app(mode: str = "wizard", *, demo: bool = False, dataset: Any = None,
         except (BrokenPipeError, OSError):
             pass
     return app.exit_code
+
+
+def run_sweep_app(job: Any) -> int:
+    """`mammo-tui sweep` in a terminal: the sweep runs in a thread worker behind its leaderboard;
+    q / ctrl+c ask, then stop it (the current run and the sweep are saved as interrupted). On exit
+    the same summary as --no-ui: the leaderboard, the best configuration, what to run next."""
+    return run_app(sweep=job)

@@ -15,7 +15,8 @@ from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 from mammo_tui.config import CHOICES, TrainConfig
 from mammo_tui.errors import ConfigError
 from mammo_tui.tui.dialogs import ConfirmScreen
-from mammo_tui.tui.wizard import WizardState, WizardStep
+from mammo_tui.tui.job import VALIDATION_CHOICES, TrainJob, WizardState
+from mammo_tui.tui.step import WizardStep
 
 # (key, label, widget kind) in form order; kinds: select | int | float | bool
 FIELDS: list[tuple[str, str, str]] = [
@@ -33,8 +34,6 @@ FIELDS: list[tuple[str, str, str]] = [
     ("augment", "augment", "bool"),
     ("pretrained", "pretrained", "bool"),
 ]
-# 0: one patient-grouped train/val split; K: K-fold cross-validation (one run per fold)
-VALIDATION_CHOICES = [("one split", 0), ("3-fold CV", 3), ("5-fold CV", 5), ("10-fold CV", 10)]
 
 
 def validation_choices(folds: int = 0) -> list[tuple[str, int]]:
@@ -236,8 +235,6 @@ class ConfigScreen(WizardStep):
         self._launch(cfg)
 
     def _launch(self, cfg: TrainConfig) -> None:
-        from mammo_tui.tui.dashboard import TrainJob
-
         w = self.wizard
         name = self.query_one("#run-name", Input).value.strip()  # pre-filled from --run-name
         job = TrainJob(

@@ -8,7 +8,7 @@ timer, so a burst of events (attaching to a long log, fast batches) costs one re
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
@@ -23,6 +23,7 @@ from textual.worker import Worker, WorkerState
 
 from mammo_tui.events import Event, RunFailed
 from mammo_tui.tui.dialogs import ConfirmScreen, HelpScreen
+from mammo_tui.tui.job import VALIDATION_CHOICES, WizardState
 from mammo_tui.tui.messages import EngineDone, EngineEvent
 from mammo_tui.tui.render import change_text, suggestion_label
 from mammo_tui.tui.state import COLLAPSE, EPOCH, FOLDS, LOG, PROGRESS, STATUS, DashboardState
@@ -67,39 +68,6 @@ def apply_command(state: DashboardState, chosen: list[dict[str, Any]]) -> str:
     if state.is_cv:  # every fold must train the same way: a new cross-validation
         return f"mammo-tui cv --folds {state.folds_total} <your dataset flags> {sets}"
     return f"mammo-tui train --resume {shlex.quote(state.run_dir or 'RUN_DIR')} {sets} --force"
-
-
-@dataclass
-class TrainJob:
-    """What to train: the engine's TrainRequest fields, without importing the engine (torch).
-
-    The worker thread turns it into a TrainRequest; the UI thread never imports torch.
-    """
-
-    config: Any = None  # TrainConfig
-    dataset: Any = None  # DatasetSpec
-    demo: bool = False
-    demo_size: float | None = None
-    outdir: str = "runs"
-    run_name: str | None = None
-    resume: str | None = None
-    force: bool = False
-    restart: bool = False  # a fix applied: restart from the best healthy checkpoint
-    parent_run: str = ""
-    skip_bad_rows: bool = False
-    preset: str = ""
-    origin: str = ""
-    overrides: dict = field(default_factory=dict)  # config None: the plan's config + these keys
-    cv_folds: int = 0  # >= 2: a K-fold cross-validation (cv.run_cv) instead of one run
-
-    def to_request(self):
-        from mammo_tui.engine.trainer import TrainRequest
-
-        accepted = {f.name for f in fields(TrainRequest)}
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        if values["demo_size"] is None:
-            values.pop("demo_size")
-        return TrainRequest(**{k: v for k, v in values.items() if k in accepted})
 
 
 class DashboardScreen(Screen):
@@ -448,13 +416,9 @@ class DashboardScreen(Screen):
         config = getattr(job, "config", None)
         if config is None or getattr(job, "resume", None) or not (job.demo or job.dataset):
             return None
-        from mammo_tui.tui.wizard import WizardState
-
         self.wizard = WizardState(spec=job.dataset, demo=job.demo, demo_size=job.demo_size,
                                   user_config=config, skip_bad_rows=job.skip_bad_rows)
         self.wizard.edits["run-name"] = job.run_name or ""
-        from mammo_tui.tui.configure import VALIDATION_CHOICES
-
         if job.cv_folds in {folds for _, folds in VALIDATION_CHOICES}:  # a CV comes back as a CV
             self.wizard.edits["cv-folds"] = job.cv_folds
         return self.wizard

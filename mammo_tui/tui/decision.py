@@ -9,7 +9,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Footer, Header, Static
 
-from mammo_tui.tui.wizard import WizardStep
+from mammo_tui.tui.step import WizardStep
 
 RISK_STYLE = {"highest": "bold red", "medium": "bold yellow", "low": "bold green"}
 

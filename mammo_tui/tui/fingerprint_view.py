@@ -15,7 +15,8 @@ from textual.widgets import Button, Footer, Header, Static
 
 from mammo_tui.labels import CLASS_NAMES
 from mammo_tui.tui.render import count_bars
-from mammo_tui.tui.wizard import WizardState, WizardStep
+from mammo_tui.tui.job import WizardState
+from mammo_tui.tui.step import WizardStep
 
 MAX_EXAMPLES = 3  # problem messages shown per kind; the rest are counted
 

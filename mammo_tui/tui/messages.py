@@ -38,3 +38,11 @@ class ScanDone(Message):
         super().__init__()
         self.spec, self.report, self.error, self.demo = spec, report, error, demo
         self.fingerprint, self.plan = fingerprint, plan
+
+
+class SweepRead(Message):
+    """One read of a sweep folder (tui/sweep.py read_sweep), or why it failed."""
+
+    def __init__(self, view: Any = None, error: BaseException | None = None) -> None:
+        super().__init__()
+        self.view, self.error = view, error

@@ -85,6 +85,30 @@ def exit_summary(run_dir: str | Path | None) -> str:
                                    best_status=summary.get("best_status"), error=summary.get("error") or ""))
 
 
+def sweep_summary(sweep_dir: str | Path, *, no_ui: bool = False) -> str:
+    """A sweep's exit summary, from its folder: the leaderboard, the best configuration and the
+    command that trains it, how to continue a stopped sweep, where the folder and report are."""
+    from mammo_tui.drivers.leaderboard import best_entry, format_leaderboard, leaderboard, read_sweep_manifest
+    from mammo_tui.drivers.sweep import reproduce_command
+
+    manifest = read_sweep_manifest(sweep_dir)
+    if not manifest:
+        return ""
+    entries = leaderboard(sweep_dir, manifest)
+    path = shlex.quote(str(sweep_dir))
+    lines = [format_leaderboard(entries)]
+    best = best_entry(entries)
+    if best is not None:
+        lines.append(f"best configuration: {best.config_id} ({best.status}, {best.seeds_done} of "
+                     f"{best.seeds_planned} seeds)")
+        lines.append(f"train it: {reproduce_command(sweep_dir, best, manifest)}")
+    if manifest.get("status") in ("interrupted", "running"):  # stopped, or killed while it said running
+        lines.append(f"sweep stopped; continue it with: {PROG} sweep{' --no-ui' if no_ui else ''} --resume {path}")
+    lines.append(f"sweep folder: {sweep_dir}  (report: {PROG} report {path})")
+    lines.append(f"watch it: {PROG} watch {path}")
+    return "\n".join(lines)
+
+
 def _summary_from_log(run_dir: str | Path) -> dict[str, Any]:
     """best_epoch / best_metrics from the log's finished event (no summary.json: an old or a
     killed run)."""

@@ -120,8 +120,9 @@ def compare_tables(a: dict[str, Any], b: dict[str, Any]) -> tuple[Table, Table]:
 class RunsScreen(Screen):
     HELP_TITLE = "runs browser"
     HELP_TEXT = ("Runs under the runs root, newest first. A cross-validation is one row (κq and "
-                 "bal-acc-adj: the mean over its finished folds) with its folds below it. enter opens "
-                 "the dashboard of a run or CV (a "
+                 "bal-acc-adj: the mean over its finished folds) with its folds below it; a sweep is one "
+                 "row (its best configuration's means) with its runs below it. enter opens "
+                 "the dashboard of a run or CV, or a sweep's leaderboard (a "
                  "replay when it is finished, live when it is still running). space marks runs; c "
                  "compares the two marked runs (or the marked one with the one under the cursor).")
     BINDINGS = [
@@ -180,7 +181,10 @@ class RunsScreen(Screen):
         if run.kind == "cv":
             name = Text.assemble(run.name, (f"  {run.folds}-fold CV", "bold"))
             epochs = f"{run.folds_done}/{run.folds} folds"
-        elif run.kind == "fold":
+        elif run.kind == "sweep":
+            name = Text.assemble(run.name, (f"  {run.folds}-run sweep", "bold"))
+            epochs = f"{run.folds_done}/{run.folds} runs"
+        elif run.kind in ("fold", "member"):
             name = Text(f"  └ {run.name}", style="dim")
         elif run.parent:  # started by applying a fix to a finished run
             name = Text.assemble(run.name, (f"  ← fix of {run.parent}", "dim"))

@@ -155,7 +155,7 @@ def sample_wizard_state():
     from mammo_tui.data.fingerprint import fingerprint
     from mammo_tui.data.records import ImageInfo, ImageRecord, Problem, ValidationReport
     from mammo_tui.planner import plan_for
-    from mammo_tui.tui.wizard import WizardState
+    from mammo_tui.tui.job import WizardState
     from mammo_tui.weights import WeightsStatus
 
     records, infos = [], {}

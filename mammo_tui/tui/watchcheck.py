@@ -14,16 +14,18 @@ STALE_AFTER_S = 5 * 60.0  # no event for this long, and no process holds the run
 def watch_problem(path: str | Path) -> str | None:
     """Why `watch PATH` has nothing to show (the CLI prints it and exits 2), or None."""
     from mammo_tui.drivers.cv import is_cv_dir
-    from mammo_tui.rundir import SUMMARY_FILE
+    from mammo_tui.rundir import SUMMARY_FILE, group_kind
     from mammo_tui.runlog import EVENTS_FILE
+
+    def watchable(p: Path) -> bool:  # a run, a cross-validation or a sweep
+        return (p / EVENTS_FILE).is_file() or is_cv_dir(p) or group_kind(p) is not None
 
     path = Path(path)
     if not path.is_dir():
         return f"watch: {path} is not a directory"
-    if is_cv_dir(path) or (path / EVENTS_FILE).is_file() or (path / SUMMARY_FILE).is_file():
+    if watchable(path) or (path / SUMMARY_FILE).is_file():
         return None
-    runs = sorted(p.name for p in path.iterdir()
-                  if p.is_dir() and ((p / EVENTS_FILE).is_file() or is_cv_dir(p)))
+    runs = sorted(p.name for p in path.iterdir() if p.is_dir() and watchable(p))
     if runs:
         shown = ", ".join(runs[:5]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
         return (f"watch: {path} holds no run itself but {len(runs)} runs ({shown}). Watch one: "

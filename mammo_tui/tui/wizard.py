@@ -2,13 +2,12 @@
 
 The scan runs in a thread worker (it opens every image header); progress reaches the screen via
 post_message. The later steps live in fingerprint_view.py, decision.py and configure.py and share
-one WizardState.
+one WizardState (job.py); each step imports only the next one (step.py holds their base class).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,13 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen, Screen
+from textual.screen import ModalScreen
 from textual.widgets import Button, DirectoryTree, Footer, Header, Input, Label, ProgressBar, Select, Static
 
-from mammo_tui.tui.dialogs import HelpScreen
 from mammo_tui.console import format_duration
+from mammo_tui.tui.job import WizardState
 from mammo_tui.tui.messages import ScanDone, ScanProgress
+from mammo_tui.tui.step import WizardStep
 
 LAYOUTS = [
     ("Reference CSV + DICOM folders (AccessionNumber,Classification)", "reference"),
@@ -30,33 +30,6 @@ LAYOUTS = [
     ("Class folders (A/ B/ C/ D/ or 1/ 2/ 3/ 4/)", "folders"),
 ]
 PROGRESS_INTERVAL_S = 0.1  # scan progress messages: a few per second is enough
-
-
-@dataclass
-class WizardState:
-    """What the wizard has learned so far; handed from step to step."""
-
-    spec: Any = None  # DatasetSpec
-    demo: bool = False
-    demo_size: float | None = None
-    report: Any = None  # ValidationReport
-    fingerprint: Any = None  # Fingerprint
-    plan: Any = None  # planner.Plan
-    skip_bad_rows: bool = False
-    user_config: Any = None  # a TrainConfig the CLI passed (--preset + flags); wins over the plan
-    user_preset: str = ""  # the --preset name behind user_config (recorded with the run)
-    user_overrides: dict[str, Any] = field(default_factory=dict)  # flags without --preset: on the plan
-    notes: list[str] = field(default_factory=list)
-    # the config step's raw field values (widget id -> value): kept when the user goes back,
-    # and when a failed or finished run returns to the config step
-    edits: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def bad_rows(self) -> int:
-        """Problems that removed an image or row (an empty class removes nothing)."""
-        if self.report is None:
-            return 0
-        return sum(1 for p in self.report.problems if p.kind != "empty_class")
 
 
 def spec_from_inputs(layout: str, first: str, second: str):
@@ -84,44 +57,6 @@ def default_dicom_root(csv_path: Path) -> Path:
 
     sub = csv_path.parent / DICOM_DIRNAME
     return sub if sub.is_dir() else csv_path.parent
-
-
-class WizardStep(Screen):
-    """Common keys of the wizard screens."""
-
-    BINDINGS = [
-        Binding("escape", "back", "Back"),
-        Binding("question_mark", "help", "Help"),
-    ]
-
-    def __init__(self, wizard: WizardState) -> None:
-        super().__init__()
-        self.wizard = wizard
-
-    def on_mount(self) -> None:
-        # Focusing the bottom button scrolls a short terminal to the end; start at the top.
-        self.call_after_refresh(self._scroll_top)
-
-    def _scroll_top(self) -> None:
-        for body in self.query("#wizard-body"):
-            body.scroll_home(animate=False)
-
-    def action_back(self) -> None:
-        if len(self.app.screen_stack) > 2:
-            self.app.pop_screen()
-
-    @on(Button.Pressed, "#back")
-    def _back_pressed(self) -> None:
-        self.action_back()
-
-    def check_action(self, action: str, parameters: tuple) -> bool | None:
-        # The first screen has nowhere to go back to: hide the key rather than ignore it.
-        if action == "back" and self.app.screen_stack[:2] == [self.app.screen_stack[0], self]:
-            return False
-        return True
-
-    def action_help(self) -> None:
-        self.app.push_screen(HelpScreen(self))
 
 
 class DatasetScreen(WizardStep):
