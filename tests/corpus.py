@@ -63,3 +63,15 @@ def good_rows(root: Path, per_class=(6, 6, 6, 6), patients_per_class: int = 3) -
 def write_csv(root: Path, rows: list[str]) -> Path:
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     return root / "labels.csv"
+
+
+# a sweep spec's [set] table that makes every run a few seconds on a CPU (as FAST)
+TINY_SWEEP_SET = """
+[set]
+epochs = 1
+img_size = 32
+pretrained = false
+augment = false
+num_workers = 0
+max_batches_per_epoch = 2
+"""

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from corpus import TINY_SWEEP_SET as TINY  # every run: a few seconds on a CPU
 from mammo_tui import cli
 from mammo_tui.drivers.cv import fold_recalls, mean_std
 from mammo_tui.drivers.leaderboard import SWEEP_FILE, format_leaderboard, leaderboard
@@ -21,16 +22,6 @@ from mammo_tui.drivers.sweep_spec import load_spec
 from mammo_tui.errors import ConfigError, RunDirError
 from mammo_tui.metrics import selection_score
 
-# every run: a few seconds on a CPU (as tests/corpus.py FAST)
-TINY = """
-[set]
-epochs = 1
-img_size = 32
-pretrained = false
-augment = false
-num_workers = 0
-max_batches_per_epoch = 2
-"""
 
 SPEC = """
 [sweep]

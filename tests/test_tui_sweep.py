@@ -15,6 +15,7 @@ import pytest
 from rich.text import Text
 from textual.widgets import DataTable
 
+from corpus import TINY_SWEEP_SET as TINY  # every run: a few seconds on a CPU
 from mammo_tui.drivers.cv import format_mean_std
 from mammo_tui.drivers.leaderboard import SWEEP_FILE, leaderboard
 from mammo_tui.drivers.sweep import SweepJob, run_sweep
@@ -29,15 +30,6 @@ from mammo_tui.tui.sweep import SweepScreen
 from mammo_tui.tui.testing import async_test, screen_text, wait_until
 from mammo_tui.tui.watchcheck import watch_problem
 
-TINY = """
-[set]
-epochs = 1
-img_size = 32
-pretrained = false
-augment = false
-num_workers = 0
-max_batches_per_epoch = 2
-"""
 SPEC = '[sweep]\nbase = "demo"\nseeds = [0, 1]\n' + TINY + """
 [[variants]]
 name = "ce"

@@ -19,12 +19,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker
 
 from mammo_tui.events import Event, RunFailed
 from mammo_tui.tui.dialogs import ConfirmScreen, HelpScreen
 from mammo_tui.tui.job import VALIDATION_CHOICES, WizardState
-from mammo_tui.tui.messages import EngineDone, EngineEvent
+from mammo_tui.tui.messages import EngineDone, EngineEvent, stop_and_wait
 from mammo_tui.tui.render import change_text, suggestion_label
 from mammo_tui.tui.state import COLLAPSE, EPOCH, FOLDS, LOG, PROGRESS, STATUS, DashboardState
 from mammo_tui.tui.widgets import (
@@ -350,13 +350,7 @@ class DashboardScreen(Screen):
         self._repaint()
 
     async def stop_engine(self) -> None:
-        """Set the cancel flag and wait for the thread (train() saves a checkpoint first)."""
-        self.cancel.set()
-        if self.worker is not None and self.worker.state in (WorkerState.PENDING, WorkerState.RUNNING):
-            try:
-                await self.worker.wait()
-            except Exception:  # noqa: BLE001 - WorkerFailed / WorkerCancelled: it has stopped either way
-                pass
+        await stop_and_wait(self.cancel, self.worker)
 
     def on_unmount(self) -> None:
         self.cancel.set()  # never leave a follower or trainer running behind a closed screen

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from textual.message import Message
+from textual.worker import Worker, WorkerState
 
 from mammo_tui.events import Event
 
@@ -46,3 +48,13 @@ class SweepRead(Message):
     def __init__(self, view: Any = None, error: BaseException | None = None) -> None:
         super().__init__()
         self.view, self.error = view, error
+
+
+async def stop_and_wait(cancel: threading.Event, worker: Worker | None) -> None:
+    """Set the engine's cancel flag and wait for its thread (the run saves its checkpoint first)."""
+    cancel.set()
+    if worker is not None and worker.state in (WorkerState.PENDING, WorkerState.RUNNING):
+        try:
+            await worker.wait()
+        except Exception:  # noqa: BLE001 - WorkerFailed / WorkerCancelled: it has stopped either way
+            pass

@@ -21,11 +21,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker
 
 from mammo_tui.events import Event, SweepFinished, SweepRunFinished, SweepRunStarted
 from mammo_tui.tui.dialogs import HelpScreen
-from mammo_tui.tui.messages import EngineDone, EngineEvent, SweepRead
+from mammo_tui.tui.messages import EngineDone, EngineEvent, SweepRead, stop_and_wait
 from mammo_tui.tui.render import STATUS_STYLE
 from mammo_tui.tui.state import LogLine, fmt, fmt_pm
 from mammo_tui.tui.widgets import EventLog
@@ -423,13 +423,7 @@ class SweepScreen(Screen):
         self._repaint()
 
     async def stop_engine(self) -> None:
-        """Set the cancel flag and wait for the thread (the current run saves its checkpoint)."""
-        self.cancel.set()
-        if self.worker is not None and self.worker.state in (WorkerState.PENDING, WorkerState.RUNNING):
-            try:
-                await self.worker.wait()
-            except Exception:  # noqa: BLE001 - WorkerFailed / WorkerCancelled: it has stopped either way
-                pass
+        await stop_and_wait(self.cancel, self.worker)
 
     def resume_hint(self) -> str:
         where = self.state.sweep_dir or "SWEEP_DIR"
