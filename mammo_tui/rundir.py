@@ -336,6 +336,26 @@ def lock_run_dir(run_dir: str | Path) -> RunLock:
     return RunLock(fd, path)
 
 
+def lock_held(run_dir: str | Path) -> bool | None:
+    """Does a process hold RUN/.lock (a trainer or driver, see RunLock)? None when unknown (no lock
+    file: an older run, or no flock on this system). A "running" status nobody holds was killed."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        # a shared lock, released at once: granted only when no process holds its exclusive one
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def _write_holder(fd: int) -> None:
     info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
             "command": " ".join(["mammo-tui", *sys.argv[1:]])}

@@ -449,3 +449,20 @@ def test_configurations_the_rules_refuse_on_this_base_are_skipped_and_said(tmp_p
     assert [e.config_id for e in result.entries] == ["none"] and not (result.sweep_dir / "head_only-seed0").exists()
     report = render_sweep_report(result.sweep_dir)
     assert "## Skipped configurations" in report and "- head_only:" in report
+
+
+def test_the_report_of_a_sweep_nobody_runs_says_so(tmp_path):
+    """sweep.json says running after a kill -9: the report says no process holds it, and how to go on."""
+    from mammo_tui.drivers.sweep_report import render_sweep_report
+    from mammo_tui.rundir import lock_run_dir
+
+    sweep = tmp_path / "sw"
+    sweep.mkdir()
+    (sweep / SWEEP_FILE).write_text(json.dumps({"status": "running", "members": [], "spec": {"seeds": [0]}}))
+    lock = lock_run_dir(sweep)  # alive: a process holds the folder
+    try:
+        assert "no process holds it" not in render_sweep_report(sweep)
+    finally:
+        lock.release()
+    report = render_sweep_report(sweep)  # the lock file stays behind, held by nobody
+    assert "no process holds it (stopped or killed)" in report and f"mammo-tui sweep --resume {sweep}" in report

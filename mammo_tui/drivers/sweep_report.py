@@ -20,7 +20,7 @@ from mammo_tui.drivers.sweep import reproduce_command
 from mammo_tui.drivers.sweep_spec import format_value
 from mammo_tui.errors import RunDirError
 from mammo_tui.markdown import table, when as _when
-from mammo_tui.rundir import group_kind, read_summary
+from mammo_tui.rundir import group_kind, lock_held, read_summary
 
 RANKING = ("Ranked by the selection score of the mean over finished seeds: balanced accuracy adjusted "
            "(0 = chance, 1 = perfect), then quadratic kappa, then macro AUC; the same key that picks a "
@@ -50,6 +50,8 @@ def render_sweep_report(sweep_dir: str | Path, base: str | Path | None = None) -
     best = best_entry(entries)
     spec = manifest.get("spec") or {}
     status = manifest.get("status", "unknown")
+    if status == "running" and lock_held(sweep_dir) is False:  # killed: nothing will finish it
+        status = "running in sweep.json, but no process holds it (stopped or killed)"
     runs = [m for m in manifest.get("members") or [] if isinstance(m, dict)]
     done = sum(e.seeds_done for e in entries)
     lines = [f"# Sweep report: {sweep_dir.name}", "",

@@ -78,8 +78,7 @@ def member_state(run_dir: Path, summary: dict[str, Any] | None) -> str:
 def read_sweep(sweep_dir: str | Path) -> SweepView:
     """Everything the screen shows, from the folder (cheap: small JSON files)."""
     from mammo_tui.drivers.leaderboard import leaderboard, read_sweep_manifest
-    from mammo_tui.rundir import read_summary
-    from mammo_tui.tui.watchcheck import run_is_live
+    from mammo_tui.rundir import lock_held, read_summary
 
     sweep_dir = Path(sweep_dir)
     manifest = read_sweep_manifest(sweep_dir)
@@ -92,7 +91,7 @@ def read_sweep(sweep_dir: str | Path) -> SweepView:
         if summary:
             summaries[run] = summary
         states[run] = member_state(sweep_dir / run, summary)
-    live = run_is_live(sweep_dir) if manifest.get("status") == "running" else None
+    live = lock_held(sweep_dir) if manifest.get("status") == "running" else None
     return SweepView(sweep_dir, manifest, leaderboard(sweep_dir, manifest), members, states, summaries, live)
 
 

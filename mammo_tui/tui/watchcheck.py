@@ -3,7 +3,6 @@ says "running" really alive?"""
 
 from __future__ import annotations
 
-import os
 import shlex
 import time
 from pathlib import Path
@@ -35,36 +34,14 @@ def watch_problem(path: str | Path) -> str | None:
             "run writes, e.g. runs/<run-name>")
 
 
-def run_is_live(run_dir: str | Path) -> bool | None:
-    """Does a process hold RUN/.lock (the trainer's, see rundir.RunLock)? None when unknown
-    (no lock file: an older run, or no flock on this system)."""
-    try:
-        import fcntl
-    except ImportError:
-        return None
-    from mammo_tui.rundir import LOCK_FILE
-
-    try:
-        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        # a shared lock, released at once: granted only when no trainer holds its exclusive one
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-
-
 def stale_note(run_dir: str | Path, last_event_time: float, now: float | None = None,
                after_s: float = STALE_AFTER_S) -> str | None:
     """"looks stale: …" when the log has been silent for after_s and no process trains the run
     (kill -9 leaves status running); None while it may be alive."""
     silent = (now if now is not None else time.time()) - last_event_time
-    if silent < after_s or run_is_live(run_dir):
+    from mammo_tui.rundir import lock_held
+
+    if silent < after_s or lock_held(run_dir):
         return None
     minutes = int(silent // 60)
     return (f"looks stale: no event for {minutes} min and no process holds the run (killed?). "
