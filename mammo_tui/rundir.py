@@ -187,7 +187,8 @@ def run_info(run_dir: str | Path) -> RunInfo:
 #   planned   optional: how many members there will be (a CV's "folds" is read as that too)
 #   headline  optional: {kappa_quadratic, balanced_accuracy_adjusted} for the listing; without
 #             it, the mean over the finished members
-MANIFEST_FILES = {"cv.json": "cv", "sweep.json": "sweep"}
+CV_FILE, SWEEP_FILE = "cv.json", "sweep.json"
+MANIFEST_FILES = {CV_FILE: "cv", SWEEP_FILE: "sweep"}
 FINISHED_STATUSES = ("healthy", "warning", "collapsed")  # a run that ended with a result
 _SEVERITY = {"healthy": 0, "warning": 1, "collapsed": 2}
 
@@ -207,9 +208,10 @@ def is_group_dir(path: str | Path) -> bool:
     return group_kind(path) is not None
 
 
-def read_group_manifest(path: str | Path) -> dict[str, Any]:
-    """The folder's manifest, leniently ({} when missing or damaged: listings must not crash)."""
-    kind = group_kind(path)
+def read_group_manifest(path: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """The folder's manifest (of that kind, when given), leniently ({} when missing or damaged:
+    listings and screens must not crash)."""
+    kind = kind or group_kind(path)
     name = next((n for n, k in MANIFEST_FILES.items() if k == kind), None)
     if name is None:
         return {}
@@ -354,6 +356,30 @@ def lock_held(run_dir: str | Path) -> bool | None:
         return True
     finally:
         os.close(fd)
+
+
+def create_locked(path: str | Path, what: str) -> RunLock:
+    """Create a driver's folder (`what`: "cross-validation directory", "sweep folder") and take its
+    lock: one process per folder (two would train each member run twice)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"cannot write the {what} {path}: {exc.strerror or exc}. "
+                          "Pass --outdir on a writable disk.") from None
+    return lock_run_dir(path)
+
+
+def remove_husk(path: str | Path, *names: str) -> None:
+    """Undo create_locked for a folder that never got a member run: its lock file and `names`
+    (its manifest), then the folder itself if nothing else is in it."""
+    path = Path(path)
+    for name in (*names, LOCK_FILE):
+        (path / name).unlink(missing_ok=True)
+    try:
+        path.rmdir()
+    except OSError:
+        pass
 
 
 def _write_holder(fd: int) -> None:

@@ -16,11 +16,12 @@ import pytest
 from corpus import TINY_SWEEP_SET as TINY  # every run: a few seconds on a CPU
 from mammo_tui import cli
 from mammo_tui.drivers.cv import fold_recalls, mean_std
-from mammo_tui.drivers.leaderboard import SWEEP_FILE, format_leaderboard, leaderboard
+from mammo_tui.drivers.leaderboard import format_leaderboard, leaderboard
 from mammo_tui.drivers.sweep import SweepJob, reproduce_command, run_config, run_sweep
 from mammo_tui.drivers.sweep_spec import load_spec
 from mammo_tui.errors import ConfigError, RunDirError
 from mammo_tui.metrics import selection_score
+from mammo_tui.rundir import SWEEP_FILE
 
 
 SPEC = """

@@ -17,10 +17,10 @@ from textual.widgets import DataTable
 
 from corpus import TINY_SWEEP_SET as TINY  # every run: a few seconds on a CPU
 from mammo_tui.drivers.cv import format_mean_std
-from mammo_tui.drivers.leaderboard import SWEEP_FILE, leaderboard
+from mammo_tui.drivers.leaderboard import leaderboard
 from mammo_tui.drivers.sweep import SweepJob, run_sweep
 from mammo_tui.metrics import selection_score
-from mammo_tui.rundir import SUMMARY_FILE, atomic_write_text, read_summary
+from mammo_tui.rundir import SUMMARY_FILE, SWEEP_FILE, atomic_write_text, read_summary
 from mammo_tui.tui.app import MammoApp
 from mammo_tui.tui.dashboard import DashboardScreen
 from mammo_tui.tui.dialogs import ConfirmScreen, HelpScreen

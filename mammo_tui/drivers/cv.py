@@ -24,10 +24,10 @@ from mammo_tui.errors import ConfigError, RunDirError
 from mammo_tui.events import CVFinished, Event, EventSink, FoldFinished, FoldStarted
 from mammo_tui.labels import CLASS_NAMES
 from mammo_tui.privacy import SECRET_FILE_ENV, secret_fingerprint
-from mammo_tui.rundir import new_run_name, read_summary, safe_run_name, write_json
+from mammo_tui.rundir import (CV_FILE, create_locked, new_run_name, read_group_manifest, read_summary,
+                              remove_husk, safe_run_name, write_json)
 from mammo_tui.runlog import EVENTS_FILE, follow_events, read_events
 
-CV_FILE = "cv.json"
 CV_SUMMARY_FILE = "cv_summary.json"
 FINISHED = ("healthy", "warning", "collapsed")
 SCALARS = ("kappa_quadratic", "balanced_accuracy_adjusted", "auc_macro", "accuracy")
@@ -106,10 +106,7 @@ def is_cv_dir(path: str | Path) -> bool:
 
 
 def read_manifest(cv_dir: str | Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((Path(cv_dir) / CV_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    return read_group_manifest(cv_dir, "cv") or None
 
 
 def load_manifest(cv_dir: str | Path) -> dict[str, Any]:
@@ -375,38 +372,16 @@ def _run_cv(request, folds: int, sink: EventSink, cancel: threading.Event | None
     name = _agreed(safe_run_name(request.run_name) if request.run_name else new_run_name(f"cv{folds}"))
     cv_dir = Path(request.outdir) / name
     new = not cv_dir.exists()
-    lock = _lock_cv_dir(cv_dir) if _is_main() else None
+    lock = create_locked(cv_dir, "cross-validation directory") if _is_main() else None
     try:
         return _run_folds(request, folds, sink, cancel, cv_dir, new)
     except BaseException:
         if new and lock is not None and not (cv_dir / CV_FILE).exists():  # leave no husk
-            _remove_husk(cv_dir)
+            remove_husk(cv_dir)
         raise
     finally:
         if lock is not None:
             lock.release()
-
-
-def _lock_cv_dir(cv_dir: Path):
-    """One process per CV directory (two `cv --resume` would train each fold twice)."""
-    from mammo_tui.rundir import lock_run_dir
-
-    try:
-        cv_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirError(f"cannot write the cross-validation directory {cv_dir}: "
-                          f"{exc.strerror or exc}. Pass --outdir on a writable disk.") from None
-    return lock_run_dir(cv_dir)
-
-
-def _remove_husk(cv_dir: Path) -> None:
-    from mammo_tui.rundir import LOCK_FILE
-
-    (cv_dir / LOCK_FILE).unlink(missing_ok=True)
-    try:
-        cv_dir.rmdir()
-    except OSError:
-        pass
 
 
 def _run_folds(request, folds: int, sink: EventSink, cancel: threading.Event, cv_dir: Path,
@@ -453,8 +428,7 @@ def _run_folds(request, folds: int, sink: EventSink, cancel: threading.Event, cv
         if not _is_main():
             pass
         elif new and not any(cv_dir.glob("fold-*")):  # failed before any fold existed: leave no husk
-            (cv_dir / CV_FILE).unlink(missing_ok=True)
-            _remove_husk(cv_dir)
+            remove_husk(cv_dir, CV_FILE)
         elif cv_dir.is_dir():
             _set_status(cv_dir, manifest, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
         raise

@@ -15,10 +15,9 @@ from typing import Any
 
 from mammo_tui.drivers.cv import fold_recalls, format_mean_std, mean_std, worst_status
 from mammo_tui.metrics import better_score, selection_score
-from mammo_tui.rundir import FINISHED_STATUSES, read_summary
+from mammo_tui.rundir import FINISHED_STATUSES, read_group_manifest, read_summary
 from mammo_tui.runlog import EVENTS_FILE
 
-SWEEP_FILE = "sweep.json"
 METRICS = ("kappa_quadratic", "balanced_accuracy_adjusted", "auc_macro")
 
 
@@ -77,15 +76,6 @@ class Entry:
         return {key: getattr(self, key)["mean"] for key in (*METRICS, "lowest_recall")}
 
 
-def read_sweep_manifest(sweep_dir: str | Path) -> dict[str, Any]:
-    """sweep.json, leniently ({} when missing or damaged: a leaderboard must not crash a screen)."""
-    try:
-        data = json.loads((Path(sweep_dir) / SWEEP_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def lowest_recall(metrics: dict[str, Any]) -> float | None:
     """The smallest recall over the classes present in the validation set (None: no recalls)."""
     present = [r for r in fold_recalls(metrics) if r is not None]
@@ -124,7 +114,7 @@ def leaderboard(sweep_dir: str | Path, manifest: dict[str, Any] | None = None) -
     key that picks a run's best epoch; equal scores keep queue order. Configurations with no
     finished seed follow, unranked, in queue order."""
     sweep_dir = Path(sweep_dir)
-    manifest = read_sweep_manifest(sweep_dir) if manifest is None else manifest
+    manifest = read_group_manifest(sweep_dir, "sweep") if manifest is None else manifest
     groups: dict[str, list[dict[str, Any]]] = {}
     for member in manifest.get("members") or []:
         if isinstance(member, dict) and isinstance(member.get("run"), str):

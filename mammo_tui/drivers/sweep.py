@@ -32,13 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mammo_tui.drivers.leaderboard import SWEEP_FILE, Entry, best_entry, leaderboard
+from mammo_tui.drivers.leaderboard import Entry, best_entry, leaderboard
 from mammo_tui.drivers.sweep_spec import (OPTUNA_HINT, QueuedRun, SweepSpec, format_value, from_dict, load_spec,
                                           run_name, spec_changes)
 from mammo_tui.errors import ConfigError, MammoError, RunDirError
 from mammo_tui.events import Broadcast, EventSink, LogMessage, SweepFinished, SweepRunFinished, SweepRunStarted
 from mammo_tui.privacy import SECRET_FILE_ENV, secret_fingerprint
-from mammo_tui.rundir import FINISHED_STATUSES, new_run_name, read_summary, safe_run_name, write_json
+from mammo_tui.rundir import (FINISHED_STATUSES, SWEEP_FILE, create_locked, new_run_name, read_group_manifest,
+                              read_summary, remove_husk, safe_run_name, write_json)
 
 STUDY_FILE = "optuna.db"
 LOGS_DIR = "logs"
@@ -79,13 +80,9 @@ class SweepResult:
 # -- the manifest -----------------------------------------------------------------------------------
 
 
-def is_sweep_dir(path: str | Path) -> bool:
-    return (Path(path) / SWEEP_FILE).is_file()
-
-
 def load_manifest(sweep_dir: str | Path) -> dict[str, Any]:
     """sweep.json for continuing a sweep: RunDirError naming the file when it is missing or lacks
-    what a resume needs (leaderboard.read_sweep_manifest is the lenient reader)."""
+    what a resume needs (rundir.read_group_manifest is the lenient reader)."""
     from mammo_tui.config import saved_config
     from mammo_tui.rundir import read_run_json
 
@@ -158,9 +155,7 @@ def dataset_args(dataset: dict[str, Any] | None, demo: bool, skip_bad_rows: bool
 
 def reproduce_command(sweep_dir: str | Path, entry: Entry, manifest: dict[str, Any] | None = None) -> str:
     """The `mammo-tui train` command line that trains this configuration (its first seed) again."""
-    from mammo_tui.drivers.leaderboard import read_sweep_manifest
-
-    manifest = read_sweep_manifest(sweep_dir) if manifest is None else manifest
+    manifest = read_group_manifest(sweep_dir, "sweep") if manifest is None else manifest
     base = manifest.get("config") or {}
     config = {**base, **entry.changes, "seed": entry.seeds[0] if entry.seeds else base.get("seed")}
     summary = read_summary(Path(sweep_dir) / entry.runs[0]) if entry.runs else None
@@ -242,16 +237,6 @@ class _Sweep:
         if more_trials:
             manifest["spec"] = new
         return spec
-
-    def _lock(self, sweep_dir: Path) -> None:
-        from mammo_tui.rundir import lock_run_dir
-
-        try:
-            sweep_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RunDirError(f"cannot write the sweep folder {sweep_dir}: {exc.strerror or exc}. "
-                              "Pass --outdir on a writable disk.") from None
-        self.lock = lock_run_dir(sweep_dir)  # one process per sweep: two would train each run twice
 
     def _base(self, spec: SweepSpec, manifest: dict[str, Any] | None) -> None:
         """The base config (planned once: every run of the sweep starts from it) and the dataset."""
@@ -344,27 +329,17 @@ class _Sweep:
         spec, self.sweep_dir, manifest = self._locate()
         self.spec = spec
         new = not self.sweep_dir.exists()
-        self._lock(self.sweep_dir)
+        self.lock = create_locked(self.sweep_dir, "sweep folder")
         try:
             return self._run(spec, manifest)
         except BaseException as exc:
             if new and not any(p.name not in (".lock", SWEEP_FILE) for p in self.sweep_dir.iterdir()):
-                self._remove_husk()  # stopped before any run existed: leave nothing behind
+                remove_husk(self.sweep_dir, SWEEP_FILE)  # stopped before any run existed: leave nothing behind
             elif self.manifest and (self.sweep_dir / SWEEP_FILE).exists():
                 self._set_status("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
             raise
         finally:
             self.lock.release()
-
-    def _remove_husk(self) -> None:
-        from mammo_tui.rundir import LOCK_FILE
-
-        for name in (SWEEP_FILE, LOCK_FILE):
-            (self.sweep_dir / name).unlink(missing_ok=True)
-        try:
-            self.sweep_dir.rmdir()
-        except OSError:
-            pass
 
     def _run(self, spec: SweepSpec, manifest: dict[str, Any] | None) -> SweepResult:
         self._base(spec, manifest)

@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 from mammo_tui.drivers.cv import format_mean_std
-from mammo_tui.drivers.leaderboard import Entry, best_entry, leaderboard, read_sweep_manifest
+from mammo_tui.drivers.leaderboard import Entry, best_entry, leaderboard
 from mammo_tui.drivers.sweep import reproduce_command
 from mammo_tui.drivers.sweep_spec import format_value
 from mammo_tui.errors import RunDirError
 from mammo_tui.markdown import table, when as _when
-from mammo_tui.rundir import group_kind, lock_held, read_summary
+from mammo_tui.rundir import group_kind, lock_held, read_group_manifest, read_summary
 
 RANKING = ("Ranked by the selection score of the mean over finished seeds: balanced accuracy adjusted "
            "(0 = chance, 1 = perfect), then quadratic kappa, then macro AUC; the same key that picks a "
@@ -43,7 +43,7 @@ def render_sweep_report(sweep_dir: str | Path, base: str | Path | None = None) -
     the sweep folder)."""
     sweep_dir = Path(sweep_dir)
     base = Path(base) if base is not None else sweep_dir
-    manifest = read_sweep_manifest(sweep_dir)
+    manifest = read_group_manifest(sweep_dir, "sweep")
     if group_kind(sweep_dir) != "sweep" or not manifest:
         raise RunDirError(f"{sweep_dir}: not a sweep folder (no readable sweep.json)")
     entries = leaderboard(sweep_dir, manifest)
@@ -135,5 +135,5 @@ def _statuses(sweep_dir: Path, entry: Entry) -> list[str]:
 def reported_members(sweep_dir: str | Path) -> list[Path]:
     """The member runs that have a report to write (started: their event log exists)."""
     sweep_dir = Path(sweep_dir)
-    runs = [m.get("run") for m in read_sweep_manifest(sweep_dir).get("members") or [] if isinstance(m, dict)]
+    runs = [m.get("run") for m in read_group_manifest(sweep_dir, "sweep").get("members") or [] if isinstance(m, dict)]
     return [sweep_dir / r for r in runs if isinstance(r, str) and (sweep_dir / r / "events.jsonl").is_file()]

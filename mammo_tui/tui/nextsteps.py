@@ -88,10 +88,11 @@ def exit_summary(run_dir: str | Path | None) -> str:
 def sweep_summary(sweep_dir: str | Path, *, no_ui: bool = False) -> str:
     """A sweep's exit summary, from its folder: the leaderboard, the best configuration and the
     command that trains it, how to continue a stopped sweep, where the folder and report are."""
-    from mammo_tui.drivers.leaderboard import best_entry, format_leaderboard, leaderboard, read_sweep_manifest
+    from mammo_tui.drivers.leaderboard import best_entry, format_leaderboard, leaderboard
+    from mammo_tui.rundir import read_group_manifest
     from mammo_tui.drivers.sweep import reproduce_command
 
-    manifest = read_sweep_manifest(sweep_dir)
+    manifest = read_group_manifest(sweep_dir, "sweep")
     if not manifest:
         return ""
     entries = leaderboard(sweep_dir, manifest)

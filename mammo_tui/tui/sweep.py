@@ -77,11 +77,11 @@ def member_state(run_dir: Path, summary: dict[str, Any] | None) -> str:
 
 def read_sweep(sweep_dir: str | Path) -> SweepView:
     """Everything the screen shows, from the folder (cheap: small JSON files)."""
-    from mammo_tui.drivers.leaderboard import leaderboard, read_sweep_manifest
-    from mammo_tui.rundir import lock_held, read_summary
+    from mammo_tui.drivers.leaderboard import leaderboard
+    from mammo_tui.rundir import lock_held, read_group_manifest, read_summary
 
     sweep_dir = Path(sweep_dir)
-    manifest = read_sweep_manifest(sweep_dir)
+    manifest = read_group_manifest(sweep_dir, "sweep")
     members = [m for m in manifest.get("members") or [] if isinstance(m, dict) and isinstance(m.get("run"), str)]
     summaries: dict[str, dict[str, Any]] = {}
     states: dict[str, str] = {}
