@@ -44,6 +44,7 @@ exit codes: 0 done, 3 the best configuration collapsed (on some seed), 1 no run 
 """
 
 
+EXIT_BAD_INPUT = MammoError.exit_code  # 2
 EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_CLOSED_PIPE = 1, 130, 141  # 141 = 128 + SIGPIPE, as `seq 9 | head -1`
 DEBUG_ENV = "MAMMO_TUI_DEBUG"  # 1: show the traceback of an internal error on stderr too
 
@@ -152,6 +153,34 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
                         "a patient_id column or DICOM PatientID, e.g. '^(P\\d+)_'")
     g.add_argument("--skip-bad-rows", action="store_true",
                    help="continue without rows the validation report lists (they are counted, not lost)")
+    _add_description_args(g)
+
+
+def _add_description_args(g) -> None:
+    """How to read a dataset as downloaded: a layout, a description file, or mapping flags."""
+    g.add_argument("--layout", metavar="NAME", help="read the dataset folder as this built-in layout "
+                   "(see `mammo-tui layouts`); default: recognised from its files")
+    g.add_argument("--dataset", metavar="FILE.toml", dest="description",
+                   help="a dataset description: where the images, labels, patients, views and split are")
+    g.add_argument("--image-root", metavar="DIR", help="the folder image paths start from (default: the table's)")
+    g.add_argument("--image-col", metavar="COLUMN", help="the column with each image's path")
+    g.add_argument("--path-template", metavar="TEMPLATE", help="image path from columns: 'images/{study_id}/{image_id}.dicom'")
+    g.add_argument("--image-glob", metavar="GLOB", help="image path by a glob with exactly one match: "
+                   "'AllDICOMs/{File Name}_*.dcm'")
+    g.add_argument("--label-col", metavar="COLUMN", help="the density column (default: label)")
+    g.add_argument("--label-map", choices=["birads", "percent"],
+                   help="how its values read: birads (A-D, 1-4, 'DENSITY C') or percent ('0%%-25%%' ... '>75%%')")
+    g.add_argument("--patient-col", metavar="COLUMN", help="the patient id column (the unit of the split)")
+    g.add_argument("--study-col", metavar="COLUMN", help="the study / accession column (one exam)")
+    g.add_argument("--view-col", metavar="COLUMN", help="the view column (CC, MLO, ...)")
+    g.add_argument("--split-col", metavar="COLUMN", help="the official split column: rows saying test are held out")
+    g.add_argument("--views", metavar="LIST", help="use only these views, e.g. CC,MLO (others counted, left out)")
+
+
+def _add_dataset_positional(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", nargs="?", metavar="DATASET",
+                   help="the dataset's top folder as downloaded (a public layout is recognised), class folders, "
+                        "or a label table")
 
 
 def _add_config_args(p: argparse.ArgumentParser, preset: bool = True) -> None:
@@ -194,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model (dashboard, or --no-ui for scripts)",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     p.add_argument("--no-ui", action="store_true", help="plain console output; never imports the TUI")
+    _add_dataset_positional(p)
     _add_dataset_args(p)
     _add_config_args(p)
     p.add_argument("--outdir", help="runs directory (default: --runs-dir, i.e. runs)")
@@ -206,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     p.add_argument("--folds", type=int, help="number of folds, 2-20 (default 5; with --resume: the CV's own)")
     p.add_argument("--no-ui", action="store_true", help="plain console output; never imports the TUI")
+    _add_dataset_positional(p)
     _add_dataset_args(p)
     _add_config_args(p)
     p.add_argument("--outdir", help="runs directory (default: --runs-dir, i.e. runs)")
@@ -219,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", nargs="?", metavar="SPEC",
                    help="sweep spec (.toml) or a built-in sweep's name, e.g. defenses (see `mammo-tui presets`)")
     p.add_argument("--no-ui", action="store_true", help="plain console output; never imports the TUI")
+    _add_dataset_positional(p)
     _add_dataset_args(p)
     p.add_argument("--outdir", help="runs directory (default: --runs-dir, i.e. runs)")
     p.add_argument("--run-name", help="the sweep folder's name; the same name again continues that sweep")
@@ -233,11 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="fingerprint a dataset and print the decision flow's preset and config "
                                     "(what `train` without --preset trains, with the same flags)")
-    p.add_argument("dataset", nargs="?", help="label CSV or class-folder directory")
+    p.add_argument("dataset", nargs="?", help="the dataset's top folder as downloaded (a public layout is "
+                                              "recognised), class folders, or a label table")
     p.add_argument("--dicom-root")
     p.add_argument("--demo", action="store_true")
     p.add_argument("--group-pattern", metavar="REGEX", help="patient id from each image's path (as for train)")
+    p.add_argument("--skip-bad-rows", action="store_true", help="plan as train --skip-bad-rows would train")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    _add_description_args(p.add_argument_group("how to read the dataset"))
     _add_config_args(p, preset=False)
 
     p = sub.add_parser("demo-data", help="write the synthetic demo dataset (reference layout)")
@@ -283,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("runs", help="browse and compare runs under --runs-dir")
     sub.add_parser("presets", help="list the built-in presets")
+    p = sub.add_parser("layouts", help="list the built-in dataset layouts, or print one to copy as a description")
+    p.add_argument("name", nargs="?", help="a layout to print (its TOML)")
     return parser
 
 
@@ -290,12 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dataset_spec(args):
-    if not (args.csv or args.images):
-        return None
-    from mammo_tui.data.sources import DatasetSpec
+    from mammo_tui.data.inputs import MappingFlags, dataset_spec
 
-    return DatasetSpec(csv=args.csv, dicom_root=args.dicom_root, images=args.images,
-                       group_pattern=getattr(args, "group_pattern", None))
+    flags = MappingFlags(**{key: getattr(args, key, None) for key in MappingFlags.__dataclass_fields__})
+    return dataset_spec(getattr(args, "dataset", None), csv=getattr(args, "csv", None),
+                        dicom_root=getattr(args, "dicom_root", None), images=getattr(args, "images", None),
+                        group_pattern=getattr(args, "group_pattern", None), layout=getattr(args, "layout", None),
+                        description=getattr(args, "description", None), image_root=getattr(args, "image_root", None),
+                        views=getattr(args, "views", None), flags=flags)
 
 
 def _config_overrides(args) -> dict:
@@ -565,19 +604,13 @@ def cmd_export(args) -> int:
 def cmd_plan(args) -> int:
     import json
 
-    from mammo_tui.data.sources import DatasetSpec
     from mammo_tui.planner import format_plan, plan_for, planning_device
-    from mammo_tui.prepare import ensure_demo_dataset
+    from mammo_tui.prepare import ensure_demo_dataset, train_refusal
     from mammo_tui.weights import weights_status
 
-    if args.demo:
-        spec = ensure_demo_dataset()
-    elif not args.dataset:
-        raise MammoError("plan: give a label CSV, a class-folder directory, or --demo")
-    elif Path(args.dataset).is_dir():
-        spec = DatasetSpec(images=args.dataset, group_pattern=args.group_pattern)
-    else:
-        spec = DatasetSpec(csv=args.dataset, dicom_root=args.dicom_root, group_pattern=args.group_pattern)
+    spec = ensure_demo_dataset() if args.demo else _dataset_spec(args)
+    if spec is None:
+        raise MammoError("plan: give the dataset's folder, a label CSV, a class-folder directory, or --demo")
     from mammo_tui.data.fingerprint import fingerprint
     from mammo_tui.data.sources import scan_dataset
 
@@ -588,12 +621,17 @@ def cmd_plan(args) -> int:
     # the same call train and cv make without --preset: the same flags give the same config
     p = plan_for(fingerprint(report), overrides, demo=args.demo, weights_probe=weights_status,
                  device=planning_device(overrides))
+    refusal = train_refusal(report, args.skip_bad_rows)  # plan and train never disagree on it
     if args.json:
-        print(json.dumps(p.to_dict(), indent=2, default=str))
-        return 0
+        print(json.dumps({**p.to_dict(), "dataset": report.to_dict(), "can_train": refusal is None},
+                         indent=2, default=str))
+        return EXIT_BAD_INPUT if refusal else 0
     for line in report.summary_lines():
         print(line)
     print(format_plan(p))
+    if refusal:
+        print(f"\n{refusal}")
+        return EXIT_BAD_INPUT
     print(f"\nTrain it: mammo-tui train {'--demo' if args.demo else '...'} (without --preset; the same flags)")
     return 0
 
@@ -665,6 +703,21 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_layouts(args) -> int:
+    from mammo_tui.data.layouts import layout_file, layout_names, load_layout
+
+    if args.name:
+        load_layout(args.name)  # an unknown name: exit 2 with the known ones
+        print(layout_file(args.name).read_text(encoding="utf-8"), end="")
+        return 0
+    for name in layout_names():
+        layout = load_layout(name)
+        print(f"{name:<16} {layout.title}: {layout.note}")
+    print("\nRecognised from a dataset's top folder (mammo-tui plan DIR); force one with --layout NAME. "
+          "Print one (mammo-tui layouts NAME > mine.toml) to start a description of your own (--dataset mine.toml).")
+    return 0
+
+
 def cmd_presets(args) -> int:
     from mammo_tui import config as cfg
 
@@ -706,6 +759,8 @@ def _dispatch(args) -> int:
         return cmd_predict(args)
     if args.command == "presets":
         return cmd_presets(args)
+    if args.command == "layouts":
+        return cmd_layouts(args)
     from mammo_tui.tui.app import run_app
 
     if args.command == "watch":

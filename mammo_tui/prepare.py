@@ -52,6 +52,7 @@ def _report_warnings(report) -> list[str]:
     group_warning = report.group_warning()
     if group_warning:
         warnings.append(group_warning)
+    warnings += [note for note in report.group_notes if note.startswith("WARNING")]
     for kind in (kind for kind in PROBLEM_KINDS if kind in NON_REMOVING_KINDS):
         found = [p.message for p in report.problems if p.kind == kind]
         if kind == "duplicate_content" and len(found) > MAX_WARNING_EXAMPLES:
@@ -61,6 +62,18 @@ def _report_warnings(report) -> list[str]:
             found = found[:MAX_WARNING_EXAMPLES]
         warnings += found
     return warnings
+
+
+def train_refusal(report, skip_bad_rows: bool) -> str | None:
+    """Why train refuses this dataset (problems that removed rows, without --skip-bad-rows); None
+    when it trains. plan says the same from the same report: the two never disagree. Rows without
+    a density label and excluded views are left out and counted, never a refusal."""
+    if not report.blocking_problems() or skip_bad_rows:
+        return None
+    lines = "\n  ".join(report.summary_lines())
+    return (f"the dataset has problems:\n  {lines}\n"
+            "Fix them, or continue without the bad rows with --skip-bad-rows "
+            "(they are listed in the run's dataset.json).")
 
 
 def prepare_dataset(spec, skip_bad_rows: bool = False,
@@ -74,19 +87,15 @@ def prepare_dataset(spec, skip_bad_rows: bool = False,
     from mammo_tui.data.fingerprint import fingerprint
     from mammo_tui.data.sources import scan_dataset
 
+    spec = spec.resolved()  # the layout recognised once: the run records the description it read with
     report = scan_dataset(spec, check_images=True, progress=progress, workers=workers, img_size=img_size,
                           crop_breast=crop_breast)
     # An empty class or duplicate content removes no rows, so there is nothing to skip: reported
     # (warnings in the run log, all of them in dataset.json), not blocking.
-    blocking = report.blocking_problems()
     warnings = _report_warnings(report)
-    if blocking and not skip_bad_rows:
-        lines = "\n  ".join(report.summary_lines())
-        raise DatasetError(
-            f"the dataset has problems:\n  {lines}\n"
-            "Fix them, or continue without the bad rows with --skip-bad-rows "
-            "(they are listed in the run's dataset.json)."
-        )
+    refusal = train_refusal(report, skip_bad_rows)
+    if refusal:
+        raise DatasetError(refusal)
     if not report.records:
         raise DatasetError(f"{report.source}: no usable images")
     return PreparedDataset(spec=spec, report=report, fingerprint=fingerprint(report), warnings=warnings)

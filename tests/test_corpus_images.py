@@ -118,8 +118,10 @@ def trained(dataset, tmp_path_factory) -> Path:
 
 
 def test_plan_names_every_bad_image_with_its_kind(dataset):
-    out = assert_clean(mammo("plan", dataset, cwd=dataset.parent), 0, *BAD, *set(BAD.values()))
+    # plan says what train does with the same flags: refuse (exit 2) unless --skip-bad-rows
+    out = assert_clean(mammo("plan", dataset, cwd=dataset.parent), 2, *BAD, *set(BAD.values()), "--skip-bad-rows")
     assert "Problems: none" not in out and "Rows read: 32, rows usable: 24" in out
+    assert_clean(mammo("plan", dataset, "--skip-bad-rows", cwd=dataset.parent), 0, *BAD)
 
 
 def test_train_without_skip_stops_naming_every_bad_image(dataset, tmp_path):

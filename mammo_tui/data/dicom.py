@@ -19,7 +19,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
 
-from mammo_tui.data.records import MIN_IMAGE_SIDE, ImageInfo, ImageReadError, patient_digest
+from mammo_tui.data.records import MIN_IMAGE_SIDE, PLACEHOLDER_IDS, ImageInfo, ImageReadError, patient_digest
 
 # Percentiles of breast-tissue intensities mapped to 0 and 1 when the file has no window.
 WINDOW_PERCENTILES = (1.0, 99.0)
@@ -235,9 +235,19 @@ def probe_dicom(path: str) -> tuple[ImageInfo, str | None]:
         modality=str(ds.get("Modality", "")),
         bits_stored=_int(ds.get("BitsStored", 0)),
         frames=_frames(ds),
+        view=str(ds.get("ViewPosition", "") or "").strip(),
+        laterality=str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "").strip()[:1].upper(),
+        study=_study_digest(ds),
     )
     patient_id = str(ds.get("PatientID", "") or "").strip()
-    return info, (patient_digest(patient_id) if patient_id else None)
+    # `removed`, `anonymous` ...: what de-identification leaves is no patient
+    usable = patient_id and patient_id.lower() not in PLACEHOLDER_IDS
+    return info, (patient_digest(patient_id) if usable else None)
+
+
+def _study_digest(ds: pydicom.Dataset) -> str:
+    study = str(ds.get("StudyInstanceUID", "") or "").strip()
+    return patient_digest(f"study:{study}") if study else ""
 
 
 def tissue_threshold(values: np.ndarray) -> float:

@@ -43,6 +43,11 @@ class Fingerprint:
     group_warning: str | None = None  # the loud "no patient ids" warning, when it applies
     duplicate_content: int = 0  # images whose bytes an earlier image has (problem kind duplicate_content)
     leakage_risks: int = 0  # of those, the ones whose earlier copy has another group (leakage risk)
+    layout: str = ""  # the dataset description's name (a public layout), "" for the plain inputs
+    views: dict[str, int] = field(default_factory=dict)  # CC, MLO, other views by name ("unknown")
+    left_out: dict[str, int] = field(default_factory=dict)  # rows without a label / of excluded views, by reason
+    n_test_images: int = 0  # the dataset's official test side (held out)
+    group_notes: list[str] = field(default_factory=list)  # placeholder ids, per-image ids (leakage)
 
     def to_dict(self) -> dict:
         """JSON-safe: an infinite imbalance ratio becomes None (a class has no images)."""
@@ -93,4 +98,9 @@ def fingerprint(report: ValidationReport) -> Fingerprint:
         group_warning=report.group_warning(),
         duplicate_content=sum(1 for p in report.problems if p.kind == "duplicate_content"),
         leakage_risks=report.leakage_risks,
+        layout=report.layout,
+        views=report.view_counts() if any(r.view for r in report.records) else {},
+        left_out=report.left_out(),
+        n_test_images=len(report.test_records()),
+        group_notes=list(report.group_notes),
     )

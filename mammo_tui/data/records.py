@@ -28,11 +28,17 @@ PROBLEM_KINDS: tuple[str, ...] = (
     "too_large",  # over the decompression-bomb pixel limit, or not decodable in the memory there is
     "tiny_image",
     "no_group",
+    "label_conflict",  # a joined table gives one image two different densities
+    "no_label",  # blank, or a value that is not a density label (EMBED 5, CBIS 0): left out, counted
+    "view_excluded",  # not a standard view where the layout (or --views) says so: left out, counted
     "empty_class",
     "duplicate_content",
 )
 # Reported, never removing anything: they do not block training (no --skip-bad-rows needed).
 NON_REMOVING_KINDS: frozenset[str] = frozenset({"empty_class", "duplicate_content"})
+# Left out and counted, never blocking: a row without a density label, or a view the layout (or
+# --views) excludes, is not a mistake to fix; plan and train agree on them (no --skip-bad-rows).
+LEFT_OUT_KINDS: frozenset[str] = frozenset({"no_label", "view_excluded"})
 
 # Where an image's group (the unit of the group split) came from, in order of precedence; the
 # report counts images per source (ValidationReport.group_sources uses these keys).
@@ -41,10 +47,15 @@ GROUP_SOURCE_LABELS: dict[str, str] = {
     "dicom_patient_id": "DICOM PatientID",
     "accession_column": "accession column",
     "accession_folder": "AccessionNumber (one exam)",
+    "study_column": "study column (one exam; the set has no patient id)",
     "group_pattern": "group pattern",
     "per_image": "none: one group per image",
 }
 PER_IMAGE = "per_image"
+# Values that fill a patient-id column (or PatientID) when the id was removed: never a patient.
+PLACEHOLDER_IDS = frozenset({"", "removed", "anonymous", "anonymized", "anonymised", "anon", "unknown", "none",
+                             "null", "nan", "n/a", "na", "-", "--", "?", "0", "x", "xx", "xxx", "patient",
+                             "deidentified", "de-identified"})
 # Up to this many images without a patient id (and not all of them) is "a handful": no warning.
 UNGROUPED_HANDFUL = 5
 
@@ -80,7 +91,9 @@ class ImageRecord:
     label: int  # 0..3 (A..D)
     group: str  # patient / accession id: the unit of group splitting (PatientID only as a digest)
     row: int  # 1-based line number in the source CSV (header is line 1); 0 for folder datasets
-    view: str = ""  # e.g. "L-CC" when the CSV gives one
+    view: str = ""  # e.g. "L-CC" when the CSV gives one; CC / MLO / ... from a description or DICOM
+    split: str = ""  # "test": the dataset's official test side (held out); "" = train/validation pool
+    laterality: str = ""  # L | R | "" (unknown)
 
 
 @dataclass
@@ -103,6 +116,9 @@ class ImageInfo:
     modality: str = ""
     bits_stored: int = 0
     frames: int = 1
+    view: str = ""  # DICOM ViewPosition (CC, MLO, ...)
+    laterality: str = ""  # DICOM ImageLaterality / Laterality
+    study: str = ""  # StudyInstanceUID as a digest (which images are one exam)
 
 
 @dataclass
@@ -119,10 +135,33 @@ class ValidationReport:
     # duplicate_content problems whose copies have different groups: the same image could be on
     # both sides of the split (leakage risk)
     leakage_risks: int = 0
+    layout: str = ""  # the dataset description's name (a public layout, or "custom")
+    mapped: str = ""  # what the description mapped, one line
+    # warnings about the grouping itself (placeholder ids, a patient id unique per image while a
+    # study groups several images): said by plan, the wizard, the run log and the report
+    group_notes: list[str] = field(default_factory=list)
 
     def blocking_problems(self) -> list[Problem]:
         """Problems that removed an image or row: training stops on them unless --skip-bad-rows."""
-        return [p for p in self.problems if p.kind not in NON_REMOVING_KINDS]
+        return [p for p in self.problems if p.kind not in NON_REMOVING_KINDS | LEFT_OUT_KINDS]
+
+    def left_out(self) -> dict[str, int]:
+        """Rows left out without blocking, by reason (blank label, not a density, excluded view)."""
+        reasons: Counter = Counter()
+        for p in self.problems:
+            if p.kind in LEFT_OUT_KINDS:
+                reasons[_reason(p)] += 1
+        return dict(reasons.most_common())
+
+    def view_counts(self) -> dict[str, int]:
+        """Usable images per view (CC, MLO, other views by name; "unknown" without a view)."""
+        counts = Counter(r.view or "unknown" for r in self.records)
+        ordered = {v: counts.pop(v) for v in ("CC", "MLO") if v in counts}
+        ordered.update(dict(counts.most_common()))
+        return ordered
+
+    def test_records(self) -> list[ImageRecord]:
+        return [r for r in self.records if r.split == "test"]
 
     @property
     def ungrouped_images(self) -> int:
@@ -181,6 +220,19 @@ class ValidationReport:
         warning = self.group_warning()
         if warning:
             lines.append(warning)
+        lines.extend(self.group_notes)
+        if self.layout:
+            lines.insert(1, f"Layout: {self.layout} ({self.mapped})" if self.mapped else f"Layout: {self.layout}")
+        if any(r.view for r in self.records):
+            lines.append("Views: " + ", ".join(f"{v} {n}" for v, n in self.view_counts().items()))
+        tests = self.test_records()
+        if tests:
+            lines.append(f"Official test side: {len(tests)} images of {len({r.group for r in tests})} patients (groups), "
+                         "held out: training and validation never see them")
+        left = self.left_out()
+        if left:
+            lines.append(f"Left out (no usable label or an excluded view): {sum(left.values())} rows: "
+                         + "; ".join(f"{reason} {n}" for reason, n in left.items()))
         if self.leakage_risks:
             lines.append(f"WARNING: leakage risk: {self.leakage_risks} images have the same bytes as an image of "
                          "another patient (group), so one image can be on both sides of the split; see "
@@ -213,4 +265,17 @@ class ValidationReport:
             "ungrouped_images": self.ungrouped_images,
             "group_warning": self.group_warning(),
             "leakage_risks": self.leakage_risks,
+            "layout": self.layout,
+            "mapped": self.mapped,
+            "group_notes": list(self.group_notes),
+            "views": self.view_counts(),
+            "left_out": self.left_out(),
+            "n_test_images": len(self.test_records()),
+            "n_test_groups": len({r.group for r in self.test_records()}),
         }
+
+
+def _reason(problem: Problem) -> str:
+    """The reason of a left-out problem without its row: "'density' is blank", "excluded: C-View"."""
+    text = problem.message.split(": ", 1)[1] if ": " in problem.message else problem.message
+    return text.removesuffix("; left out")

@@ -35,6 +35,12 @@ from mammo_tui.data.records import (
     ValidationReport,
     patient_digest,
 )
+from mammo_tui.data.listing import Candidate as _Candidate
+from mammo_tui.data.listing import Listing as _Listing
+from mammo_tui.data.listing import escapes as _escapes
+from mammo_tui.data.listing import inside as _inside
+from mammo_tui.data.listing import link_out_message as _link_out_message
+from mammo_tui.data.listing import slashes as _slashes
 from mammo_tui.data.table import Table, read_table
 from mammo_tui.errors import DatasetError
 from mammo_tui.labels import CLASS_NAMES, parse_label
@@ -58,90 +64,64 @@ class DatasetSpec:
     # regex on an image's path (relative to the CSV's folder / the class-folder root); its first
     # group (or whole match) names the patient, for datasets whose files carry no patient id
     group_pattern: str | None = None
+    # a dataset as downloaded: its top folder, read through a description (a built-in layout,
+    # recognised or named, or the user's TOML); the description is recorded whole (to_dict), so a
+    # run reads the data the same way on --resume, eval, cv and sweep
+    root: str | None = None
+    layout: str | None = None  # a built-in layout's name or a description file; None: recognise it
+    description: dict | None = None  # the Description's record, once resolved
+    views: str | None = None  # "CC,MLO": only these views are used (others counted, left out)
 
-    def to_dict(self) -> dict[str, str | None]:
+    _FIELDS = ("csv", "dicom_root", "images", "group_pattern", "root", "layout", "description", "views")
+
+    def to_dict(self) -> dict:
         """What dataset.json / cv.json record (paths as given; callers may make them absolute)."""
-        return {"csv": self.csv, "dicom_root": self.dicom_root, "images": self.images,
-                "group_pattern": self.group_pattern}
+        data = {key: getattr(self, key) for key in self._FIELDS}
+        # an old run's record has the first four keys only: keep it comparable when nothing new is set
+        return {key: value for key, value in data.items() if value is not None or key in self._FIELDS[:4]}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "DatasetSpec":
         data = data or {}
-        return cls(**{key: data.get(key) for key in ("csv", "dicom_root", "images", "group_pattern")})
+        return cls(**{key: data.get(key) for key in cls._FIELDS})
 
     def paths(self) -> dict[str, str]:
         """The file / folder fields that are set: {"csv": ..., "dicom_root": ...}."""
         return {key: value for key, value in (("csv", self.csv), ("dicom_root", self.dicom_root),
-                                              ("images", self.images)) if value}
+                                              ("images", self.images), ("root", self.root)) if value}
 
     def absolute(self) -> "DatasetSpec":
         """The same dataset with absolute paths: what a run records, so that --resume works from
         any working directory."""
         full = {key: str(Path(value).expanduser().resolve()) for key, value in self.paths().items()}
-        return DatasetSpec(**{**self.to_dict(), **full})
+        return DatasetSpec.from_dict({**self.to_dict(), **full})
 
-    def root(self) -> str:
+    def resolved(self) -> "DatasetSpec":
+        """With the description read (layout recognised, TOML loaded): what a run records."""
+        if self.root is None or self.description is not None:
+            return self
+        from mammo_tui.data.layouts import load_layout, recognise
+
+        found = load_layout(self.layout) if self.layout else recognise(self.root)
+        if found is None:
+            return self
+        return DatasetSpec.from_dict({**self.to_dict(), "description": found.to_dict()})
+
+    def image_root(self) -> str:
         """The folder the images are listed relative to (relocating a run matches paths under it)."""
-        return self.images or self.dicom_root or str(Path(self.csv or ".").parent)
+        return self.images or self.dicom_root or self.root or str(Path(self.csv or ".").parent)
 
     def describe(self) -> str:
+        if self.description:
+            name = self.description.get("title") or self.description.get("name")
+            return f"{name} layout in {self.root}"
+        if self.root:
+            return f"dataset folder {self.root}"
         if self.images:
             return f"class folders in {self.images}"
         if self.dicom_root:
             return f"reference CSV {self.csv} + DICOM folders in {self.dicom_root}"
         return f"CSV {self.csv}"
-
-
-@dataclass
-class _Candidate:
-    """An image the source lists, before its header is checked."""
-
-    path: str
-    label: int
-    row: int
-    fallback_group: str  # used when no source gives a group
-    share_key: str  # images with the same key share one group (an accession's views)
-    relative: str  # the path a group pattern is matched against ("/" separators); shown in messages
-    group: str | None = None  # known from the CSV (patient_id column)
-    accession_group: str | None = None  # from an accession column (generic CSV)
-    fallback_source: str = PER_IMAGE  # what fallback_group is (reference layout: the accession folder)
-    view: str = ""
-    display: str = ""  # how messages name the file when not `relative` (class folders: A/x.png)
-
-    @property
-    def shown(self) -> str:
-        return self.display or self.relative
-
-
-@dataclass
-class _Listing:
-    kind: str
-    rows_read: int
-    candidates: list[_Candidate] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-def _slashes(path: str) -> str:
-    return path.replace(os.sep, "/") if os.sep != "/" else path
-
-
-def _inside(root: str, path: str) -> bool:
-    # lexical check (no symlink resolution): `../` and absolute paths elsewhere are refused,
-    # while a symlink the user placed inside the folder on purpose still works
-    return os.path.commonpath([root, path]) == root
-
-
-def _escapes(real_root: str, path: str) -> str | None:
-    """Where a symlink really takes path when that is outside real_root (the root's realpath);
-    None when it stays inside. `../` is refused lexically; this refuses the same escape by symlink."""
-    target = os.path.realpath(path)
-    return None if _inside(real_root, target) else target
-
-
-def _link_out_message(shown: str, target: str, root: str, what: str) -> str:
-    return (f"{shown} is a symbolic link to {target}, outside the {what} {root}; only files under it are "
-            "read. Copy the files in, or give the folder that holds both")
 
 
 def _list_image_files(folder: str, real_root: str) -> tuple[list[str], int, list[tuple[str, str]]]:
@@ -387,6 +367,14 @@ def _refuse_two_folders_per_class(root: str, used: list[tuple[os.DirEntry, int]]
 
 
 def _list_candidates(spec: DatasetSpec) -> _Listing:
+    if spec.root is not None:
+        resolved = spec.resolved()
+        if resolved.description is None:
+            raise DatasetError(unknown_layout_message(spec.root))
+        from mammo_tui.data.described import list_described
+        from mammo_tui.data.description import Description
+
+        return list_described(Description.from_record(resolved.description), spec.root)
     if spec.images and (spec.csv or spec.dicom_root):
         raise DatasetError("Give either an images folder or a label CSV (with --dicom-root for the "
                            "reference layout), not both.")
@@ -447,11 +435,27 @@ def _pattern_id(regex: re.Pattern[str], relative: str) -> str | None:
     return value.strip() if value and value.strip() else None
 
 
+def unknown_layout_message(root: str) -> str:
+    from mammo_tui.data.layouts import layout_names
+
+    return (f"{root}: not a dataset layout mammo-tui recognises (built-in: {', '.join(layout_names())}), and no "
+            "class folders (A/ B/ C/ D/). Say how to read it: --layout NAME, --dataset FILE.toml (a description; "
+            "copy one from `mammo-tui layouts`), or --csv FILE with --image-col / --path-template and --label-col.")
+
+
 def _group_of(candidate: _Candidate, patient_of: dict[str, str],
               regex: re.Pattern[str] | None) -> tuple[str | None, str]:
-    """(group, source key) by precedence; group None when only the pattern could give one and does not."""
+    """(group, source key) by precedence; group None when only the pattern could give one and does not.
+    A patient column, then an explicit group pattern: what the user says beats what is found
+    (a description's study, the DICOM PatientID, an accession)."""
+    if candidate.group and candidate.group_source == "patient_id_column":
+        return candidate.group, candidate.group_source
+    if regex is not None:
+        found = _pattern_id(regex, candidate.relative)
+        if found:
+            return patient_digest(found), "group_pattern"
     if candidate.group:
-        return candidate.group, "patient_id_column"
+        return candidate.group, candidate.group_source
     if candidate.share_key in patient_of:
         return patient_of[candidate.share_key], "dicom_patient_id"
     if candidate.accession_group:
@@ -459,8 +463,7 @@ def _group_of(candidate: _Candidate, patient_of: dict[str, str],
     if candidate.fallback_source != PER_IMAGE:
         return candidate.fallback_group, candidate.fallback_source
     if regex is not None:
-        found = _pattern_id(regex, candidate.relative)
-        return (patient_digest(found) if found else None), "group_pattern"
+        return None, "group_pattern"
     return candidate.fallback_group, PER_IMAGE
 
 
@@ -566,9 +569,12 @@ def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progres
     if not check_images:
         notes.append("image headers were not read: groups come from the accession / path, not PatientID")
 
+    group_notes = _drop_constant_patient(usable, patient_of)
+    usable = _filter_views(spec.views, usable, infos, problems)
     records: list[ImageRecord] = []
     source_counts: dict[str, int] = {}
     relative_of: dict[str, str] = {}
+    study_of: dict[str, str] = {}
     unmatched = 0
     for c in usable:
         group, source = _group_of(c, patient_of, regex)
@@ -582,11 +588,18 @@ def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progres
             continue
         source_counts[source] = source_counts.get(source, 0) + 1
         relative_of[c.path] = c.shown
-        records.append(ImageRecord(path=c.path, label=c.label, group=group, row=c.row, view=c.view))
+        info = infos.get(c.path)
+        study = c.study or (info.study if info else "")
+        if study:
+            study_of[c.path] = study
+        records.append(ImageRecord(path=c.path, label=c.label, group=group, row=c.row,
+                                   view=_view_of(c, info), split=c.split,
+                                   laterality=c.laterality or (info.laterality if info else "")))
     group_sources = {key: source_counts[key] for key in GROUP_SOURCE_LABELS if source_counts.get(key)}
     if regex is not None and not unmatched and not group_sources.get("group_pattern") and records:
         given = ", ".join(GROUP_SOURCE_LABELS[key] for key in group_sources)
         notes.append(f"--group-pattern was not needed: every image has a group from {given}")
+    group_notes += _unique_id_warnings(records, group_sources, study_of)
     if not records:
         raise _nothing_usable(spec, listing, problems)
     duplicates, leakage_risks = _duplicate_content(records, hashes, relative_of)
@@ -606,4 +619,82 @@ def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progres
         notes=notes,
         group_sources=group_sources,
         leakage_risks=leakage_risks,
+        layout=listing.layout,
+        mapped=listing.mapped,
+        group_notes=group_notes,
     )
+
+
+def _view_of(candidate: _Candidate, info: ImageInfo | None) -> str:
+    from mammo_tui.data.listing import view_category
+
+    return candidate.view or (view_category(info.view) if info and info.view else "")
+
+
+def _drop_constant_patient(usable: list[_Candidate], patient_of: dict[str, str]) -> list[str]:
+    """One DICOM PatientID on most images (a site's dummy value) is no patient: not used, said."""
+    from collections import Counter
+
+    from mammo_tui.data.described import PLACEHOLDER_MIN_ROWS, PLACEHOLDER_SHARE
+
+    relying = [patient_of[c.share_key] for c in usable if not c.group and c.share_key in patient_of]
+    if len(relying) < PLACEHOLDER_MIN_ROWS:
+        return []
+    value, n = Counter(relying).most_common(1)[0]
+    if n <= PLACEHOLDER_SHARE * len(relying):
+        return []
+    for key in [k for k, v in patient_of.items() if v == value]:
+        del patient_of[key]
+    return [f"WARNING: {n} of {len(relying)} images share one DICOM PatientID: a placeholder, not a patient; "
+            "those images are grouped by the next source (an accession, a group pattern, else each image alone)"]
+
+
+def _filter_views(views: str | None, usable: list[_Candidate], infos: dict[str, ImageInfo],
+                  problems: list[Problem]) -> list[_Candidate]:
+    """--views CC,MLO: images of other views are left out (counted); images of unknown view stay."""
+    if not views:
+        return usable
+    from mammo_tui.data.listing import view_category
+
+    wanted = {view_category(v) for v in views.split(",") if v.strip()}
+    kept = []
+    for c in usable:
+        view = _view_of(c, infos.get(c.path))
+        if view and view not in wanted:
+            problems.append(Problem("view_excluded", f"{_row_prefix(c.row)}{c.shown}: view {view} is not one of "
+                                    f"--views {views}; left out", row=c.row or None, path=c.path))
+            infos.pop(c.path, None)
+            continue
+        kept.append(c)
+    return kept
+
+
+UNIQUE_ID_MIN_IMAGES = 6  # below this, ids unique per image are unremarkable
+
+
+def _unique_id_warnings(records: list[ImageRecord], group_sources: dict[str, int],
+                        study_of: dict[str, str]) -> list[str]:
+    """A patient id that names one image only is a per-image id (CBIS-DDSM's DICOM PatientID names one
+    view): views of one woman would land on both sides of the split. Said loudly, with the fix."""
+    found = []
+    for source in ("dicom_patient_id", "patient_id_column"):
+        if not group_sources.get(source):
+            continue
+        label = GROUP_SOURCE_LABELS[source]
+        # the records grouped by this source: their group count equals their image count
+        chosen = [r for r in records if _source_of(r, source, group_sources)]
+        if len(chosen) < UNIQUE_ID_MIN_IMAGES or len({r.group for r in chosen}) < len(chosen):
+            continue
+        studies = {study_of[r.path] for r in chosen if r.path in study_of}
+        grouped = (f" while the study (StudyInstanceUID / study column) groups them into {len(studies)} exams"
+                   if studies and len(studies) < len(chosen) else "")
+        found.append(f"WARNING: leakage risk: the {label} is unique per image ({len(chosen)} images, "
+                     f"{len(chosen)} ids){grouped}: it names a view, not a woman, so views of one patient can land "
+                     "on both sides of the split. Fix: group by the metadata's patient column (--patient-col NAME, "
+                     "or the dataset's layout: --layout NAME), or pass --group-pattern REGEX.")
+    return found
+
+
+def _source_of(record: ImageRecord, source: str, group_sources: dict[str, int]) -> bool:
+    # one source only is the common case; with mixed sources the check is skipped (cannot attribute)
+    return len(group_sources) == 1 and source in group_sources

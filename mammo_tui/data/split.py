@@ -34,6 +34,7 @@ class Split:
     train: np.ndarray  # indices into the records / labels
     val: np.ndarray
     warnings: list[str] = field(default_factory=list)
+    test: np.ndarray = field(default_factory=lambda: np.array([], dtype=int))  # the official test side
 
 
 def _arrays(labels: Sequence[int], groups: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -148,9 +149,34 @@ def kfold_splits(labels: Sequence[int], groups: Sequence[str], k: int = 5, seed:
     ]
 
 
+def held_out_split(records: Sequence[ImageRecord], val_fraction: float, seed: int, folds: int = 0,
+                   fold: int = 0) -> Split:
+    """Train / validation drawn from the records outside the dataset's official test side; the test
+    side (records with split "test") is held out whole: training and selection never see it."""
+    pool = np.array([i for i, r in enumerate(records) if r.split != "test"], dtype=int)
+    test = np.array([i for i, r in enumerate(records) if r.split == "test"], dtype=int)
+    if len(pool) == 0:
+        raise DatasetError(f"all {len(records)} usable images are on the dataset's official test side; nothing is "
+                           "left to train on. Check the split column / files of the description.")
+    labels = [records[i].label for i in pool]
+    groups = [records[i].group for i in pool]
+    if folds:
+        inner = kfold_splits(labels, groups, k=folds, seed=seed)[fold]
+    else:
+        inner = train_val_split(labels, groups, val_fraction=val_fraction, seed=seed)
+    warnings = list(inner.warnings)
+    shared = {records[i].group for i in pool} & {records[i].group for i in test}
+    if shared:
+        warnings.append(f"{len(shared)} patients (groups) have images on both sides of the dataset's official split "
+                        "(training and test): the official test side is kept as published, so its figures are "
+                        "optimistic for those patients")
+    return Split(pool[inner.train], pool[inner.val], warnings, test)
+
+
 def write_splits_csv(path: str | os.PathLike, records: Sequence[ImageRecord], split: Split) -> None:
-    """One line per image: path,label (A-D),group,split (train | val); images in neither are left out."""
-    side = {int(i): "train" for i in split.train} | {int(i): "val" for i in split.val}
+    """One line per image: path,label (A-D),group,split (train | val | test); images in none are left out."""
+    side = ({int(i): "train" for i in split.train} | {int(i): "val" for i in split.val}
+            | {int(i): "test" for i in split.test})
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "group", "split"])

@@ -1,6 +1,9 @@
-"""Reading a label CSV the way users actually save them: UTF-8 or Windows/latin-1, `,` `;` or tab.
+"""Reading a label CSV the way users actually save them: UTF-8 or Windows/latin-1, `,` `;` or tab;
+and an Excel .xlsx sheet (KAU-BCMD ships one) through openpyxl.
 
 The csv module (not pandas) so that each row keeps its exact line number for problem messages.
+`only` keeps just the named columns: an EMBED-sized metadata table (hundreds of thousands of rows,
+~100 columns) then holds a few strings per row, not a hundred.
 """
 
 from __future__ import annotations
@@ -160,9 +163,62 @@ def _sniff_delimiter(header_line: str) -> str:
     return best if counts[best] else ","
 
 
-def read_table(path: str | Path) -> Table:
+def _is_workbook(path: Path, data: bytes) -> bool:
+    return data.startswith(b"PK\x03\x04") and (b"xl/" in data[:65536] or path.suffix.lower() in (".xlsx", ".xlsm"))
+
+
+def _cell_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # 3.0 in a numeric cell is the 3 a CSV export would write
+    return str(value)
+
+
+def read_workbook(path: Path, data: bytes, only: set[str] | None = None) -> Table:
+    """The first sheet of an .xlsx workbook as a Table (row numbers as Excel shows them)."""
+    try:
+        import openpyxl
+    except ImportError:
+        raise _not_text_error(path, "an Excel .xlsx workbook", "save the sheet as CSV (UTF-8) in Excel, or "
+                              "install openpyxl (pip install openpyxl) to read it as it is") from None
+    try:
+        book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except Exception as error:  # noqa: BLE001 - a damaged workbook is the user's file problem, named
+        raise DatasetError(f"{path}: cannot read the Excel workbook ({type(error).__name__}: {error}); "
+                           "save the sheet as CSV (UTF-8) and pass that.") from None
+    sheet = book.worksheets[0]
+    header: list[str] | None = None
+    keep: list[int] = []
+    rows: list[tuple[int, list[str]]] = []
+    for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
+        fields = [_cell_text(v) for v in values]
+        if not any(f.strip() for f in fields):
+            continue
+        if header is None:
+            header = [f.strip() for f in fields]
+            keep = _kept_indices(header, only)
+            continue
+        rows.append((number, [fields[i] if i < len(fields) else "" for i in keep]))
+    book.close()
+    if header is None:
+        raise DatasetError(f"{path} is empty: its first sheet needs a header row and one row per image.")
+    notes = [f"{path.name}: read the first sheet ({sheet.title!r}) of the workbook"]
+    return Table(path=path, columns=[header[i] for i in keep], rows=rows, notes=notes)
+
+
+def _kept_indices(header: list[str], only: set[str] | None) -> list[int]:
+    if only is None:
+        return list(range(len(header)))
+    return [i for i, name in enumerate(header) if normalise_column(name) in only]
+
+
+def read_table(path: str | Path, only: set[str] | None = None) -> Table:
+    """The table at path; `only` (normalised column names) keeps just those columns."""
     path = Path(path)
     data = _read_bytes(path)
+    if _is_workbook(path, data):
+        return read_workbook(path, data, only)
     _check_magic(path, data)
     text, encoding_note = _decode(path, data)
     _check_text(path, text)
@@ -175,6 +231,7 @@ def read_table(path: str | Path) -> Table:
         notes.append(f"{path.name} uses {_DELIMITER_NAMES[delimiter]} as the column separator")
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header: list[str] | None = None
+    keep: list[int] = []
     rows: list[tuple[int, list[str]]] = []
     line_after_previous = 1
     try:
@@ -185,12 +242,13 @@ def read_table(path: str | Path) -> Table:
                 continue  # blank lines are not rows
             if header is None:
                 header = [f.strip() for f in fields]
+                keep = _kept_indices(header, only)
                 continue
-            rows.append((start_line, fields))
+            rows.append((start_line, fields if only is None else [fields[i] if i < len(fields) else "" for i in keep]))
     except csv.Error as error:
         raise DatasetError(f"{path}, line {reader.line_num}: cannot parse the CSV ({error}).") from None
     assert header is not None
-    table = Table(path=path, columns=header, rows=rows, notes=notes)
+    table = Table(path=path, columns=[header[i] for i in keep], rows=rows, notes=notes)
     duplicates = table.duplicate_note()
     if duplicates:
         table.notes.append(duplicates)

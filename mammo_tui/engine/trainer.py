@@ -236,15 +236,10 @@ class _Setup:
         if self.origin.startswith("preset auto"):
             self.facts.append(self.origin)
         records = self.prepared.records
-        from mammo_tui.data.split import kfold_splits, train_val_split
+        from mammo_tui.data.split import held_out_split
 
-        labels = [r.label for r in records]
-        groups = [r.group for r in records]
-        if req.folds:
-            self.split = kfold_splits(labels, groups, k=req.folds, seed=self.config.seed)[req.fold]
-        else:
-            self.split = train_val_split(labels, groups, val_fraction=self.config.val_fraction,
-                                         seed=self.config.seed)
+        self.split = held_out_split(records, self.config.val_fraction, self.config.seed,
+                                    folds=req.folds, fold=req.fold)
         self.notes += list(self.split.warnings)
         self.train_idx = np.asarray(self.split.train)
         self.val_idx = np.asarray(self.split.val)
@@ -544,7 +539,7 @@ class _Setup:
             for i in range(1, len(parts)):
                 key = "/".join(parts[i:])
                 by_ending[key] = side if key not in by_ending else None  # ambiguous endings match nothing
-        root = Path(spec.root())
+        root = Path(spec.image_root())
         mapped = {r.path: by_ending.get(Path(os.path.relpath(r.path, root)).as_posix()) for r in records}
         mapped = {path: side for path, side in mapped.items() if side}
         if not mapped:
