@@ -267,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(what `train` without --preset trains, with the same flags)")
     p.add_argument("dataset", nargs="?", help="the dataset's top folder as downloaded (a public layout is "
                                               "recognised), class folders, or a label table")
+    p.add_argument("--csv", help="the label table (as the positional argument; with mapping flags)")
+    p.add_argument("--images", help="class folders (as the positional argument)")
     p.add_argument("--dicom-root")
     p.add_argument("--demo", action="store_true")
     p.add_argument("--group-pattern", metavar="REGEX", help="patient id from each image's path (as for train)")
