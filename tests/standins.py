@@ -786,7 +786,8 @@ def make_kau(root: Path, seed: int = 0) -> StandIn:
       tissue(density)`` (embedded newline), ``Assesment`` (``BIRAD 1`` .. ``BIRAD 5``),
       ``Image path`` (``mammograms/BIRAD 2/2019_BC007741_ CC_R.dcm``: note ``.dcm`` and the
       space before the view). The sheet's used range is 12 columns wide (``Unnamed: 8..11``, two
-      stray numbers) and ends with a ``=COUNT(C2:C…)`` formula below the data.
+      stray numbers) and ends with a ``=COUNT(C2:C…)`` formula below the data, which pandas reads
+      as an extra row: ``PatientID`` blank, ``Patient age `` = the number of rows (5386).
     * density bins ``0%-25%``, ``26%-50%``, ``51%-75%``, ``>75%`` (-> A-D); real typos:
       ``26% -50%`` (8 rows), ``0%-50%`` (8, ambiguous), ``26%-505`` (4), ``51-75%`` (4). No blanks.
     * one row per image, 5,386 rows, 996 women (``PatientID`` ``BC`` + 6-7 digits); a woman has
@@ -860,8 +861,8 @@ def make_kau(root: Path, seed: int = 0) -> StandIn:
 def _xlsx_cell(ref: str, value) -> str:
     if value is None or value == "":
         return ""
-    if isinstance(value, str) and value.startswith("="):
-        return f'<c r="{ref}"><f>{escape(value[1:])}</f></c>'
+    if isinstance(value, tuple):  # (formula, cached value), as Excel saves it
+        return f'<c r="{ref}"><f>{escape(value[0].lstrip("="))}</f><v>{value[1]}</v></c>'
     if isinstance(value, dt.date):
         serial = (value - dt.date(1899, 12, 30)).days
         return f'<c r="{ref}" s="1"><v>{serial}</v></c>'
@@ -887,7 +888,9 @@ def _write_kau_xlsx(path: Path, rows: list[list]) -> Path:
     data = [KAU_COLUMNS] + [r + [None, None, None, None] for r in rows]
     data[1][10] = 4  # stray numbers in the unnamed columns, as in the real sheet
     data[4][11] = 76
-    data += [[None] * 8, [None] * 8, [None, None, f"=COUNT(C2:C{n + 3})"]]
+    # the real sheet ends (row 1047845) with =COUNT over the age column; pandas reads its cached
+    # value as one more row whose 'Patient age ' is the row count and everything else blank
+    data += [[None] * 8, [None] * 8, [None, None, (f"=COUNT(C2:C{n + 3})", sum(r[2] is not None for r in rows))]]
     counts = Counter(r[6] for r in rows)
     summary = [["ASSESEMENT ", "number of cases ", "ASSESEMENT ", "number of case of doctor anotation"]]
     summary += [[f"BIRAD {b}", counts.get(f"BIRAD {b}", 0), f"BIRAD {b}", 0] for b in range(0, 6)]

@@ -243,6 +243,7 @@ class _Setup:
         self.notes += list(self.split.warnings)
         self.train_idx = np.asarray(self.split.train)
         self.val_idx = np.asarray(self.split.val)
+        self.test_idx = np.asarray(self.split.test, dtype=int)
         self.is_demo = req.demo
 
     def build_model(self) -> None:
@@ -521,6 +522,7 @@ class _Setup:
             self.notes.append(f"{len(missing)} images are new since the run started; they are left out")
         self.train_idx = np.array([i for i, r in enumerate(records) if split_of.get(r.path) == "train"])
         self.val_idx = np.array([i for i, r in enumerate(records) if split_of.get(r.path) == "val"])
+        self.test_idx = np.array([i for i, r in enumerate(records) if split_of.get(r.path) == "test"], dtype=int)
         if len(self.train_idx) == 0 or len(self.val_idx) == 0:
             raise RunDirError(f"--resume {self.run_dir}: the images in {SPLITS_FILE} are no longer "
                               "in the dataset; cannot continue")
@@ -548,7 +550,8 @@ class _Setup:
                           f"images of {SPLITS_FILE} found there; {DATASET_FILE} and {SPLITS_FILE} updated")
         index = {r.path: i for i, r in enumerate(records)}
         split = Split(train=[index[p] for p, s in mapped.items() if s == "train"],
-                      val=[index[p] for p, s in mapped.items() if s == "val"], warnings=[])
+                      val=[index[p] for p, s in mapped.items() if s == "val"], warnings=[],
+                      test=np.array([index[p] for p, s in mapped.items() if s == "test"], dtype=int))
         if self.dist is not None and not self.dist.is_main:
             return mapped  # rank 0 records the new place
         tmp = self.run_dir / f".{SPLITS_FILE}.tmp"
@@ -635,6 +638,9 @@ class Trainer:
         # views by index, not copies: the mapped file stays the one copy in memory
         self.train_images, self.train_labels = Rows(images, tr), labels[tr]
         self.val_images, self.val_labels = Rows(images, va), labels[va]
+        te = self.setup.test_idx
+        self.test_images, self.test_labels = Rows(images, te), labels[te]  # the official test side
+        self.test_groups = [records[i].group for i in te]
         self.train_counts = np.bincount(self.train_labels, minlength=NUM_CLASSES).tolist()
         if len(self.train_labels) < 2:
             raise MammoError("the training split has fewer than 2 images; the dataset is too small")
@@ -1201,11 +1207,26 @@ class Trainer:
             if self.history and self.history[-1]["status"] == "collapsed" and status != "collapsed":
                 self.emit(LogMessage("warning", f"the last epoch collapsed; best.pt (epoch {self.best_epoch}) "
                                      "is the checkpoint to use"))
+        self.test_metrics = None if interrupted else self._held_out()
         summary = self._write_summary(status, interrupted=interrupted)
         self.emit(RunFinished(status=status, best_epoch=self.best_epoch, best_metrics=summary["best_metrics"],
                               epochs_completed=summary["epochs_completed"], interrupted=interrupted, exit_code=code))
         self.writer.close()
         return RunResult(self.run_dir, status, code, summary)
+
+    def _held_out(self) -> dict[str, Any] | None:
+        """The official test side through the best checkpoint, once (rank 0; None without one)."""
+        if not self.is_main or not len(self.test_labels) or self.best_epoch is None:
+            return None
+        from mammo_tui.engine.held_out import describe_held_out, evaluate_held_out
+
+        best = self.run_dir / CHECKPOINT_DIR / "best.pt"
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        load_weights(model, load_checkpoint(best)["model"], best)
+        metrics = evaluate_held_out(model, self.test_images, self.test_labels, self.test_groups, self.device,
+                                    max(self.cfg.batch_size, 64))
+        self.emit(LogMessage("info", describe_held_out(metrics, self.best_epoch)))
+        return metrics
 
     def _write_summary(self, status: str, interrupted: bool, error: str = "") -> dict[str, Any]:
         summary = self._summary(status, interrupted, error)
@@ -1242,6 +1263,8 @@ class Trainer:
             "device": str(self.device),
             "started": self.started,
             "finished": time.time() if status not in ("running",) else None,
+            # the official test side, touched once by the best checkpoint (None: the set has none)
+            "test_metrics": getattr(self, "test_metrics", None),
         }
         return summary
 
