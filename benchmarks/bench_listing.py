@@ -63,7 +63,7 @@ _META_FILLER = [
     ("StudyDescription", ["MG Screening Bilateral", "MG Diagnostic Bilateral", "MG Screen Bilat w/ Tomo",
                           "MG Diag Left w/ Tomo", "MG Diagnostic Right"]),
     ("SeriesDescription", ["L CC", "R CC", "L MLO", "R MLO", "L CC C-View", "R MLO C-View", ""]),
-    ("Manufacturer", ["HOLOGIC, Inc.", "GE MEDICAL SYSTEMS", "FUJIFILM Corporation"]),
+    ("Manufacturer", ['"HOLOGIC, Inc."', "GE MEDICAL SYSTEMS", "FUJIFILM Corporation"]),
     ("ManufacturerModelName", ["Selenia Dimensions", "Lorad Selenia", "Senographe Essential", "FDR-3000AWS"]),
     ("SoftwareVersions", ["1.10.3.4", "AWS:MAMMODROC_2_5_1", "ADS_54.11", ""]),
     ("Modality", ["MG"]),
@@ -74,7 +74,7 @@ _META_FILLER = [
     ("BitsStored", ["12", "10", "14"]),
     ("PixelSpacing", ['"[0.065, 0.065]"', '"[0.1, 0.1]"', '"[0.07, 0.07]"']),
     ("ImagerPixelSpacing", ['"[0.07, 0.07]"', '"[0.1, 0.1]"']),
-    ("WindowCenter", ["2047", "540", "1800.0", "[2047, 2047]"]),
+    ("WindowCenter", ["2047", "540", "1800.0", '"[2047, 2047]"']),
     ("WindowWidth", ["4095", "580", "3600.0"]),
     ("BodyPartExamined", ["BREAST", ""]),
     ("BreastImplantPresent", ["NO", "NO", "NO", "YES", ""]),
@@ -132,7 +132,7 @@ _CLIN_NAMED = [
     ("procdate_anon", ["", "2014-05-20", "2016-09-01"]), ("pdate_anon", ["", "2014-05-28"]),
     ("age_at_study", ["45.2", "52.8", "61.0", "67.4", "73.1", "58.9"]),
     ("ETHNICITY_DESC", ["Non-Hispanic or Latino", "Hispanic or Latino", "Unknown"]),
-    ("RACE_DESC", ["African American  or Black", "Caucasian or White", "Asian", "Unknown, Unavailable or Unreported"]),
+    ("RACE_DESC", ["African American  or Black", "Caucasian or White", "Asian", '"Unknown, Unavailable or Unreported"']),
     ("MARITAL_STATUS_DESC", ["Married", "Single", "Divorced", "Widowed", ""]),
     ("GENDER_DESC", ["Female"]), ("first_3_zip", ["303", "300", "301", "302"]),
     ("cohort_num", ["1"]), ("hist_of_malignancy", _BLANKY + ["1.0"]), ("bcomp", _BLANKY + ["1.0"]),
@@ -424,7 +424,7 @@ def main() -> None:
         print(f"{name:<34}{wall:>9.1f} s{_mb(peak):>12}{_mb(runs[0]['imports_kib']):>14}   ({each})")
         return wall, peak
 
-    print(f"\n{'':<34}{'median':>11}{'peak RSS':>12}{'of it, imports':>14}   (each run: time / peak RSS)")
+    print(f"\n{'':<34}{'median':>11}{'peak RSS':>12}{'imports alone':>14}   (each run: time / peak RSS)")
     wall, peak = line("list_described(embed)", listings)
     if floors:
         floor_wall, floor_peak = line("pandas.read_csv, both, all columns", floors)

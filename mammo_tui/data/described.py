@@ -223,9 +223,9 @@ class _PathResolver:
         if d.image_template:
             value = _format(d, d.image_template, row, escape=False)
             if value:
-                path = os.path.normpath(os.path.join(self.root, value))
-                if os.path.isfile(path):
-                    return path, value
+                found = self._under_root(value)
+                if found:
+                    return found, value
                 tried.append(value)
         if d.image_glob:
             value = _format(d, d.image_glob, row, escape=True)
@@ -369,8 +369,12 @@ def list_described(description: Description, dataset_root: str) -> Listing:
             continue
         path, looked_for = resolver.find(row)
         if path is None:
-            listing.problems.append(Problem("missing_file", f"{row.where}: image {looked_for or '(no path)'} not found "
-                                            f"under {resolver.root}; row skipped", row=row.line))
+            if description.missing_images == "leave_out":  # a partial download, as the layout says
+                listing.problems.append(Problem("not_downloaded", f"{row.where}: image not in this download; "
+                                                "left out", row=row.line, path=looked_for or None))
+            else:
+                listing.problems.append(Problem("missing_file", f"{row.where}: image {looked_for or '(no path)'} not "
+                                                f"found under {resolver.root}; row skipped", row=row.line))
             continue
         if not inside(resolver.root, path) or escapes(real_root, path):
             target = escapes(real_root, path) or path

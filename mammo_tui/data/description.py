@@ -86,6 +86,9 @@ class Description:
     exclusions: tuple[Exclusion, ...] = ()
     join: Join | None = None
     repeated_rows: str = "refuse"  # "merge": one row per finding lists an image again (CBIS-DDSM)
+    # "leave_out": an image the table lists but the folder lacks is counted and left out (the public
+    # copies of KAU-BCMD lack a folder; EMBED is downloaded by cohort); "refuse": a missing file blocks
+    missing_images: str = "refuse"
     detect_files: tuple[str, ...] = ()  # recognised when these match (in the folder or one below)
     detect_columns: tuple[str, ...] = ()  # ... and the first table has these columns
     source: str = ""  # where this description came from (a layout name or a file)
@@ -224,7 +227,7 @@ def from_mapping(data: dict[str, Any], where: str, name: str = "") -> Descriptio
     image, label, group = _table(data, "image", where), _table(data, "label", where), _table(data, "group", where)
     view, split, rows = _table(data, "view", where), _table(data, "split", where), _table(data, "rows", where)
     detect = _table(data, "detect", where)
-    _unknown(image, {"column", "template", "glob", "roots"}, "[image]", where)
+    _unknown(image, {"column", "template", "glob", "roots", "missing"}, "[image]", where)
     _unknown(label, {"column", "map", "values", "unit"}, "[label]", where)
     _unknown(group, {"patient", "pattern", "study"}, "[group]", where)
     _unknown(view, {"column", "laterality"}, "[view]", where)
@@ -266,6 +269,9 @@ def from_mapping(data: dict[str, Any], where: str, name: str = "") -> Descriptio
                                "(the columns it brings)")
         join = Join(_strings(raw["files"], "join.files", where), str(raw["on"]),
                     _strings(raw["columns"], "join.columns", where), bool(raw.get("one_of", False)))
+    missing = str(image.get("missing", "refuse"))
+    if missing not in ("refuse", "leave_out"):
+        raise DatasetError(f"{where}: [image] missing must be \"refuse\" or \"leave_out\"; got {missing!r}")
     repeated = str(rows.get("repeated", "refuse"))
     if repeated not in ("refuse", "merge"):
         raise DatasetError(f"{where}: [rows] repeated must be \"refuse\" or \"merge\"; got {repeated!r}")
@@ -288,7 +294,7 @@ def from_mapping(data: dict[str, Any], where: str, name: str = "") -> Descriptio
         laterality_column=str(view.get("laterality", "")), split_column=str(split.get("column", "")),
         test_values=_strings(split.get("test"), "split.test", where) or ("test",),
         split_files={str(k): str(v) for k, v in split_files.items()}, derived=tuple(derived),
-        exclusions=tuple(exclusions), join=join, repeated_rows=repeated,
+        exclusions=tuple(exclusions), join=join, repeated_rows=repeated, missing_images=missing,
         detect_files=_strings(detect.get("files"), "detect.files", where) or files,
         detect_columns=_strings(detect.get("columns"), "detect.columns", where),
         source=where)

@@ -19,6 +19,10 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
 
+# Header values that break a VR's rules (VinDr-Mammo's UIDs are md5 hex strings) are read as they
+# are: validating them printed one warning per tag per image, thousands of lines for a real set.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
 from mammo_tui.data.records import MIN_IMAGE_SIDE, PLACEHOLDER_IDS, ImageInfo, ImageReadError, patient_digest
 
 # Percentiles of breast-tissue intensities mapped to 0 and 1 when the file has no window.

@@ -44,27 +44,25 @@ def load_layout(name: str) -> Description:
     return from_mapping(data, f"layout {name}", name=name)
 
 
-def _columns_of(path: Path) -> set[str]:
-    from mammo_tui.data.table import normalise_column, read_table
+def _columns_of(path: Path, wanted: set[str]) -> set[str]:
+    from mammo_tui.data.table import normalise_column, read_columns
 
     try:
-        return {normalise_column(c) for c in read_table(path).columns}
-    except DatasetError:
+        return {normalise_column(c) for c in read_columns(path, prefer=wanted)}
+    except (DatasetError, OSError, UnicodeDecodeError):
         return set()
 
 
 def _matches(description: Description, root: Path) -> bool:
+    """Every detect file matches, and one file of the first has every detect column."""
     from mammo_tui.data.described import find_files
     from mammo_tui.data.table import normalise_column
 
     found = [find_files(root, pattern) for pattern in description.detect_files]
     if not all(found):
         return False
-    if description.detect_columns:
-        first = next(files[0] for files in found if files)
-        columns = _columns_of(first)
-        return all(normalise_column(c) in columns for c in description.detect_columns)
-    return True
+    wanted = {normalise_column(c) for c in description.detect_columns}
+    return not wanted or any(wanted <= _columns_of(path, wanted) for path in found[0])
 
 
 def recognise(root: str | Path) -> Description | None:

@@ -31,6 +31,7 @@ PROBLEM_KINDS: tuple[str, ...] = (
     "label_conflict",  # a joined table gives one image two different densities
     "no_label",  # blank, or a value that is not a density label (EMBED 5, CBIS 0): left out, counted
     "view_excluded",  # not a standard view where the layout (or --views) says so: left out, counted
+    "not_downloaded",  # listed, but not in this (partial) download, where the layout allows it
     "empty_class",
     "duplicate_content",
 )
@@ -38,7 +39,7 @@ PROBLEM_KINDS: tuple[str, ...] = (
 NON_REMOVING_KINDS: frozenset[str] = frozenset({"empty_class", "duplicate_content"})
 # Left out and counted, never blocking: a row without a density label, or a view the layout (or
 # --views) excludes, is not a mistake to fix; plan and train agree on them (no --skip-bad-rows).
-LEFT_OUT_KINDS: frozenset[str] = frozenset({"no_label", "view_excluded"})
+LEFT_OUT_KINDS: frozenset[str] = frozenset({"no_label", "view_excluded", "not_downloaded"})
 
 # Where an image's group (the unit of the group split) came from, in order of precedence; the
 # report counts images per source (ValidationReport.group_sources uses these keys).

@@ -120,6 +120,12 @@ def train_val_split(labels: Sequence[int], groups: Sequence[str], val_fraction: 
     labels_array, groups_array = _arrays(labels, groups)
     n_groups = _check_groups(groups_array, 2, "A train/validation split")
     m, n_splits = fold_plan(val_fraction, n_groups)
+    notes = []
+    largest = int(np.bincount(labels_array).max())
+    if largest < n_splits:  # scikit-learn needs one class with at least n_splits images
+        n_splits, m = max(2, largest), 1
+        notes.append(f"a tiny dataset: no class has {n_splits + 1} or more images, so validation is 1 of {n_splits} "
+                     f"folds (about {100 // n_splits} % of the images) instead of {val_fraction:.0%}")
     n_classes = len(np.unique(labels_array))
     best: tuple[int, np.ndarray, np.ndarray] | None = None
     for attempt in range(SPLIT_ATTEMPTS):
@@ -129,12 +135,12 @@ def train_val_split(labels: Sequence[int], groups: Sequence[str], val_fraction: 
             train = np.setdiff1d(np.arange(len(labels_array)), val)
             covered = _classes_on_both_sides(labels_array, train, val)
             if covered == n_classes:
-                return Split(train, val, [])
+                return Split(train, val, notes)
             if best is None or covered > best[0]:
                 best = (covered, train, val)
     assert best is not None
     _, train, val = best
-    return Split(train, val, _missing_class_warnings(labels_array, groups_array, train, val))
+    return Split(train, val, notes + _missing_class_warnings(labels_array, groups_array, train, val))
 
 
 def kfold_splits(labels: Sequence[int], groups: Sequence[str], k: int = 5, seed: int = 0) -> list[Split]:
@@ -142,6 +148,10 @@ def kfold_splits(labels: Sequence[int], groups: Sequence[str], k: int = 5, seed:
         raise ConfigError(f"Cross-validation needs k >= 2 folds; got {k}.")
     labels_array, groups_array = _arrays(labels, groups)
     _check_groups(groups_array, k, f"{k}-fold cross-validation")
+    largest = int(np.bincount(labels_array).max()) if len(labels_array) else 0
+    if largest < k:
+        raise DatasetError(f"{k}-fold cross-validation needs a class with at least {k} images; the largest class has "
+                           f"{largest}. Use --folds {max(2, largest)} or fewer, or more images.")
     return [
         Split(train, val, [f"fold {number}: {message}" for message in
                            _missing_class_warnings(labels_array, groups_array, train, val)])

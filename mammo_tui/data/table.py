@@ -187,11 +187,11 @@ def read_workbook(path: Path, data: bytes, only: set[str] | None = None) -> Tabl
     except Exception as error:  # noqa: BLE001 - a damaged workbook is the user's file problem, named
         raise DatasetError(f"{path}: cannot read the Excel workbook ({type(error).__name__}: {error}); "
                            "save the sheet as CSV (UTF-8) and pass that.") from None
-    sheet = book.worksheets[0]
+    sheet, rows_of = _data_sheet(book, only)
     header: list[str] | None = None
     keep: list[int] = []
     rows: list[tuple[int, list[str]]] = []
-    for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
+    for number, values in rows_of:
         fields = [_cell_text(v) for v in values]
         if not any(f.strip() for f in fields):
             continue
@@ -202,9 +202,27 @@ def read_workbook(path: Path, data: bytes, only: set[str] | None = None) -> Tabl
         rows.append((number, [fields[i] if i < len(fields) else "" for i in keep]))
     book.close()
     if header is None:
-        raise DatasetError(f"{path} is empty: its first sheet needs a header row and one row per image.")
-    notes = [f"{path.name}: read the first sheet ({sheet.title!r}) of the workbook"]
+        raise DatasetError(f"{path} is empty: its sheet {sheet.title!r} needs a header row and one row per image.")
+    notes = [f"{path.name}: read the sheet {sheet.title!r} of the workbook"]
     return Table(path=path, columns=[header[i] for i in keep], rows=rows, notes=notes)
+
+
+def _data_sheet(book, only: set[str] | None):
+    """The sheet to read and its rows: the first one whose header row has the most wanted columns
+    (KAU-BCMD's first sheet is a summary; its data is the second), else the first sheet."""
+    def first_rows(sheet):
+        return list(enumerate(sheet.iter_rows(values_only=True), start=1))
+
+    best, best_rows, best_hits = None, [], -1
+    for sheet in book.worksheets:
+        rows = first_rows(sheet)
+        header = next((values for _, values in rows if any(_cell_text(v).strip() for v in values)), ())
+        hits = len({normalise_column(_cell_text(v)) for v in header} & only) if only else 0
+        if hits > best_hits:
+            best, best_rows, best_hits = sheet, rows, hits
+        if not only:
+            break
+    return best, best_rows
 
 
 def _kept_indices(header: list[str], only: set[str] | None) -> list[int]:
@@ -253,3 +271,17 @@ def read_table(path: str | Path, only: set[str] | None = None) -> Table:
     if duplicates:
         table.notes.append(duplicates)
     return table
+
+
+def read_columns(path: str | Path, prefer: set[str] | None = None) -> list[str]:
+    """A table's column names without reading its rows (recognising a layout in an EMBED-sized
+    table costs a header, not the table); an .xlsx: the sheet with most of `prefer`."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        head = handle.read(65536)
+    if _is_workbook(path, head):
+        return read_table(path, only=prefer).columns if prefer else read_table(path).columns
+    _check_magic(path, head)
+    text, _ = _decode(path, head)
+    first_line = next((line for line in text.splitlines() if line.strip()), "")
+    return [f.strip() for f in next(csv.reader([first_line], delimiter=_sniff_delimiter(first_line)), [])]
