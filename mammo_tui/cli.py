@@ -293,10 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", aliases=["evaluate"], help="evaluate a run's best checkpoint (a CV: each fold and their ensemble) on another labelled set")
     p.add_argument("run_dir")
+    p.add_argument("dataset", nargs="?", help="a dataset folder as downloaded (a public layout), class folders, "
+                                              "or a label table")
     p.add_argument("--csv")
     p.add_argument("--dicom-root")
     p.add_argument("--images")
+    p.add_argument("--group-pattern", metavar="REGEX")
     p.add_argument("--skip-bad-rows", action="store_true")
+    _add_description_args(p.add_argument_group("how to read the dataset"))
     p.add_argument("--name", help="name of the eval-<name>.json written into the run dir")
     p.add_argument("--workers", type=int, metavar="N",
                    help="processes decoding images (default: all cores but one)")
@@ -670,7 +674,7 @@ def cmd_eval(args) -> int:
 
     spec = _dataset_spec(args)
     if spec is None:
-        raise MammoError("eval: pass --csv FILE [--dicom-root DIR] or --images DIR")
+        raise MammoError("eval: pass a dataset folder, --csv FILE [--dicom-root DIR] or --images DIR")
     result = evaluate(args.run_dir, spec, skip_bad_rows=args.skip_bad_rows, name=args.name, device=args.device)
     line = f"{result['n']} images: {scores(result)} pred {format_distribution(result['prediction_distribution'])}"
     if result.get("ensemble"):  # a cross-validation: each fold alone, their spread, then the ensemble

@@ -165,8 +165,8 @@ def _member_probabilities(members: Sequence[Member], images: np.ndarray, device:
 
 def default_eval_name(spec: Any) -> str:
     """A file-name-safe name for a dataset spec: `inbreast-labels` for /data/inbreast/labels.csv."""
-    if spec.images:
-        raw = Path(spec.images).expanduser().resolve().name
+    if spec.images or spec.root:
+        raw = Path(spec.images or spec.root).expanduser().resolve().name
     else:
         csv_path = Path(spec.csv).expanduser().resolve()
         raw = f"{csv_path.parent.name}-{csv_path.stem}" if csv_path.parent.name else csv_path.stem

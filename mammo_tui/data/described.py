@@ -59,7 +59,7 @@ def table_files(description: Description, root: Path, patterns: tuple[str, ...],
 
 
 @dataclass
-class _Row:
+class Row:
     table: Table
     index: dict[str, int]  # normalised column -> field index in this table
     line: int
@@ -74,7 +74,7 @@ class _Row:
         return f"{self.table.path.name} row {self.line}"
 
 
-def _index(table: Table) -> dict[str, int]:
+def column_index(table: Table) -> dict[str, int]:
     return {normalise_column(name): i for i, name in enumerate(table.columns)}
 
 
@@ -89,7 +89,7 @@ def _read_tables(description: Description, files: list[Path]) -> list[tuple[Tabl
     wanted = description.columns_read()
     for path in files:
         table = read_table(path, only=wanted)
-        index = _index(table)
+        index = column_index(table)
         _require(table, index, description.image_column, "[image] column")
         for name in description.template_columns():
             if normalise_column(name) not in index and name not in {d.name for d in description.derived}:
@@ -126,7 +126,7 @@ class _Joined:
         only = {normalise_column(join.on)} | {normalise_column(c) for c in join.columns}
         for path in self.files:
             table = read_table(path, only=only)
-            index = _index(table)
+            index = column_index(table)
             for column, what in [(join.on, "[join] on")] + [(c, "[join] columns") for c in join.columns]:
                 _require(table, index, column, what)
             key_at, at = index[normalise_column(join.on)], {c: index[normalise_column(c)] for c in join.columns}
@@ -144,7 +144,7 @@ class _Joined:
         return self.values.get(key)
 
 
-def _derived_value(description: Description, row: _Row, name: str) -> str:
+def _derived_value(description: Description, row: Row, name: str) -> str:
     import re
 
     derived = next(d for d in description.derived if d.name == name)
@@ -154,7 +154,7 @@ def _derived_value(description: Description, row: _Row, name: str) -> str:
     return (match.group(1) if match.groups() else match.group(0)).strip()
 
 
-def _format(description: Description, text: str, row: _Row, escape: bool) -> str | None:
+def _format(description: Description, text: str, row: Row, escape: bool) -> str | None:
     """The template / glob with the row's values; None when a value it needs is empty."""
     import string
 
@@ -172,7 +172,7 @@ def _format(description: Description, text: str, row: _Row, escape: bool) -> str
     return "".join(out)
 
 
-class _PathResolver:
+class PathResolver:
     """A row's image file under the image root: column (with a suffix match for paths written on
     another machine, e.g. EMBED's /mnt/NAS2/... paths), then template, then glob."""
 
@@ -182,7 +182,7 @@ class _PathResolver:
         self.root = str(dataset_root)
         self.strip: int | None = None  # leading components of a column path to drop (learned once)
 
-    def choose_root(self, rows: list[_Row]) -> None:
+    def choose_root(self, rows: list[Row]) -> None:
         """The first image root (of the description's) under which the first rows' images exist."""
         roots = [str((self.dataset_root / r).resolve()) if r not in (".", "") else str(self.dataset_root)
                  for r in self.description.image_roots]
@@ -209,7 +209,7 @@ class _PathResolver:
                 return candidate
         return None
 
-    def _find(self, row: _Row) -> tuple[str | None, str]:
+    def _find(self, row: Row) -> tuple[str | None, str]:
         """(path, how it was looked for); path None when no file is there."""
         d = self.description
         tried = []
@@ -241,11 +241,11 @@ class _PathResolver:
                 tried.append(value)
         return None, " or ".join(tried)
 
-    def find(self, row: _Row) -> tuple[str | None, str]:
+    def find(self, row: Row) -> tuple[str | None, str]:
         return self._find(row)
 
 
-def _split_side(description: Description, row: _Row) -> str:
+def _split_side(description: Description, row: Row) -> str:
     for pattern, side in description.split_files.items():
         if fnmatch.fnmatch(row.table.path.name.lower(), pattern.lower()):
             return "test" if side == "test" else ""
@@ -255,7 +255,7 @@ def _split_side(description: Description, row: _Row) -> str:
     return ""
 
 
-def _excluded(description: Description, row: _Row) -> str | None:
+def _excluded(description: Description, row: Row) -> str | None:
     for rule in description.exclusions:
         value = row.get(rule.column).lower()
         if rule.values and value in {v.lower() for v in rule.values}:
@@ -277,7 +277,7 @@ def placeholder_ids(values: list[str]) -> set[str]:
     return found
 
 
-def _label_of(description: Description, row: _Row, joined: _Joined | None,
+def _label_of(description: Description, row: Row, joined: _Joined | None,
               unmapped: dict[str, list[str]]) -> tuple[int | None, str | None, str]:
     """(class, reason it has none, the column read)."""
     column = next((c for c in description.label_columns if normalise_column(c) in row.index), "")
@@ -325,13 +325,13 @@ def list_described(description: Description, dataset_root: str) -> Listing:
     files = table_files(description, root, description.files, description.one_of)
     tables = _read_tables(description, files)
     joined = _Joined(description, root) if description.join else None
-    rows = [_Row(table, index, line, fields) for table, index in tables for line, fields in table.rows]
+    rows = [Row(table, index, line, fields) for table, index in tables for line, fields in table.rows]
     listing = Listing("described", len(rows), layout=description.name, mapped=description.summary())
     for table, _ in tables:
         listing.notes.extend(table.notes)
     if len(files) > 1:
         listing.notes.append(f"read {len(files)} tables: {', '.join(p.name for p in files)}")
-    resolver = _PathResolver(description, root)
+    resolver = PathResolver(description, root)
     resolver.choose_root(rows)
     real_root = os.path.realpath(resolver.root)
     patients = [row.get(description.patient_column) for row in rows] if description.patient_column else []
@@ -410,7 +410,7 @@ def list_described(description: Description, dataset_root: str) -> Listing:
     return listing
 
 
-def _set_group(candidate: Candidate, description: Description, row: _Row, placeholders: set[str], pattern) -> None:
+def _set_group(candidate: Candidate, description: Description, row: Row, placeholders: set[str], pattern) -> None:
     """Patient column (unless a placeholder), then the file-name pattern, then the study."""
     study = row.get(description.study_column) if description.study_column else ""
     if study:

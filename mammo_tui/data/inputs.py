@@ -112,3 +112,27 @@ def dataset_spec(path: str | None = None, *, csv: str | None = None, dicom_root:
     if csv or images:
         return DatasetSpec(csv=csv, dicom_root=dicom_root, images=images, **common)
     return None
+
+
+FLAG_OF = {"image_column": "--image-col", "image_template": "--path-template", "image_glob": "--image-glob",
+           "label_map": "--label-map", "patient_column": "--patient-col", "study_column": "--study-col",
+           "view_column": "--view-col", "split_column": "--split-col"}
+
+
+def description_args(root: str, description: dict | None, layout: str | None = None) -> list[str]:
+    """The command-line words that read a described dataset again (a sweep's runs, a reproduce
+    command): the folder and its layout, the description file, or the table and mapping flags."""
+    from mammo_tui.data.layouts import layout_names
+
+    if not description:
+        return [root] + (["--layout", layout] if layout else [])
+    name, source = description.get("name", ""), str(description.get("source", ""))
+    if source == f"layout {name}" and name in layout_names():
+        return [root, "--layout", name]
+    if source.endswith(".toml"):
+        return [root, "--dataset", source]
+    words = ["--csv", description["files"][0], "--image-root", root, "--label-col", description["label_columns"][0]]
+    for key, flag in FLAG_OF.items():
+        if description.get(key):
+            words += [flag, str(description[key])]
+    return words

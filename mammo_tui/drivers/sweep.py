@@ -146,10 +146,14 @@ def preset_args(config: dict[str, Any], preset: str) -> list[str]:
 
 
 def dataset_args(dataset: dict[str, Any] | None, demo: bool, skip_bad_rows: bool = False) -> list[str]:
+    from mammo_tui.data.inputs import description_args
+
     out = ["--demo"] if demo and not dataset else []
-    for key in ("csv", "dicom_root", "images", "group_pattern"):
+    for key in ("csv", "dicom_root", "images", "group_pattern", "views"):
         if dataset and dataset.get(key):
             out += [f"--{key.replace('_', '-')}", str(dataset[key])]
+    if dataset and dataset.get("root"):
+        out += description_args(dataset["root"], dataset.get("description"), dataset.get("layout"))
     return out + (["--skip-bad-rows"] if skip_bad_rows else [])
 
 

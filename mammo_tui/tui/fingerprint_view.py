@@ -58,6 +58,7 @@ def group_warning_text(fp: Any) -> Text | None:
     warning = getattr(fp, "group_warning", None)
     if warning:
         lines.append(warning.removeprefix("WARNING: "))
+    lines += [note.removeprefix("WARNING: ") for note in getattr(fp, "group_notes", []) if note.startswith("WARNING")]
     leaks = getattr(fp, "leakage_risks", 0)
     if leaks:
         lines.append(f"leakage risk: {leaks} images have the same bytes as an image of another patient, so "
@@ -77,8 +78,17 @@ def facts_table(fp: Any) -> Table:
     table = Table(box=None, padding=(0, 1), show_header=False, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
+    if getattr(fp, "layout", ""):
+        table.add_row("Layout", fp.layout)
     table.add_row("Images", f"{fp.n_images:,}  ({fp.rows_usable:,} of {fp.rows_read:,} rows usable)")
     table.add_row("Patients", patients_text(fp))
+    if getattr(fp, "n_test_images", 0):
+        table.add_row("Test side", f"{fp.n_test_images:,} images held out (the dataset's official split)")
+    if getattr(fp, "views", None):
+        table.add_row("Views", _counts_text(fp.views))
+    left_out = getattr(fp, "left_out", None)
+    if left_out:
+        table.add_row("Left out", f"{sum(left_out.values()):,} rows: " + "; ".join(f"{r} {n}" for r, n in left_out.items()))
     table.add_row("Imbalance", imbalance_text(fp.imbalance_ratio))
     table.add_row("Image size", _size_text(fp))
     table.add_row("Formats", _counts_text(fp.formats))
@@ -166,7 +176,7 @@ class FingerprintScreen(WizardStep):
     @on(Button.Pressed, "#next")
     def action_next(self) -> None:
         w = self.wizard
-        w.skip_bad_rows = bool(w.report.problems)  # the engine refuses a report with problems otherwise
+        w.skip_bad_rows = bool(w.report.blocking_problems())  # the engine refuses a report with them otherwise
         if w.plan is None:  # planned with the scan (the weights check may wait on the network)
             from mammo_tui.planner import plan_for, planning_device
 

@@ -35,10 +35,11 @@ class WizardState:
 
     @property
     def bad_rows(self) -> int:
-        """Problems that removed an image or row (an empty class removes nothing)."""
+        """Problems that removed an image or row and block training (an empty class removes nothing;
+        a row without a density label is left out, counted, never blocking)."""
         if self.report is None:
             return 0
-        return sum(1 for p in self.report.problems if p.kind != "empty_class")
+        return len(self.report.blocking_problems())
 
 
 @dataclass

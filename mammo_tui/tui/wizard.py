@@ -28,7 +28,13 @@ LAYOUTS = [
     ("Reference CSV + DICOM folders (AccessionNumber,Classification)", "reference"),
     ("Generic CSV (image_path,label[,patient_id,view])", "generic"),
     ("Class folders (A/ B/ C/ D/ or 1/ 2/ 3/ 4/)", "folders"),
+    ("Dataset folder as downloaded (VinDr, RSNA, CBIS-DDSM, INbreast, EMBED, KAU-BCMD)", "download"),
+    ("Any table: map its columns", "table"),
 ]
+FIRST_LABELS = {"folders": ("Folder with one sub-folder per class", "path/to/images/"),
+                "download": ("The dataset's top folder, as downloaded", "path/to/dataset/"),
+                "table": ("The metadata table (CSV, TSV or .xlsx)", "path/to/metadata.csv")}
+SECOND_LABEL = "DICOM root (one folder per accession; default: the CSV's dicom/ sub-folder, else its folder)"
 PROGRESS_INTERVAL_S = 0.1  # scan progress messages: a few per second is enough
 
 
@@ -39,15 +45,45 @@ def spec_from_inputs(layout: str, first: str, second: str):
 
     first, second = first.strip(), second.strip()
     if not first:
-        what = "the class-folder directory" if layout == "folders" else "the label CSV"
+        what = {"folders": "the class-folder directory", "download": "the dataset folder",
+                "table": "the metadata table"}.get(layout, "the label CSV")
         raise DatasetError(f"type the path of {what}, or press ctrl+d for the demo dataset")
     path = Path(first).expanduser()
+    if layout == "download" or (path.is_dir() and layout != "folders"):
+        from mammo_tui.data.inputs import dataset_spec
+
+        return dataset_spec(str(path))  # a public layout recognised, else class folders, else a clear error
     if layout == "folders" or path.is_dir():
         return DatasetSpec(images=str(path))
     if layout == "reference":
         root = Path(second).expanduser() if second else default_dicom_root(path)
         return DatasetSpec(csv=str(path), dicom_root=str(root))
     return DatasetSpec(csv=str(path))
+
+
+def mapping_table(layout: str, first: str) -> str | None:
+    """The table the mapping step should open, or None: a table when asked for, a generic CSV
+    without image_path/label columns, or the one table in a folder no layout recognises."""
+    from mammo_tui.data.described import find_files
+    from mammo_tui.data.layouts import recognise
+    from mammo_tui.data.table import read_columns
+    from mammo_tui.errors import MammoError
+
+    path = Path(first.strip()).expanduser()
+    if not first.strip() or not path.exists():
+        return None
+    if layout == "table" and path.is_file():
+        return str(path)
+    try:
+        if layout == "generic" and path.is_file():
+            columns = {c.strip().lower() for c in read_columns(path)}
+            return None if {"image_path", "label"} <= columns else str(path)
+        if layout == "download" and path.is_dir() and recognise(path) is None:
+            tables = [p for suffix in ("csv", "tsv", "xlsx") for p in find_files(path, f"*.{suffix}")]
+            return str(tables[0]) if len(tables) == 1 else None
+    except MammoError:
+        return None
+    return None
 
 
 def default_dicom_root(csv_path: Path) -> Path:
@@ -91,9 +127,7 @@ class DatasetScreen(WizardStep):
             yield Select(LAYOUTS, value="reference", allow_blank=False, compact=True, id="layout")
             yield Label("Label CSV", id="first-label")
             yield Input(placeholder="path/to/labels.csv", compact=True, id="first")
-            yield Label("DICOM root (one folder per accession; default: the CSV's dicom/ sub-folder, "
-                        "else its folder)",
-                        id="second-label")
+            yield Label(SECOND_LABEL, id="second-label")
             yield Input(placeholder="path/to/dicom/", compact=True, id="second")
             with Horizontal(classes="buttons"):
                 yield Button("Scan (enter)", variant="primary", id="scan", compact=True)
@@ -122,11 +156,12 @@ class DatasetScreen(WizardStep):
     # -- form ------------------------------------------------------------------------------------
     @on(Select.Changed, "#layout")
     def _layout_changed(self, event: Select.Changed) -> None:
-        folders = event.value == "folders"
-        self.query_one("#first-label", Label).update(
-            "Folder with one sub-folder per class" if folders else "Label CSV")
-        self.query_one("#first", Input).placeholder = "path/to/images/" if folders else "path/to/labels.csv"
-        show_second = event.value == "reference"
+        label, placeholder = FIRST_LABELS.get(str(event.value), ("Label CSV", "path/to/labels.csv"))
+        self.query_one("#first-label", Label).update(label)
+        self.query_one("#first", Input).placeholder = placeholder
+        show_second = event.value in ("reference", "table")
+        self.query_one("#second-label", Label).update(
+            "Images under (default: the table's folder)" if event.value == "table" else SECOND_LABEL)
         self.query_one("#second").display = show_second
         self.query_one("#second-label").display = show_second
 
@@ -139,14 +174,34 @@ class DatasetScreen(WizardStep):
     def _submit(self) -> None:
         from mammo_tui.errors import MammoError
 
+        layout = str(self.query_one("#layout", Select).value)
+        first, second = self.query_one("#first", Input).value, self.query_one("#second", Input).value
+        table = mapping_table(layout, first)
+        if table is not None:  # a table mammo-tui cannot read as it is: the mapping step
+            self._map(table, second.strip() or None)
+            return
         try:
-            spec = spec_from_inputs(str(self.query_one("#layout", Select).value),
-                                    self.query_one("#first", Input).value,
-                                    self.query_one("#second", Input).value)
+            spec = spec_from_inputs(layout, first, second)
         except MammoError as exc:
             self._show_error(str(exc))
             return
         self._scan(spec, demo=False)
+
+    def _map(self, table: str, image_root: str | None) -> None:
+        from mammo_tui.errors import MammoError
+        from mammo_tui.tui.mapping import MappingScreen
+
+        try:
+            screen = MappingScreen(table, image_root)
+        except MammoError as exc:
+            self._show_error(str(exc))
+            return
+
+        def mapped(spec) -> None:
+            if spec is not None:
+                self._scan(spec, demo=False)
+
+        self.app.push_screen(screen, mapped)
 
     @on(Button.Pressed, "#demo")
     def action_demo(self) -> None:
