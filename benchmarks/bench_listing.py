@@ -5,17 +5,19 @@ up on disk), next to pandas.read_csv reading the same two CSVs whole as a floor.
     python benchmarks/bench_listing.py [--scale 1.0] [--repeats 3] [--dir DIR] [--keep] [--profile]
     python benchmarks/bench_listing.py --scale 0.01 --repeats 1       # a quick check
 
-Setup (not measured, timed apart): a synthetic EMBED pair is written into a temporary folder (or
---dir): EMBED_OpenData_clinical.csv (480,000 finding rows x 100 columns at --scale 1; tissueden the
-same on every row of an exam: 1-4, some 5 = male, some blank; several findings per exam; about a
-quarter of the exams have no images) and EMBED_OpenData_metadata.csv (365,000 DICOM rows x 60
-columns; about 4 images per exam, about 3 exams per patient; some C-View and spot-compression rows;
-every acc_anon is in the clinical table), plus one EMPTY file per metadata row under
-DIR/<--image-folder>/cohort_1/<empi>/<study>/<series>/<sop>.dcm, the tail of its anon_dicom_path
-(/mnt/NAS2/mammo/anon_dicom/cohort_1/...). The listing only checks that each file exists.
+Setup (not measured, timed apart, in a process of its own): a synthetic EMBED download is written
+into a temporary folder (or --dir). DIR/tables/EMBED_OpenData_clinical.csv: 480,000 finding rows x
+~100 columns at --scale 1 (tissueden the same on every row of an exam: 1-4, some 5 = male, some
+blank; several findings per exam; about a quarter of the exams have no images).
+DIR/tables/EMBED_OpenData_metadata.csv: 365,000 DICOM rows x ~60 columns (about 4 images per exam,
+about 3 exams per patient; some C-View and spot-compression rows; every acc_anon is in the clinical
+table). One EMPTY file per metadata row under DIR/<--image-folder, default images>/cohort_1/<empi>/
+<study>/<series>/<sop>.dcm, the tail of its anon_dicom_path (/mnt/NAS2/mammo/anon_dicom/cohort_1/...):
+the listing only checks that each file exists.
 
 Measured: each repeat runs in a fresh Python process (so its peak RSS, getrusage ru_maxrss, is the
-listing's alone plus the interpreter and imports, reported apart): `list_described(
+listing's alone plus the interpreter and imports, reported apart; /proc VmHWM cross-checks it), with
+a group-id secret of its own under DIR unless one is configured: `list_described(
 load_layout("embed"), DIR)`. The floor is pandas.read_csv of both CSVs, all columns, default dtype
 inference, also in a fresh process each repeat. Medians and every run are printed, with the row
 counts (rows read, candidates, left-out rows by problem kind) checked against what the generator
@@ -49,6 +51,8 @@ METADATA_ROWS = 365_000
 TARGET_S = 30.0
 TARGET_BYTES = 2_000_000_000
 MARKER = ".bench_listing.json"
+VERSION = 2  # of the generated folder (a --dir written by another version is regenerated)
+TABLES = "tables"  # the download keeps its CSVs in tables/ and its DICOMs in images/cohort_N/
 METADATA_CSV = "EMBED_OpenData_metadata.csv"
 CLINICAL_CSV = "EMBED_OpenData_clinical.csv"
 EMORY_PREFIX = "/mnt/NAS2/mammo/anon_dicom/cohort_1"
@@ -234,7 +238,8 @@ def write_dataset(root: Path, scale: float, seed: int, image_folder: str) -> dic
                 expected["no_label"] += 1
             else:
                 expected["candidates"] += 1
-    (root / METADATA_CSV).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (root / TABLES).mkdir(exist_ok=True)
+    (root / TABLES / METADATA_CSV).write_text("\n".join(lines) + "\n", encoding="utf-8")
     del lines
     # clinical: every imaged exam plus ~30% more without images (ultrasound, MRI, outside films)
     exams = list(exams_with_images)
@@ -262,7 +267,7 @@ def write_dataset(root: Path, scale: float, seed: int, image_folder: str) -> dic
             asses = rng.choices(("N", "B", "A", "P", "S", "M", "K", "X"), (50, 20, 12, 8, 4, 2, 2, 2))[0]
             lines.append(before.format(row) + f"{empi},{acc},{side},{asses},{density}" + after)
             row += 1
-    (root / CLINICAL_CSV).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (root / TABLES / CLINICAL_CSV).write_text("\n".join(lines) + "\n", encoding="utf-8")
     del lines
     tables_s = time.perf_counter() - start
 
@@ -277,7 +282,7 @@ def write_dataset(root: Path, scale: float, seed: int, image_folder: str) -> dic
             made.add(folder)
         os.close(os.open(f"{base}/{tail}", flags, 0o644))
     files_s = time.perf_counter() - start
-    info = {"scale": scale, "seed": seed, "image_folder": image_folder, "metadata_rows": n_meta,
+    info = {"version": VERSION, "scale": scale, "seed": seed, "image_folder": image_folder, "metadata_rows": n_meta,
             "clinical_rows": row, "image_exams": len(exams_with_images), "clinical_exams": len(exams),
             "patients": len({e for e, _, _ in exams_with_images}), "folders": len(made),
             "expected": dict(expected), "tables_s": tables_s, "files_s": files_s}
@@ -289,6 +294,16 @@ def write_dataset(root: Path, scale: float, seed: int, image_folder: str) -> dic
 
 def _peak_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+
+def _hwm_kib() -> int:
+    """The same peak as the kernel keeps it for this process image (VmHWM): a cross-check, since
+    ru_maxrss after a (v)fork + exec also counts the parent's peak at the fork."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        return 0
 
 
 def child_listing(root: str, profile: bool) -> dict:
@@ -314,7 +329,8 @@ def child_listing(root: str, profile: bool) -> dict:
         listing = list_described(description, root)
         wall = time.perf_counter() - start
     kinds = Counter(p.kind for p in listing.problems)
-    return {"wall_s": wall, "peak_kib": _peak_kib(), "imports_kib": imports_kib, "rows_read": listing.rows_read,
+    return {"wall_s": wall, "peak_kib": _peak_kib(), "hwm_kib": _hwm_kib(), "imports_kib": imports_kib,
+            "rows_read": listing.rows_read,
             "candidates": len(listing.candidates), "problems": dict(kinds), "notes": listing.notes,
             "example": next((p.message for p in listing.problems if p.kind == "missing_file"), "")}
 
@@ -324,15 +340,21 @@ def child_pandas(root: str) -> dict:
 
     imports_kib = _peak_kib()
     start = time.perf_counter()
-    tables = [pd.read_csv(Path(root) / name, low_memory=False) for name in (METADATA_CSV, CLINICAL_CSV)]
+    tables = [pd.read_csv(Path(root) / TABLES / name, low_memory=False) for name in (METADATA_CSV, CLINICAL_CSV)]
     wall = time.perf_counter() - start
-    return {"wall_s": wall, "peak_kib": _peak_kib(), "imports_kib": imports_kib,
+    return {"wall_s": wall, "peak_kib": _peak_kib(), "hwm_kib": _hwm_kib(), "imports_kib": imports_kib,
             "shapes": [list(t.shape) for t in tables]}
 
 
-def run_child(mode: str, root: Path, profile: bool = False) -> dict:
-    command = [sys.executable, __file__, f"--child-{mode}", str(root)] + (["--profile"] if profile else [])
-    done = subprocess.run(command, capture_output=True, text=True)
+def run_child(mode: str, root: Path, *extra: str) -> dict:
+    """One measured (or setup) step in a fresh interpreter; its JSON answer. The group-id digests
+    use a secret of their own under the dataset folder (no ~/.config/mammo-tui secret is created)
+    unless one is configured."""
+    env = dict(os.environ)
+    if not env.get("MAMMO_TUI_CONFIG_DIR") and not env.get("MAMMO_TUI_SECRET_FILE"):
+        env["MAMMO_TUI_CONFIG_DIR"] = str(root / ".mammo-tui-config")
+    command = [sys.executable, __file__, f"--child-{mode}", str(root), *extra]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.stderr.strip():
         print(done.stderr, end="" if done.stderr.endswith("\n") else "\n", file=sys.stderr)
     if done.returncode != 0:
@@ -348,22 +370,24 @@ def _mb(kib: float) -> str:
 
 def _prepare(root: Path, args) -> dict:
     marker = root / MARKER
+    settings = {"version": VERSION, "scale": args.scale, "seed": args.seed, "image_folder": args.image_folder}
     if marker.is_file():
         info = json.loads(marker.read_text(encoding="utf-8"))
-        if (info["scale"], info["seed"], info["image_folder"]) == (args.scale, args.seed, args.image_folder):
+        if all(info.get(key) == value for key, value in settings.items()):
             print(f"reusing {root} (generated earlier with the same settings)")
             return info
         print(f"{root}: generated with other settings; regenerating")
         for entry in root.iterdir():  # only what this script writes
             if entry.name in (METADATA_CSV, CLINICAL_CSV, MARKER):
                 entry.unlink()
-            elif entry.name in ("cohort_1", info["image_folder"]) and entry.is_dir():
+            elif entry.name in (TABLES, "cohort_1", info.get("image_folder")) and entry.is_dir():
                 shutil.rmtree(entry)
     elif root.exists() and any(root.iterdir()):
         raise SystemExit(f"{root} is not empty and was not generated by this script; give an empty or new folder")
     root.mkdir(parents=True, exist_ok=True)
-    info = write_dataset(root, args.scale, args.seed, args.image_folder)
-    return info
+    # its own process: the writer's peak memory must not count in the measured processes' ru_maxrss
+    # (a child's ru_maxrss includes its parent's peak at the fork)
+    return run_child("generate", root, json.dumps(settings))
 
 
 def main() -> None:
@@ -380,7 +404,14 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="add one cProfile run of the listing (to stderr)")
     parser.add_argument("--child-listing", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--child-pandas", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--child-generate", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("settings", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_generate:
+        settings = json.loads(args.settings)
+        print(json.dumps(write_dataset(Path(args.child_generate), settings["scale"], settings["seed"],
+                                       settings["image_folder"])))
+        return
     if args.child_listing:
         print(json.dumps(child_listing(args.child_listing, args.profile)))
         return
@@ -395,8 +426,8 @@ def main() -> None:
         cleanup = None if args.keep else root
     try:
         info = _prepare(root, args)
-        sizes = {name: (root / name).stat().st_size for name in (METADATA_CSV, CLINICAL_CSV)}
-        print(f"dataset {root} (scale {args.scale}):")
+        sizes = {name: (root / TABLES / name).stat().st_size for name in (METADATA_CSV, CLINICAL_CSV)}
+        print(f"dataset {root} (scale {args.scale}; tables in {TABLES}/):")
         print(f"  {METADATA_CSV}: {info['metadata_rows']:,} rows x {len(_META_FILLER) + 7} columns, "
               f"{sizes[METADATA_CSV] / 1e6:,.0f} MB; {info['image_exams']:,} exams, {info['patients']:,} patients")
         print(f"  {CLINICAL_CSV}: {info['clinical_rows']:,} rows x {len(_CLIN_FILLER) + 5} columns, "
@@ -408,7 +439,7 @@ def main() -> None:
         floors = [] if args.no_pandas else [run_child("pandas", root) for _ in range(args.repeats)]
         if args.profile:
             print("\ncProfile run of the listing (own and cumulative time, on stderr):", flush=True)
-            profiled = run_child("listing", root, profile=True)
+            profiled = run_child("listing", root, "--profile")
             print(f"  profiled run: {profiled['wall_s']:.1f} s (cProfile overhead included)")
     finally:
         if cleanup is not None:
@@ -422,6 +453,10 @@ def main() -> None:
         peak = statistics.median(r["peak_kib"] for r in runs)
         each = ", ".join(f"{r['wall_s']:.1f} s / {_mb(r['peak_kib'])}" for r in runs)
         print(f"{name:<34}{wall:>9.1f} s{_mb(peak):>12}{_mb(runs[0]['imports_kib']):>14}   ({each})")
+        skewed = [r for r in runs if r.get("hwm_kib") and abs(r["peak_kib"] - r["hwm_kib"]) > 0.05 * r["hwm_kib"]]
+        if skewed:
+            print(f"{'':<34}warning: ru_maxrss and VmHWM disagree ({', '.join(_mb(r['hwm_kib']) for r in skewed)} "
+                  "VmHWM); the parent's peak leaked into ru_maxrss")
         return wall, peak
 
     print(f"\n{'':<34}{'median':>11}{'peak RSS':>12}{'imports alone':>14}   (each run: time / peak RSS)")

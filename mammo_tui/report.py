@@ -288,10 +288,17 @@ def _headline_section(run: RunData) -> list[str]:
         headers.append(f"last (epoch {last_epoch})")
     rows = [[label, _num(best.get(key))] + ([_num(last.get(key))] if show_last else [])
             for label, key in rows_spec]
-    return ["## Headline metrics", "",
-            "The best checkpoint is chosen by balanced accuracy (adjusted), then quadratic kappa, "
-            "then AUC; never by raw accuracy.", "",
-            table(headers, rows, right=range(1, len(headers)))]
+    lines = ["## Headline metrics", "",
+             "The best checkpoint is chosen by balanced accuracy (adjusted), then quadratic kappa, "
+             "then AUC; never by raw accuracy.", "",
+             table(headers, rows, right=range(1, len(headers)))]
+    test = (run.summary or {}).get("test_metrics")
+    if test:  # the dataset's official test side: touched once, by the best checkpoint
+        lines += ["", f"On the dataset's official test side ({test['n_images']} images, {test['n_patients']} patients; "
+                  "never seen in training or selection), the best checkpoint scores:", "",
+                  table(["metric", "test"], [[label, _num(test.get(key))] for label, key in rows_spec[:4]],
+                        right=(1,))]
+    return lines
 
 
 def _config_section(run: RunData) -> list[str]:
@@ -374,9 +381,15 @@ def _dataset_section(run: RunData) -> list[str]:
         stats = fp.get(key)
         if stats:
             facts.append(f"{label}: min {stats['min']}, median {stats['median']:g}, max {stats['max']}")
-    for key in ("formats", "photometric", "transfer_syntaxes", "modalities"):
+    for key in ("formats", "photometric", "transfer_syntaxes", "modalities", "views"):
         if fp.get(key):
             facts.append(f"{key.replace('_', ' ')}: " + ", ".join(f"{k} {v}" for k, v in fp[key].items()))
+    if fp.get("layout"):
+        facts.insert(0, f"layout: {fp['layout']} ({report.get('mapped', '')})")
+    if fp.get("left_out"):
+        facts.append("left out (no usable label, an excluded view, not downloaded): "
+                     + "; ".join(f"{k} {v}" for k, v in fp["left_out"].items()))
+    facts += [note for note in fp.get("group_notes") or []]
     lines += [f"- {fact}" for fact in facts]
     lines += ["", *_problem_lines(report, bool(info.get("skip_bad_rows")))]
     return lines

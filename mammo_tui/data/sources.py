@@ -440,7 +440,8 @@ def unknown_layout_message(root: str) -> str:
 
     return (f"{root}: not a dataset layout mammo-tui recognises (built-in: {', '.join(layout_names())}), and no "
             "class folders (A/ B/ C/ D/). Say how to read it: --layout NAME, --dataset FILE.toml (a description; "
-            "copy one from `mammo-tui layouts`), or --csv FILE with --image-col / --path-template and --label-col.")
+            "copy one from `mammo-tui layouts`), --csv FILE with --image-col / --path-template and --label-col, or "
+            "for the reference layout --csv labels.csv --dicom-root DIR.")
 
 
 def _group_of(candidate: _Candidate, patient_of: dict[str, str],
