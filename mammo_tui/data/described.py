@@ -199,9 +199,11 @@ class PathResolver:
         if not os.path.isabs(value) and os.path.isfile(path):
             return path
         parts = [p for p in value.split("/") if p and p != "."]
-        order = ([self.strip] if self.strip is not None else []) + list(range(len(parts)))
+        # keep a folder and the file at least: a bare file name could be another image's
+        keep = min(2, len(parts))
+        order = ([self.strip] if self.strip is not None else []) + list(range(len(parts) - keep + 1))
         for drop in order:
-            if drop >= len(parts):
+            if drop > len(parts) - keep:
                 continue
             candidate = os.path.normpath(os.path.join(self.root, *parts[drop:]))
             if os.path.isfile(candidate):

@@ -239,7 +239,7 @@ def probe_dicom(path: str) -> tuple[ImageInfo, str | None]:
         modality=str(ds.get("Modality", "")),
         bits_stored=_int(ds.get("BitsStored", 0)),
         frames=_frames(ds),
-        view=str(ds.get("ViewPosition", "") or "").strip(),
+        view=_view_text(ds),
         laterality=str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "").strip()[:1].upper(),
         study=_study_digest(ds),
     )
@@ -247,6 +247,22 @@ def probe_dicom(path: str) -> tuple[ImageInfo, str | None]:
     # `removed`, `anonymous` ...: what de-identification leaves is no patient
     usable = patient_id and patient_id.lower() not in PLACEHOLDER_IDS
     return info, (patient_digest(patient_id) if usable else None)
+
+
+def _view_text(ds: pydicom.Dataset) -> str:
+    """ViewPosition, unless the header says the image is a synthesized 2-D view (C-View: ImageType
+    GENERATED_2D, the series description) or a spot-compression / magnification view (the view
+    modifier codes): the fingerprint counts those apart."""
+    from mammo_tui.data.listing import view_category
+
+    position = str(ds.get("ViewPosition", "") or "").strip()
+    words = [str(ds.get("SeriesDescription", "") or "")]
+    image_type = ds.get("ImageType", None) or []
+    words += [str(v) for v in ([image_type] if isinstance(image_type, str) else image_type)]
+    for view in ds.get("ViewCodeSequence", None) or []:
+        words += [str(m.get("CodeMeaning", "")) for m in view.get("ViewModifierCodeSequence", None) or []]
+    special = view_category(" ".join(words).replace("GENERATED_2D", "SYNTHESIZED"))
+    return special if special in ("synthesized", "spot", "magnification") else position
 
 
 def _study_digest(ds: pydicom.Dataset) -> str:
