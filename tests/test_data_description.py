@@ -195,3 +195,22 @@ def test_plan_and_train_agree_on_blank_labels(tmp_path):
     assert plan["can_train"] and plan["dataset"]["left_out"] == {"'density' is blank": 2}
     proc = mammo("train", "--no-ui", *flags, "--outdir", tmp_path / "runs", *FAST, cwd=tmp_path)
     assert_clean(proc, (0, 3))
+
+
+def test_views_from_dicom_headers_are_counted_and_filtered(tmp_path, make_dicom):
+    """Synthesized 2-D (ImageType GENERATED_2D) is counted apart from CC/MLO; --views CC,MLO leaves
+    it out, counted, without blocking; the same patient placeholder rule holds for PatientID."""
+    import numpy as np
+
+    rows = ["image_path,label,patient_id"]
+    for i in range(12):
+        extra = {"ImageType": ["DERIVED", "PRIMARY", "GENERATED_2D"]} if i >= 10 else {}
+        make_dicom(tmp_path / f"v{i}.dcm", np.full((32, 32), 100 + 20 * i), patient_id="anonymous",
+                   ViewPosition="CC" if i % 2 else "MLO", **extra)
+        rows.append(f"v{i}.dcm,{'ABCD'[i % 4]},p{i // 2}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    report = scan_dataset(dataset_spec(csv=str(tmp_path / "labels.csv")))
+    assert report.view_counts() == {"CC": 5, "MLO": 5, "synthesized": 2}
+    kept = scan_dataset(dataset_spec(csv=str(tmp_path / "labels.csv"), views="CC,MLO"))
+    assert len(kept.records) == 10 and kept.blocking_problems() == []
+    assert kept.left_out() == {"view synthesized is not one of --views CC,MLO": 2}

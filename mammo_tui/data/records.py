@@ -103,6 +103,7 @@ class Problem:
     message: str  # names the row / file and what is wrong
     row: int | None = None
     path: str | None = None
+    reason: str = ""  # left-out kinds: the reason without the row (what the report counts by)
 
 
 @dataclass(frozen=True)
@@ -278,5 +279,7 @@ class ValidationReport:
 
 def _reason(problem: Problem) -> str:
     """The reason of a left-out problem without its row: "'density' is blank", "excluded: C-View"."""
+    if problem.reason:
+        return problem.reason
     text = problem.message.split(": ", 1)[1] if ": " in problem.message else problem.message
     return text.removesuffix("; left out")

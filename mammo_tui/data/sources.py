@@ -662,8 +662,9 @@ def _filter_views(views: str | None, usable: list[_Candidate], infos: dict[str, 
     for c in usable:
         view = _view_of(c, infos.get(c.path))
         if view and view not in wanted:
-            problems.append(Problem("view_excluded", f"{_row_prefix(c.row)}{c.shown}: view {view} is not one of "
-                                    f"--views {views}; left out", row=c.row or None, path=c.path))
+            reason = f"view {view} is not one of --views {views}"
+            problems.append(Problem("view_excluded", f"{_row_prefix(c.row)}{c.shown}: {reason}; left out",
+                                    row=c.row or None, path=c.path, reason=reason))
             infos.pop(c.path, None)
             continue
         kept.append(c)
