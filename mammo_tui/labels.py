@@ -3,7 +3,8 @@
 A/1 = almost entirely fatty, B/2 = scattered fibroglandular, C/3 = heterogeneously dense,
 D/4 = extremely dense. Letters are case-insensitive and surrounding whitespace is ignored;
 integers (or integer-valued floats such as 3.0 from a pandas column with blanks) map 1->A ... 4->D.
-The public datasets' spellings are understood too: `DENSITY C` (VinDr-Mammo), `ACR 2`, `BI-RADS B`.
+The public datasets' spellings are understood too: `DENSITY C` (VinDr-Mammo), `ACR 2`,
+`BI-RADS density B`, `C - heterogeneously dense`; `BI-RADS 2` alone is an assessment, not a density.
 Percentage bins of fibroglandular tissue (KAU-BCMD: `0%-25%` ... `>75%`) are a separate map
 (`percent_label`): a number alone is never read as a percentage.
 """
@@ -18,7 +19,15 @@ NUM_CLASSES = len(CLASS_NAMES)
 
 _LETTERS = {name: i for i, name in enumerate(CLASS_NAMES)}
 # words public datasets put before the class: "DENSITY C", "ACR 2", "BI-RADS density B"
-_PREFIX = re.compile(r"^(?:BREAST\s*)?(?:DENSITY|ACR|BI-?RADS(?:\s*DENSITY)?|CATEGORY|TYPE)[\s:_-]*", re.I)
+# ("BI-RADS 2" alone is an assessment category, not a density: it needs the word density)
+_PREFIX = re.compile(r"^(?:BREAST\s*)?(?:DENSITY|ACR|BI-?RADS\s*DENSITY|CATEGORY|TYPE)[\s:_-]*", re.I)
+
+
+_LEADING_CLASS = re.compile(r"^([A-D1-4])\s*[-:).]\s*[A-Z]")
+# the BI-RADS 5th edition's words for the four classes
+_DESCRIPTIONS = (("ALMOST ENTIRELY FATTY", 0), ("FATTY", 0), ("SCATTERED FIBROGLANDULAR", 1),
+                 ("SCATTERED AREAS OF FIBROGLANDULAR DENSITY", 1), ("SCATTERED FIBROGLANDULAR DENSITIES", 1),
+                 ("HETEROGENEOUSLY DENSE", 2), ("EXTREMELY DENSE", 3))
 
 
 def parse_label(value: object) -> int | None:
@@ -39,6 +48,13 @@ def parse_label(value: object) -> int | None:
     stripped = _PREFIX.sub("", text).strip()
     if stripped and stripped != text:
         return parse_label(stripped)
+    lead = _LEADING_CLASS.match(text)  # "C - heterogeneously dense", "3: dense"
+    if lead:
+        return parse_label(lead.group(1))
+    words = " ".join(text.replace("-", " ").split())
+    for phrase, index in _DESCRIPTIONS:
+        if words == phrase:
+            return index
     if text in _LETTERS:
         return _LETTERS[text]
     if text.isdigit():

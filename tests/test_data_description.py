@@ -18,7 +18,7 @@ from mammo_tui.labels import parse_label, percent_label
 from mammo_tui.prepare import prepare_dataset, train_refusal
 
 
-@pytest.mark.parametrize("value, expected", [("DENSITY C", 2), ("density a", 0), ("ACR 4", 3), ("BI-RADS B", 1),
+@pytest.mark.parametrize("value, expected", [("DENSITY C", 2), ("density a", 0), ("ACR 4", 3), ("BI-RADS density B", 1), ("BI-RADS 2", None), ("C - heterogeneously dense", 2), ("Extremely dense", 3),
                                              ("2", 1), ("4.0", 3), ("", None), ("DENSITY E", None), ("5", None)])
 def test_birads_map_reads_the_public_spellings(value, expected):
     assert parse_label(value) == expected
