@@ -18,6 +18,8 @@ from __future__ import annotations
 import fnmatch
 import glob as globlib
 import os
+import re
+import string
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,8 +147,6 @@ class _Joined:
 
 
 def _derived_value(description: Description, row: Row, name: str) -> str:
-    import re
-
     derived = next(d for d in description.derived if d.name == name)
     match = re.search(derived.pattern, row.get(derived.column).replace("\\", "/"))
     if match is None:
@@ -156,8 +156,6 @@ def _derived_value(description: Description, row: Row, name: str) -> str:
 
 def _format(description: Description, text: str, row: Row, escape: bool) -> str | None:
     """The template / glob with the row's values; None when a value it needs is empty."""
-    import string
-
     out = []
     derived = {d.name for d in description.derived}
     for literal, name, _, _ in string.Formatter().parse(text):
@@ -310,7 +308,7 @@ def _refuse_unmapped(description: Description, unmapped: dict[str, list[str]], c
                        "is not a density label), or fix the rows.")
 
 
-def _refuse_unjoined(description: Description, unjoined: list[tuple[str, str]], joined: _Joined) -> None:
+def _refuse_unjoined(unjoined: list[tuple[str, str]], joined: _Joined) -> None:
     if not unjoined:
         return
     shown = "; ".join(f"{where}: {value!r}" for where, value in unjoined[:MAX_SHOWN])
@@ -343,11 +341,7 @@ def list_described(description: Description, dataset_root: str) -> Listing:
         n = sum(1 for v in patients if v.strip() in placeholders)
         listing.notes.append(f"column '{description.patient_column}': {shown} on {n} of {len(rows)} rows is a "
                              "placeholder, not a patient id; those rows are grouped by the next source")
-    pattern = None
-    if description.patient_pattern:
-        import re
-
-        pattern = re.compile(description.patient_pattern)
+    pattern = re.compile(description.patient_pattern) if description.patient_pattern else None
     unmapped: dict[str, list[str]] = {}
     unjoined: list[tuple[str, str]] = []
     first_of: dict[str, tuple[str, int]] = {}  # path -> (where, label)
@@ -356,7 +350,8 @@ def list_described(description: Description, dataset_root: str) -> Listing:
     for row in rows:
         reason = _excluded(description, row)
         if reason:
-            listing.problems.append(Problem("view_excluded", f"{row.where}: {reason}; left out", row=row.line))
+            listing.problems.append(Problem("view_excluded", f"{row.where}: {reason}; left out", row=row.line,
+                                            reason=reason))
             continue
         if joined is not None and joined.lookup(row.get(joined.on)) is None:
             unjoined.append((row.where, row.get(joined.on)))
@@ -367,13 +362,14 @@ def list_described(description: Description, dataset_root: str) -> Listing:
                 kind = "label_conflict" if why.startswith("conflict") else "no_label"
                 text = (f"'{label_column}' is blank" if why == "blank" else
                         f"'{label_column}' has {why}" if kind == "label_conflict" else f"'{label_column}': {why}")
-                listing.problems.append(Problem(kind, f"{row.where}: {text}; left out", row=row.line))
+                listing.problems.append(Problem(kind, f"{row.where}: {text}; left out", row=row.line, reason=text))
             continue
         path, looked_for = resolver.find(row)
         if path is None:
             if description.missing_images == "leave_out":  # a partial download, as the layout says
                 listing.problems.append(Problem("not_downloaded", f"{row.where}: image not in this download; "
-                                                "left out", row=row.line, path=looked_for or None))
+                                                "left out", row=row.line, path=looked_for or None,
+                                                reason="image not in this download"))
             else:
                 listing.problems.append(Problem("missing_file", f"{row.where}: image {looked_for or '(no path)'} not "
                                                 f"found under {resolver.root}; row skipped", row=row.line))
@@ -404,7 +400,8 @@ def list_described(description: Description, dataset_root: str) -> Listing:
                               split=_split_side(description, row))
         _set_group(candidate, description, row, placeholders, pattern)
         listing.candidates.append(candidate)
-    _refuse_unjoined(description, unjoined, joined) if joined is not None else None
+    if joined is not None:
+        _refuse_unjoined(unjoined, joined)
     _refuse_unmapped(description, unmapped, label_column or description.label_columns[0])
     if merged:
         listing.notes.append(f"{merged} rows list an image an earlier row already lists with the same label (one row "
