@@ -63,14 +63,14 @@ def test_template_naming_a_missing_column_is_refused_naming_it(tmp_path):
 
 def test_a_label_the_map_does_not_know_is_refused_naming_column_row_and_value(tmp_path):
     _pngs(tmp_path, ["a.png", "b.png", "c.png"])
-    _table(tmp_path, "path,density\na.png,A\nb.png,fatty\nc.png,fatty\n")
+    _table(tmp_path, "path,density\na.png,A\nb.png,grade two\nc.png,grade two\n")
     description = from_mapping(_describe(tmp_path, image={"column": "path"}, label={"column": "density"}), "test")
-    with pytest.raises(DatasetError, match=r"column 'density'.*'fatty' on 2 rows \(first: meta.csv row 3\)"):
+    with pytest.raises(DatasetError, match=r"column 'density'.*'grade two' on 2 rows \(first: meta.csv row 3\)"):
         list_described(description, str(tmp_path))
     # mapped in the description: fine
     mapped = from_mapping(_describe(tmp_path, image={"column": "path"},
-                                    label={"column": "density", "values": {"fatty": "A"}}), "test")
-    assert [c.label for c in list_described(mapped, str(tmp_path)).candidates] == [0, 0, 0]
+                                    label={"column": "density", "values": {"grade two": "B"}}), "test")
+    assert [c.label for c in list_described(mapped, str(tmp_path)).candidates] == [0, 1, 1]
 
 
 def test_a_join_key_with_no_match_is_refused_naming_column_row_and_value(tmp_path):
