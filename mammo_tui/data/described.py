@@ -22,11 +22,12 @@ import re
 import string
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from mammo_tui.data.description import Description
-from mammo_tui.data.listing import Candidate, Listing, escapes, inside, link_out_message, slashes, view_category
-from mammo_tui.data.records import PLACEHOLDER_IDS, Problem, patient_digest
+from mammo_tui.data.listing import Candidate, Listing, escapes, link_out_message, slashes, view_category
+from mammo_tui.data.records import PLACEHOLDER_IDS, Problem, patient_digest, patient_digester
 from mammo_tui.data.table import Table, normalise_column, read_table
 from mammo_tui.errors import DatasetError
 from mammo_tui.labels import CLASS_NAMES
@@ -68,7 +69,9 @@ class Row:
     fields: list[str]
 
     def get(self, column: str) -> str:
-        i = self.index.get(normalise_column(column))
+        i = self.index.get(column)  # the description's own spellings are in the index too (_index_names)
+        if i is None:
+            i = self.index.get(normalise_column(column))
         return self.fields[i].strip() if i is not None and i < len(self.fields) else ""
 
     @property
@@ -84,6 +87,18 @@ def _require(table: Table, index: dict[str, int], column: str, what: str) -> Non
     if column and normalise_column(column) not in index:
         raise DatasetError(f"{table.path}: no column '{column}' ({what}); this file has: "
                            f"{', '.join(table.columns) or '(none)'}")
+
+
+def _index_names(description: Description, index: dict[str, int]) -> None:
+    """Add the description's column spellings to a table's index: Row.get then finds them without
+    normalising the name on every row."""
+    names = [description.image_column, description.patient_column, description.study_column,
+             description.view_column, description.laterality_column, description.split_column,
+             *description.label_columns, *description.template_columns(), *(d.column for d in description.derived),
+             *(e.column for e in description.exclusions), description.join.on if description.join else ""]
+    for name in names:
+        if name and normalise_column(name) in index:
+            index[name] = index[normalise_column(name)]
 
 
 def _read_tables(description: Description, files: list[Path]) -> list[tuple[Table, dict[str, int]]]:
@@ -136,7 +151,9 @@ class _Joined:
                 key = fields[key_at].strip() if key_at < len(fields) else ""
                 if not key:
                     continue
-                slot = self.values.setdefault(key, {c: set() for c in join.columns})
+                slot = self.values.get(key)
+                if slot is None:
+                    slot = self.values[key] = {c: set() for c in join.columns}
                 for column, i in at.items():
                     value = fields[i].strip() if i < len(fields) else ""
                     if value:
@@ -193,17 +210,22 @@ class PathResolver:
 
     def _under_root(self, value: str) -> str | None:
         value = value.replace("\\", "/")
-        path = os.path.normpath(os.path.join(self.root, value.lstrip("/") if os.path.isabs(value) else value))
-        if not os.path.isabs(value) and os.path.isfile(path):
-            return path
+        absolute = value.startswith("/") or (len(value) > 1 and value[1] == ":")  # /mnt/... or C:/...
+        if not absolute:
+            path = os.path.normpath(os.path.join(self.root, value))
+            if os.path.isfile(path):
+                return path
         parts = [p for p in value.split("/") if p and p != "."]
+        if ".." in parts:
+            return None  # a path that climbs is not matched by its ending
         # keep a folder and the file at least: a bare file name could be another image's
         keep = min(2, len(parts))
         order = ([self.strip] if self.strip is not None else []) + list(range(len(parts) - keep + 1))
+        prefix = self.root.rstrip(os.sep) + os.sep
         for drop in order:
             if drop > len(parts) - keep:
                 continue
-            candidate = os.path.normpath(os.path.join(self.root, *parts[drop:]))
+            candidate = prefix + os.sep.join(parts[drop:])  # no normpath: no part is "", "." or ".."
             if os.path.isfile(candidate):
                 self.strip = drop
                 return candidate
@@ -245,23 +267,35 @@ class PathResolver:
         return self._find(row)
 
 
-def _split_side(description: Description, row: Row) -> str:
-    for pattern, side in description.split_files.items():
-        if fnmatch.fnmatch(row.table.path.name.lower(), pattern.lower()):
+@lru_cache(maxsize=64)
+def _file_side(name: str, patterns: tuple[tuple[str, str], ...]) -> str | None:
+    for pattern, side in patterns:
+        if fnmatch.fnmatch(name.lower(), pattern.lower()):
             return "test" if side == "test" else ""
+    return None
+
+
+def _split_side(description: Description, row: Row) -> str:
+    by_file = _file_side(row.table.path.name, tuple(description.split_files.items()))
+    if by_file is not None:
+        return by_file
     if description.split_column:
         value = row.get(description.split_column).lower()
         return "test" if value in {v.lower() for v in description.test_values} else ""
     return ""
 
 
-def _excluded(description: Description, row: Row) -> str | None:
-    for rule in description.exclusions:
-        value = row.get(rule.column).lower()
-        if rule.values and value in {v.lower() for v in rule.values}:
-            return rule.reason
-        if rule.keep and value not in {v.lower() for v in rule.keep}:
-            return rule.reason
+def _exclusion_rules(description: Description) -> list[tuple[str, set[str], set[str], str]]:
+    """(column, values that exclude, values that keep, reason), lower-cased once for every row."""
+    return [(rule.column, {v.lower() for v in rule.values}, {v.lower() for v in rule.keep}, rule.reason)
+            for rule in description.exclusions]
+
+
+def _excluded(rules: list[tuple[str, set[str], set[str], str]], row: Row) -> str | None:
+    for column, values, keep, reason in rules:
+        value = row.get(column).lower()
+        if (values and value in values) or (keep and value not in keep):
+            return reason
     return None
 
 
@@ -277,22 +311,23 @@ def placeholder_ids(values: list[str]) -> set[str]:
     return found
 
 
-def _label_of(description: Description, row: Row, joined: _Joined | None,
-              unmapped: dict[str, list[str]]) -> tuple[int | None, str | None, str]:
+def _label_of(description: Description, row: Row, joined: _Joined | None, unmapped: dict[str, list[str]],
+              map_label=None) -> tuple[int | None, str | None, str]:
     """(class, reason it has none, the column read)."""
-    column = next((c for c in description.label_columns if normalise_column(c) in row.index), "")
+    map_label = map_label or description.map_label
+    column = next((c for c in description.label_columns if c in row.index), "")
     if joined is not None and not column:
         column = next((c for c in description.label_columns if c in joined.columns), description.label_columns[0])
         found = joined.lookup(row.get(joined.on)) or {}
         values = found.get(column, set())
-        classes = {description.map_label(v) for v in values}
-        if len(classes) > 1 and any(c is not None for c, _ in classes):
-            known = sorted(v for v in values)
-            return None, "conflict: " + ", ".join(known), column
+        if len(values) > 1:
+            classes = {map_label(v) for v in values}
+            if len(classes) > 1 and any(c is not None for c, _ in classes):
+                return None, "conflict: " + ", ".join(sorted(values)), column
         value = next(iter(values), "")
     else:
         value = row.get(column)
-    label, reason = description.map_label(value)
+    label, reason = map_label(value)
     if label is None and reason is None:
         unmapped.setdefault(value, []).append(row.where)
     return label, reason, column
@@ -325,6 +360,8 @@ def list_described(description: Description, dataset_root: str) -> Listing:
     files = table_files(description, root, description.files, description.one_of)
     tables = _read_tables(description, files)
     joined = _Joined(description, root) if description.join else None
+    for _, index in tables:
+        _index_names(description, index)
     rows = [Row(table, index, line, fields) for table, index in tables for line, fields in table.rows]
     listing = Listing("described", len(rows), layout=description.name, mapped=description.summary())
     for table, _ in tables:
@@ -334,6 +371,11 @@ def list_described(description: Description, dataset_root: str) -> Listing:
     resolver = PathResolver(description, root)
     resolver.choose_root(rows)
     real_root = os.path.realpath(resolver.root)
+    inside_root, escapes_root = _root_checks(resolver.root, real_root)
+    root_prefix = resolver.root.rstrip(os.sep) + os.sep
+    rules = _exclusion_rules(description)
+    digest = lru_cache(maxsize=None)(patient_digester())  # the secret read once; a patient's rows share one HMAC
+    map_label = lru_cache(maxsize=None)(description.map_label)  # a few distinct values, many rows
     patients = [row.get(description.patient_column) for row in rows] if description.patient_column else []
     placeholders = placeholder_ids(patients) if patients else set()
     if placeholders:
@@ -348,7 +390,7 @@ def list_described(description: Description, dataset_root: str) -> Listing:
     merged = 0
     label_column = ""
     for row in rows:
-        reason = _excluded(description, row)
+        reason = _excluded(rules, row)
         if reason:
             listing.problems.append(Problem("view_excluded", f"{row.where}: {reason}; left out", row=row.line,
                                             reason=reason))
@@ -356,7 +398,7 @@ def list_described(description: Description, dataset_root: str) -> Listing:
         if joined is not None and joined.lookup(row.get(joined.on)) is None:
             unjoined.append((row.where, row.get(joined.on)))
             continue
-        label, why, label_column = _label_of(description, row, joined, unmapped)
+        label, why, label_column = _label_of(description, row, joined, unmapped, map_label)
         if label is None:
             if why:
                 kind = "label_conflict" if why.startswith("conflict") else "no_label"
@@ -374,7 +416,7 @@ def list_described(description: Description, dataset_root: str) -> Listing:
                 listing.problems.append(Problem("missing_file", f"{row.where}: image {looked_for or '(no path)'} not "
                                                 f"found under {resolver.root}; row skipped", row=row.line))
             continue
-        if not inside(resolver.root, path) or escapes(real_root, path):
+        if not inside_root(path) or escapes_root(path):
             target = escapes(real_root, path) or path
             listing.problems.append(Problem("outside_root", f"{row.where}: " + link_out_message(
                 repr(looked_for), target, resolver.root, "image folder") + "; row skipped", row=row.line, path=path))
@@ -391,14 +433,14 @@ def list_described(description: Description, dataset_root: str) -> Listing:
                                             f"on {where}{clash}; row skipped", row=row.line, path=path))
             continue
         first_of[key] = (row.where, label)
-        relative = slashes(os.path.relpath(path, resolver.root))
+        relative = slashes(path[len(root_prefix):])  # path starts with it (inside_root)
         candidate = Candidate(path, label, row.line, fallback_group=f"img-{relative}", share_key=f"path:{key}",
                               relative=relative, display=f"{row.where} ({relative})",
                               view=view_category(row.get(description.view_column)) if description.view_column else "",
                               laterality=row.get(description.laterality_column)[:1].upper()
                               if description.laterality_column else "",
                               split=_split_side(description, row))
-        _set_group(candidate, description, row, placeholders, pattern)
+        _set_group(candidate, description, row, placeholders, pattern, digest)
         listing.candidates.append(candidate)
     if joined is not None:
         _refuse_unjoined(unjoined, joined)
@@ -409,20 +451,45 @@ def list_described(description: Description, dataset_root: str) -> Listing:
     return listing
 
 
-def _set_group(candidate: Candidate, description: Description, row: Row, placeholders: set[str], pattern) -> None:
+def _root_checks(root: str, real_root: str):
+    """(inside, escapes) for paths under root: a string prefix instead of commonpath, and each
+    folder's symlink check done once (a listing of 365k files has ~230k folders, not 365k x 8)."""
+    prefix = root.rstrip(os.sep) + os.sep
+
+    def inside_root(path: str) -> bool:
+        return path.startswith(prefix)
+
+    @lru_cache(maxsize=None)
+    def folder_escapes(folder: str) -> bool:
+        if folder == root or not folder.startswith(prefix):
+            return False
+        if os.path.islink(folder) and escapes(real_root, folder):
+            return True
+        return folder_escapes(folder.rpartition(os.sep)[0])
+
+    def escapes_root(path: str) -> bool:
+        if os.path.islink(path) and escapes(real_root, path):
+            return True
+        return folder_escapes(path.rpartition(os.sep)[0])
+
+    return inside_root, escapes_root
+
+
+def _set_group(candidate: Candidate, description: Description, row: Row, placeholders: set[str], pattern,
+               digest=patient_digest) -> None:
     """Patient column (unless a placeholder), then the file-name pattern, then the study."""
     study = row.get(description.study_column) if description.study_column else ""
     if study:
-        candidate.study = patient_digest(f"study:{study}")
+        candidate.study = digest(f"study:{study}")
     patient = row.get(description.patient_column) if description.patient_column else ""
     if patient and patient not in placeholders:
-        candidate.group, candidate.group_source = patient_digest(patient), "patient_id_column"
+        candidate.group, candidate.group_source = digest(patient), "patient_id_column"
         return
     if pattern is not None:
         match = pattern.search(candidate.relative)
         value = (match.group(1) if match and match.groups() else match.group(0) if match else "") or ""
         if value.strip():
-            candidate.group, candidate.group_source = patient_digest(value.strip()), "group_pattern"
+            candidate.group, candidate.group_source = digest(value.strip()), "group_pattern"
             return
     if study:
         candidate.group, candidate.group_source = candidate.study, "study_column"

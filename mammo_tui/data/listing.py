@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from mammo_tui.data.records import PER_IMAGE, Problem
 
@@ -71,6 +72,7 @@ def link_out_message(shown: str, target: str, root: str, what: str) -> str:
 _SYNTHESIZED = ("CVIEW", "C VIEW", "SYNTHE", "S VIEW", "SVIEW", "2DSYN")
 
 
+@lru_cache(maxsize=1024)
 def view_category(text: str) -> str:
     """A view as the fingerprint counts it: CC, MLO, synthesized, spot, magnification, or the
     view's own name (ML, LM, XCCL, AT, ...); "" when unknown. A laterality prefix (L-CC, RMLO) is

@@ -77,6 +77,21 @@ def patient_digest(patient_id: str) -> str:
     return "pt-" + keyed_digest(_GROUP_DOMAIN + patient_id)[:12]
 
 
+def patient_digester():
+    """patient_digest with the secret read once: for listings of hundreds of thousands of rows."""
+    import hashlib
+    import hmac
+
+    from mammo_tui.privacy import group_key
+
+    key = group_key()
+
+    def digest(patient_id: str) -> str:
+        return "pt-" + hmac.new(key, (_GROUP_DOMAIN + patient_id).encode("utf-8"), hashlib.sha256).hexdigest()[:12]
+
+    return digest
+
+
 class ImageReadError(Exception):
     """An image cannot be used; `kind` is a problem kind (see PROBLEM_KINDS), the message names the file."""
 
