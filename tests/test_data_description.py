@@ -214,3 +214,18 @@ def test_views_from_dicom_headers_are_counted_and_filtered(tmp_path, make_dicom)
     kept = scan_dataset(dataset_spec(csv=str(tmp_path / "labels.csv"), views="CC,MLO"))
     assert len(kept.records) == 10 and kept.blocking_problems() == []
     assert kept.left_out() == {"view synthesized is not one of --views CC,MLO": 2}
+
+
+def test_a_symlink_out_of_the_image_root_is_refused_not_read(tmp_path):
+    outside = tmp_path / "outside"
+    _pngs(outside, ["secret.png", "dir/inner.png"])
+    root = tmp_path / "root"
+    _pngs(root, ["img/a.png"])
+    (root / "img" / "link.png").symlink_to(outside / "secret.png")
+    (root / "linked").symlink_to(outside / "dir")
+    _table(root, "path,density\nimg/a.png,A\nimg/link.png,B\nlinked/inner.png,C\n../outside/secret.png,D\n")
+    description = from_mapping(_describe(root, image={"column": "path"}, label={"column": "density"}), "t")
+    listing = list_described(description, str(root))
+    assert [c.relative for c in listing.candidates] == ["img/a.png"]
+    kinds = sorted((p.kind, p.row) for p in listing.problems)
+    assert kinds == [("outside_root", 3), ("outside_root", 4), ("outside_root", 5)]

@@ -19,6 +19,7 @@ import fnmatch
 import glob as globlib
 import os
 import re
+import stat
 import string
 from collections import Counter
 from dataclasses import dataclass
@@ -61,22 +62,29 @@ def table_files(description: Description, root: Path, patterns: tuple[str, ...],
     return files
 
 
-@dataclass
 class Row:
-    table: Table
-    index: dict[str, int]  # normalised column -> field index in this table
-    line: int
-    fields: list[str]
+    """One metadata row: its fields by column name, and where it is (for messages)."""
+
+    __slots__ = ("table", "index", "line", "fields", "name")
+
+    def __init__(self, table: Table, index: dict[str, int], line: int, fields: list[str], name: str = "") -> None:
+        self.table, self.index, self.line, self.fields = table, index, line, fields
+        self.name = name or table.path.name  # the file's name, once per table
 
     def get(self, column: str) -> str:
         i = self.index.get(column)  # the description's own spellings are in the index too (_index_names)
         if i is None:
             i = self.index.get(normalise_column(column))
-        return self.fields[i].strip() if i is not None and i < len(self.fields) else ""
+            if i is None:
+                return ""
+        try:
+            return self.fields[i].strip()
+        except IndexError:  # a short row
+            return ""
 
     @property
     def where(self) -> str:
-        return f"{self.table.path.name} row {self.line}"
+        return f"{self.name} row {self.line}"
 
 
 def column_index(table: Table) -> dict[str, int]:
@@ -196,6 +204,21 @@ class PathResolver:
         self.dataset_root = dataset_root
         self.root = str(dataset_root)
         self.strip: int | None = None  # leading components of a column path to drop (learned once)
+        self.links: set[str] = set()  # found files that are symbolic links (their escape is checked)
+
+    def _is_file(self, path: str) -> bool:
+        """os.path.isfile with one lstat for a regular file; a symlink is followed and remembered,
+        so the escape check need not lstat every file again."""
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            return False
+        if stat.S_ISREG(mode):
+            return True
+        if stat.S_ISLNK(mode) and os.path.isfile(path):
+            self.links.add(path)
+            return True
+        return False
 
     def choose_root(self, rows: list[Row]) -> None:
         """The first image root (of the description's) under which the first rows' images exist."""
@@ -213,7 +236,7 @@ class PathResolver:
         absolute = value.startswith("/") or (len(value) > 1 and value[1] == ":")  # /mnt/... or C:/...
         if not absolute:
             path = os.path.normpath(os.path.join(self.root, value))
-            if os.path.isfile(path):
+            if self._is_file(path):
                 return path
         parts = [p for p in value.split("/") if p and p != "."]
         if ".." in parts:
@@ -226,7 +249,7 @@ class PathResolver:
             if drop > len(parts) - keep:
                 continue
             candidate = prefix + os.sep.join(parts[drop:])  # no normpath: no part is "", "." or ".."
-            if os.path.isfile(candidate):
+            if self._is_file(candidate):
                 self.strip = drop
                 return candidate
         return None
@@ -259,6 +282,8 @@ class PathResolver:
                                        f"({shown}); it must name exactly one. Make the glob narrower (in the "
                                        "description's [image] glob).")
                 if matches:
+                    if os.path.islink(matches[0]):
+                        self.links.add(matches[0])
                     return matches[0], value
                 tried.append(value)
         return None, " or ".join(tried)
@@ -362,7 +387,8 @@ def list_described(description: Description, dataset_root: str) -> Listing:
     joined = _Joined(description, root) if description.join else None
     for _, index in tables:
         _index_names(description, index)
-    rows = [Row(table, index, line, fields) for table, index in tables for line, fields in table.rows]
+    rows = [Row(table, index, line, fields, name) for table, index in tables
+            for name in (table.path.name,) for line, fields in table.rows]
     listing = Listing("described", len(rows), layout=description.name, mapped=description.summary())
     for table, _ in tables:
         listing.notes.extend(table.notes)
@@ -371,7 +397,7 @@ def list_described(description: Description, dataset_root: str) -> Listing:
     resolver = PathResolver(description, root)
     resolver.choose_root(rows)
     real_root = os.path.realpath(resolver.root)
-    inside_root, escapes_root = _root_checks(resolver.root, real_root)
+    inside_root, escapes_root = _root_checks(resolver.root, real_root, resolver.links)
     root_prefix = resolver.root.rstrip(os.sep) + os.sep
     rules = _exclusion_rules(description)
     digest = lru_cache(maxsize=None)(patient_digester())  # the secret read once; a patient's rows share one HMAC
@@ -451,7 +477,7 @@ def list_described(description: Description, dataset_root: str) -> Listing:
     return listing
 
 
-def _root_checks(root: str, real_root: str):
+def _root_checks(root: str, real_root: str, links: set[str]):
     """(inside, escapes) for paths under root: a string prefix instead of commonpath, and each
     folder's symlink check done once (a listing of 365k files has ~230k folders, not 365k x 8)."""
     prefix = root.rstrip(os.sep) + os.sep
@@ -468,7 +494,7 @@ def _root_checks(root: str, real_root: str):
         return folder_escapes(folder.rpartition(os.sep)[0])
 
     def escapes_root(path: str) -> bool:
-        if os.path.islink(path) and escapes(real_root, path):
+        if path in links and escapes(real_root, path):
             return True
         return folder_escapes(path.rpartition(os.sep)[0])
 

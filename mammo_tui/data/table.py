@@ -92,7 +92,7 @@ def _check_magic(path: Path, data: bytes) -> None:
         raise _not_text_error(path, "a DICOM image", "pass the CSV that lists the images, not an image")
 
 
-def _bom_free_utf16_32(data: bytes) -> str | None:
+def _bom_free_utf16_32(data: bytes) -> tuple[str, str] | None:
     """UTF-16/32 without a BOM (NUL bytes in a fixed pattern); None when it does not look like it."""
     sample = data[:4096]
     if len(sample) < 4 or b"\x00" not in sample:
@@ -103,22 +103,24 @@ def _bom_free_utf16_32(data: bytes) -> str | None:
         ascii_like = sum(all(sample[i * width + k] == 0 for k in nul_at) for i in range(units))
         if units and ascii_like >= 0.9 * units:  # mostly ASCII: the high bytes of each unit are 0
             try:
-                return data.decode(encoding)
+                return data.decode(encoding), encoding
             except UnicodeDecodeError:
                 continue
     return None
 
 
-def _decode(path: Path, data: bytes) -> tuple[str, str | None]:
+def _decode(path: Path, data: bytes) -> tuple[str, str | None, str]:
+    """(text, a note when the encoding is unusual, the encoding's name to read the file again)."""
     if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):  # before UTF-16: same first bytes
-        return data.decode("utf-32"), None
+        return data.decode("utf-32"), None, "utf-32"
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Excel's "Unicode text"
-        return data.decode("utf-16"), None
-    text = _bom_free_utf16_32(data)
-    if text is not None:
-        return text, f"{path.name} is UTF-16/32 text without a byte-order mark; read it as such"
+        return data.decode("utf-16"), None, "utf-16"
+    found = _bom_free_utf16_32(data)
+    if found is not None:
+        text, encoding = found
+        return text, f"{path.name} is UTF-16/32 text without a byte-order mark; read it as such", encoding
     try:
-        return data.decode("utf-8-sig"), None
+        return data.decode("utf-8-sig"), None, "utf-8-sig"
     except UnicodeDecodeError:
         pass
     # Excel on Windows writes cp1252; latin-1 decodes any byte, so it is the last resort
@@ -127,7 +129,7 @@ def _decode(path: Path, data: bytes) -> tuple[str, str | None]:
             text = data.decode(encoding)
         except UnicodeDecodeError:
             continue
-        return text, f"{path.name} is not UTF-8; read it as {encoding} (save it as UTF-8 to silence this)"
+        return text, f"{path.name} is not UTF-8; read it as {encoding} (save it as UTF-8 to silence this)", encoding
     raise AssertionError("latin-1 decodes every byte")
 
 
@@ -247,21 +249,6 @@ def _first_line(text: str) -> str:
     return ""
 
 
-def _lines(text: str):
-    """The text's lines with their endings, one at a time (csv needs them for quoted newlines).
-    io.StringIO would copy the whole text at 4 bytes a character; old Mac files (lone \r) still
-    go through it, since only it splits on \r."""
-    if text.count("\r") != text.count("\r\n"):
-        yield from io.StringIO(text, newline="")
-        return
-    start = 0
-    while start < len(text):
-        end = text.find("\n", start)
-        end = len(text) if end < 0 else end + 1
-        yield text[start:end]
-        start = end
-
-
 def read_table(path: str | Path, only: set[str] | None = None) -> Table:
     """The table at path; `only` (normalised column names) keeps just those columns."""
     path = Path(path)
@@ -269,8 +256,8 @@ def read_table(path: str | Path, only: set[str] | None = None) -> Table:
     if _is_workbook(path, data):
         return read_workbook(path, data, only)
     _check_magic(path, data)
-    text, encoding_note = _decode(path, data)
-    del data  # an EMBED-sized table: the bytes and the text would otherwise both stay (2 x 350 MB)
+    text, encoding_note, encoding = _decode(path, data)  # the whole file: is it all this encoding?
+    del data
     _check_text(path, text)
     notes = [encoding_note] if encoding_note else []
     first_line = _first_line(text)
@@ -279,7 +266,16 @@ def read_table(path: str | Path, only: set[str] | None = None) -> Table:
     delimiter = _sniff_delimiter(first_line)
     if delimiter != ",":
         notes.append(f"{path.name} uses {_DELIMITER_NAMES[delimiter]} as the column separator")
-    reader = csv.reader(_lines(text), delimiter=delimiter)
+    del text  # the rows are read from the file again, streamed: an EMBED-sized table is never held twice
+    try:
+        handle = open(path, encoding=encoding, newline="")
+    except OSError as error:
+        raise DatasetError(f"Cannot read the label CSV {path}: {error.strerror or error}.") from None
+    with handle:
+        return _parse_rows(path, csv.reader(handle, delimiter=delimiter), only, notes)
+
+
+def _parse_rows(path: Path, reader, only: set[str] | None, notes: list[str]) -> Table:
     header: list[str] | None = None
     keep: list[int] = []
     rows: list[tuple[int, list[str]]] = []
@@ -321,6 +317,6 @@ def read_columns(path: str | Path, prefer: set[str] | None = None) -> list[str]:
     if _is_workbook(path, head):
         return read_table(path, only=prefer).columns if prefer else read_table(path).columns
     _check_magic(path, head)
-    text, _ = _decode(path, head)
+    text, _, _ = _decode(path, head)
     first_line = next((line for line in text.splitlines() if line.strip()), "")
     return [f.strip() for f in next(csv.reader([first_line], delimiter=_sniff_delimiter(first_line)), [])]
