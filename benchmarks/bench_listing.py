@@ -10,7 +10,7 @@ into a temporary folder (or --dir). DIR/tables/EMBED_OpenData_clinical.csv: 480,
 ~100 columns at --scale 1 (tissueden the same on every row of an exam: 1-4, some 5 = male, some
 blank; several findings per exam; about a quarter of the exams have no images).
 DIR/tables/EMBED_OpenData_metadata.csv: 365,000 DICOM rows x ~60 columns (about 4 images per exam,
-about 3 exams per patient; some C-View and spot-compression rows; every acc_anon is in the clinical
+about 3.5 exams per patient; some C-View and spot-compression rows; every acc_anon is in the clinical
 table). One EMPTY file per metadata row under DIR/<--image-folder, default images>/cohort_1/<empi>/
 <study>/<series>/<sop>.dcm, the tail of its anon_dicom_path (/mnt/NAS2/mammo/anon_dicom/cohort_1/...):
 the listing only checks that each file exists.
@@ -136,7 +136,8 @@ _CLIN_NAMED = [
     ("procdate_anon", ["", "2014-05-20", "2016-09-01"]), ("pdate_anon", ["", "2014-05-28"]),
     ("age_at_study", ["45.2", "52.8", "61.0", "67.4", "73.1", "58.9"]),
     ("ETHNICITY_DESC", ["Non-Hispanic or Latino", "Hispanic or Latino", "Unknown"]),
-    ("RACE_DESC", ["African American  or Black", "Caucasian or White", "Asian", '"Unknown, Unavailable or Unreported"']),
+    ("RACE_DESC", ["African American  or Black", "Caucasian or White", "Asian",
+                   '"Unknown, Unavailable or Unreported"']),
     ("MARITAL_STATUS_DESC", ["Married", "Single", "Divorced", "Widowed", ""]),
     ("GENDER_DESC", ["Female"]), ("first_3_zip", ["303", "300", "301", "302"]),
     ("cohort_num", ["1"]), ("hist_of_malignancy", _BLANKY + ["1.0"]), ("bcomp", _BLANKY + ["1.0"]),
@@ -171,10 +172,6 @@ def _uid(rng: random.Random) -> str:
     return UID_ROOT + str(rng.getrandbits(124))
 
 
-class Expected(Counter):
-    """What the listing should report: candidates and left-out rows by kind."""
-
-
 def _exams(rng: random.Random, n_images: int):
     """Patients, exams and their images until n_images DICOM rows: yields (empi, acc, tissueden,
     images) where images are (laterality, view, final type, spot_mag, series uid, sop uid)."""
@@ -207,7 +204,7 @@ def _exams(rng: random.Random, n_images: int):
 
 
 def write_dataset(root: Path, scale: float, seed: int, image_folder: str) -> dict:
-    """The two CSVs under root and an empty file per metadata row; returns counts and timings."""
+    """The two CSVs under root/tables and an empty file per metadata row; returns counts and timings."""
     rng = random.Random(seed)
     n_meta, n_clin = max(8, round(METADATA_ROWS * scale)), max(12, round(CLINICAL_ROWS * scale))
     start = time.perf_counter()

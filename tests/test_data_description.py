@@ -229,3 +229,25 @@ def test_a_symlink_out_of_the_image_root_is_refused_not_read(tmp_path):
     assert [c.relative for c in listing.candidates] == ["img/a.png"]
     kinds = sorted((p.kind, p.row) for p in listing.problems)
     assert kinds == [("outside_root", 3), ("outside_root", 4), ("outside_root", 5)]
+
+
+@pytest.mark.parametrize("text", [
+    "id;path;density\n1;a.png;A\n2;b.png;\n3;\"c,d.png\";C\n",            # plain rows: pandas reads them
+    "id;path;density\n1;a.png;A\n\n2;\"b\nx.png\";B\n",                     # a blank line, a quoted newline
+    "id;path;density\n1;a.png\n2;b.png;B;extra\n",                           # short and long rows
+])
+def test_the_fast_reader_gives_the_same_table_and_line_numbers(tmp_path, text):
+    from mammo_tui.data.table import read_table
+
+    (tmp_path / "t.csv").write_text(text)
+    from mammo_tui.data.table import _read_fast
+
+    slow = read_table(tmp_path / "t.csv", only={"path", "density"})
+    fast = read_table(tmp_path / "t.csv", only={"path", "density"}, fast_above=0)
+    assert (fast.columns, fast.rows) == (slow.columns, slow.rows)
+    lines = text.count("\n")
+    by_pandas = _read_fast(tmp_path / "t.csv", "utf-8-sig", ";", "id;path;density", {"path", "density"}, lines, [])
+    if text.startswith("id;path;density\n1;a.png;A\n2;b.png;\n"):
+        assert by_pandas is not None  # the fast path is taken where lines are rows
+    if "\n\n" in text:
+        assert by_pandas is None  # a blank line would shift pandas' row numbers: the csv module reads it
