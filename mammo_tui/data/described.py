@@ -243,7 +243,9 @@ class PathResolver:
             return None  # a path that climbs is not matched by its ending
         # keep a folder and the file at least: a bare file name could be another image's
         keep = min(2, len(parts))
-        order = ([self.strip] if self.strip is not None else []) + list(range(len(parts) - keep + 1))
+        # once learned, the strip is the layout's: a file not there is missing (a partial download
+        # pays one lookup a row, not one per possible strip)
+        order = [self.strip] if self.strip is not None else list(range(len(parts) - keep + 1))
         prefix = self.root.rstrip(os.sep) + os.sep
         for drop in order:
             if drop > len(parts) - keep:
