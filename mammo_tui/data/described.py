@@ -28,13 +28,12 @@ from pathlib import Path
 
 from mammo_tui.data.description import Description
 from mammo_tui.data.listing import Candidate, Listing, escapes, link_out_message, slashes, view_category
-from mammo_tui.data.records import PLACEHOLDER_IDS, Problem, patient_digest, patient_digester
+from mammo_tui.data.records import (PLACEHOLDER_IDS, PLACEHOLDER_MIN_ROWS, PLACEHOLDER_SHARE, Problem,
+                                    patient_digest, patient_digester)
 from mammo_tui.data.table import Table, normalise_column, read_table
 from mammo_tui.errors import DatasetError
 from mammo_tui.labels import CLASS_NAMES
 
-PLACEHOLDER_SHARE = 0.5  # one value on more than half of the rows (of at least PLACEHOLDER_MIN_ROWS) is no id
-PLACEHOLDER_MIN_ROWS = 6
 MAX_SHOWN = 5  # examples in a refusal
 
 

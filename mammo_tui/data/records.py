@@ -57,6 +57,8 @@ PER_IMAGE = "per_image"
 PLACEHOLDER_IDS = frozenset({"", "removed", "anonymous", "anonymized", "anonymised", "anon", "unknown", "none",
                              "null", "nan", "n/a", "na", "-", "--", "?", "0", "x", "xx", "xxx", "patient",
                              "deidentified", "de-identified"})
+PLACEHOLDER_SHARE = 0.5  # one id on more than half of the rows / images (of at least the next) is no id
+PLACEHOLDER_MIN_ROWS = 6
 # Up to this many images without a patient id (and not all of them) is "a handful": no warning.
 UNGROUPED_HANDFUL = 5
 

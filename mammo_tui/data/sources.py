@@ -35,6 +35,8 @@ from mammo_tui.data.records import (
     ValidationReport,
     patient_digest,
 )
+from mammo_tui.data.grouping import drop_constant_patient, filter_views, unique_id_warnings, view_of
+from mammo_tui.data.grouping import row_prefix as _row_prefix
 from mammo_tui.data.listing import Candidate as _Candidate
 from mammo_tui.data.listing import Listing as _Listing
 from mammo_tui.data.listing import escapes as _escapes
@@ -391,10 +393,6 @@ def _list_candidates(spec: DatasetSpec) -> _Listing:
                        "layout), an images folder with A/ B/ C/ D/ sub-folders, or use the demo dataset.")
 
 
-def _row_prefix(row: int) -> str:
-    return f"row {row}: " if row else ""
-
-
 def _nothing_usable(spec: DatasetSpec, listing: _Listing, problems: list[Problem]) -> DatasetError:
     if not listing.rows_read:
         return DatasetError(f"{spec.describe()}: no rows / images found. Check that the CSV has data rows "
@@ -570,8 +568,8 @@ def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progres
     if not check_images:
         notes.append("image headers were not read: groups come from the accession / path, not PatientID")
 
-    group_notes = _drop_constant_patient(usable, patient_of)
-    usable = _filter_views(spec.views, usable, infos, problems)
+    group_notes = drop_constant_patient(usable, patient_of)
+    usable = filter_views(spec.views, usable, infos, problems)
     records: list[ImageRecord] = []
     source_counts: dict[str, int] = {}
     relative_of: dict[str, str] = {}
@@ -594,13 +592,13 @@ def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progres
         if study:
             study_of[c.path] = study
         records.append(ImageRecord(path=c.path, label=c.label, group=group, row=c.row,
-                                   view=_view_of(c, info), split=c.split,
+                                   view=view_of(c, info), split=c.split,
                                    laterality=c.laterality or (info.laterality if info else "")))
     group_sources = {key: source_counts[key] for key in GROUP_SOURCE_LABELS if source_counts.get(key)}
     if regex is not None and not unmatched and not group_sources.get("group_pattern") and records:
         given = ", ".join(GROUP_SOURCE_LABELS[key] for key in group_sources)
         notes.append(f"--group-pattern was not needed: every image has a group from {given}")
-    group_notes += _unique_id_warnings(records, group_sources, study_of)
+    group_notes += unique_id_warnings(records, group_sources, study_of)
     if not records:
         raise _nothing_usable(spec, listing, problems)
     duplicates, leakage_risks = _duplicate_content(records, hashes, relative_of)
@@ -624,79 +622,3 @@ def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progres
         mapped=listing.mapped,
         group_notes=group_notes,
     )
-
-
-def _view_of(candidate: _Candidate, info: ImageInfo | None) -> str:
-    from mammo_tui.data.listing import view_category
-
-    return candidate.view or (view_category(info.view) if info and info.view else "")
-
-
-def _drop_constant_patient(usable: list[_Candidate], patient_of: dict[str, str]) -> list[str]:
-    """One DICOM PatientID on most images (a site's dummy value) is no patient: not used, said."""
-    from collections import Counter
-
-    from mammo_tui.data.described import PLACEHOLDER_MIN_ROWS, PLACEHOLDER_SHARE
-
-    relying = [patient_of[c.share_key] for c in usable if not c.group and c.share_key in patient_of]
-    if len(relying) < PLACEHOLDER_MIN_ROWS:
-        return []
-    value, n = Counter(relying).most_common(1)[0]
-    if n <= PLACEHOLDER_SHARE * len(relying):
-        return []
-    for key in [k for k, v in patient_of.items() if v == value]:
-        del patient_of[key]
-    return [f"WARNING: {n} of {len(relying)} images share one DICOM PatientID: a placeholder, not a patient; "
-            "those images are grouped by the next source (an accession, a group pattern, else each image alone)"]
-
-
-def _filter_views(views: str | None, usable: list[_Candidate], infos: dict[str, ImageInfo],
-                  problems: list[Problem]) -> list[_Candidate]:
-    """--views CC,MLO: images of other views are left out (counted); images of unknown view stay."""
-    if not views:
-        return usable
-    from mammo_tui.data.listing import view_category
-
-    wanted = {view_category(v) for v in views.split(",") if v.strip()}
-    kept = []
-    for c in usable:
-        view = _view_of(c, infos.get(c.path))
-        if view and view not in wanted:
-            reason = f"view {view} is not one of --views {views}"
-            problems.append(Problem("view_excluded", f"{_row_prefix(c.row)}{c.shown}: {reason}; left out",
-                                    row=c.row or None, path=c.path, reason=reason))
-            infos.pop(c.path, None)
-            continue
-        kept.append(c)
-    return kept
-
-
-UNIQUE_ID_MIN_IMAGES = 6  # below this, ids unique per image are unremarkable
-
-
-def _unique_id_warnings(records: list[ImageRecord], group_sources: dict[str, int],
-                        study_of: dict[str, str]) -> list[str]:
-    """A patient id that names one image only is a per-image id (CBIS-DDSM's DICOM PatientID names one
-    view): views of one woman would land on both sides of the split. Said loudly, with the fix."""
-    found = []
-    for source in ("dicom_patient_id", "patient_id_column"):
-        if not group_sources.get(source):
-            continue
-        label = GROUP_SOURCE_LABELS[source]
-        # the records grouped by this source: their group count equals their image count
-        chosen = [r for r in records if _source_of(r, source, group_sources)]
-        if len(chosen) < UNIQUE_ID_MIN_IMAGES or len({r.group for r in chosen}) < len(chosen):
-            continue
-        studies = {study_of[r.path] for r in chosen if r.path in study_of}
-        grouped = (f" while the study (StudyInstanceUID / study column) groups them into {len(studies)} exams"
-                   if studies and len(studies) < len(chosen) else "")
-        found.append(f"WARNING: leakage risk: the {label} is unique per image ({len(chosen)} images, "
-                     f"{len(chosen)} ids){grouped}: it names a view, not a woman, so views of one patient can land "
-                     "on both sides of the split. Fix: group by the metadata's patient column (--patient-col NAME, "
-                     "or the dataset's layout: --layout NAME), or pass --group-pattern REGEX.")
-    return found
-
-
-def _source_of(record: ImageRecord, source: str, group_sources: dict[str, int]) -> bool:
-    # one source only is the common case; with mixed sources the check is skipped (cannot attribute)
-    return len(group_sources) == 1 and source in group_sources
