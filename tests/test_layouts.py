@@ -156,3 +156,10 @@ def test_train_headless_on_the_folder_as_downloaded(name, tmp_path):
         assert summary["test_metrics"]["n_images"] == sides.count("test")
     else:
         assert summary["test_metrics"] is None
+
+
+def test_rows_add_up(scanned):
+    """Every row read is usable, merged into an image listed before, or left out by reason."""
+    _, _, report = scanned
+    left = sum(report.left_out().values())
+    assert report.rows_read == report.rows_usable + left + len(report.blocking_problems())

@@ -472,6 +472,7 @@ def list_described(description: Description, dataset_root: str) -> Listing:
     if joined is not None:
         _refuse_unjoined(unjoined, joined)
     _refuse_unmapped(description, unmapped, label_column or description.label_columns[0])
+    listing.merged = merged
     if merged:
         listing.notes.append(f"{merged} rows list an image an earlier row already lists with the same label (one row "
                              "per finding): each image is used once")

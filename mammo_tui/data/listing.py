@@ -45,6 +45,7 @@ class Listing:
     notes: list[str] = field(default_factory=list)
     layout: str = ""  # the description's name, when a description listed the dataset
     mapped: str = ""  # one line: what the description mapped (images, label, patient, view, split)
+    merged: int = 0  # rows that repeat an image already listed, with its label (one row per finding)
 
 
 def slashes(path: str) -> str:

@@ -155,6 +155,7 @@ class ValidationReport:
     # both sides of the split (leakage risk)
     leakage_risks: int = 0
     layout: str = ""  # the dataset description's name (a public layout, or "custom")
+    merged_rows: int = 0  # rows repeating an image with its label (one row per finding), merged into it
     mapped: str = ""  # what the description mapped, one line
     # warnings about the grouping itself (placeholder ids, a patient id unique per image while a
     # study groups several images): said by plan, the wizard, the run log and the report
@@ -213,6 +214,8 @@ class ValidationReport:
         """Source rows (or files) that contributed at least one usable image."""
         if self.kind == "folders":
             return len(self.records)
+        if self.kind == "described":  # rows of several tables share line numbers: one row per image
+            return len(self.records) + self.merged_rows
         return len({record.row for record in self.records})
 
     def class_counts(self) -> list[int]:

@@ -620,5 +620,6 @@ def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progres
         leakage_risks=leakage_risks,
         layout=listing.layout,
         mapped=listing.mapped,
+        merged_rows=listing.merged,
         group_notes=group_notes,
     )
