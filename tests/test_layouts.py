@@ -163,3 +163,15 @@ def test_rows_add_up(scanned):
     _, _, report = scanned
     left = sum(report.left_out().values())
     assert report.rows_read == report.rows_usable + left + len(report.blocking_problems())
+
+
+def test_cbis_images_nested_by_the_nbia_retriever_are_found(tmp_path):
+    """The NBIA Data Retriever writes CBIS-DDSM/ inside manifest-<id>/; the CSVs sit on top."""
+    import shutil
+
+    made = MAKERS["cbis_ddsm"](tmp_path / "download")
+    (made.root / "manifest-1601570342867").mkdir()
+    shutil.move(str(made.root / "CBIS-DDSM"), str(made.root / "manifest-1601570342867" / "CBIS-DDSM"))
+    report = scan_dataset(dataset_spec(str(made.root)))
+    assert len([r for r in report.records if r.split != "test"]) == made.n_labelled_images
+    assert report.blocking_problems() == []

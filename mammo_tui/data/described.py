@@ -220,9 +220,16 @@ class PathResolver:
         return False
 
     def choose_root(self, rows: list[Row]) -> None:
-        """The first image root (of the description's) under which the first rows' images exist."""
-        roots = [str((self.dataset_root / r).resolve()) if r not in (".", "") else str(self.dataset_root)
-                 for r in self.description.image_roots]
+        """The first image root (of the description's; a glob such as */CBIS-DDSM finds the folder
+        NBIA's retriever nests in manifest-<id>/) under which the first rows' images exist."""
+        roots: list[str] = []
+        for pattern in self.description.image_roots:
+            if pattern in (".", ""):
+                roots.append(str(self.dataset_root))
+            elif globlib.has_magic(pattern):
+                roots += sorted(str(p.resolve()) for p in self.dataset_root.glob(pattern) if p.is_dir())
+            else:
+                roots.append(str((self.dataset_root / pattern).resolve()))
         sample = rows[:20]
         for root in roots:
             self.root = root
