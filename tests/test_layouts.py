@@ -175,3 +175,11 @@ def test_cbis_images_nested_by_the_nbia_retriever_are_found(tmp_path):
     report = scan_dataset(dataset_spec(str(made.root)))
     assert len([r for r in report.records if r.split != "test"]) == made.n_labelled_images
     assert report.blocking_problems() == []
+
+
+def test_the_folder_above_the_download_works_too(tmp_path):
+    """INbreast unpacks into "INbreast Release 1.0/": given the folder above it, the table is found one
+    level down and the images are looked for beside it."""
+    made = MAKERS["inbreast"](tmp_path / "above" / "INbreast Release 1.0")
+    report = scan_dataset(dataset_spec(str(tmp_path / "above")))
+    assert report.layout == "inbreast" and len(report.records) == made.n_labelled_images

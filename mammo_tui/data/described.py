@@ -223,13 +223,17 @@ class PathResolver:
         """The first image root (of the description's; a glob such as */CBIS-DDSM finds the folder
         NBIA's retriever nests in manifest-<id>/) under which the first rows' images exist."""
         roots: list[str] = []
-        for pattern in self.description.image_roots:
-            if pattern in (".", ""):
-                roots.append(str(self.dataset_root))
-            elif globlib.has_magic(pattern):
-                roots += sorted(str(p.resolve()) for p in self.dataset_root.glob(pattern) if p.is_dir())
-            else:
-                roots.append(str((self.dataset_root / pattern).resolve()))
+        # from the dataset folder, then from the table's own folder (a table found one level down,
+        # e.g. the user gave the folder that holds "INbreast Release 1.0/")
+        bases = [self.dataset_root] + sorted({row.table.path.parent for row in rows[:1]} - {self.dataset_root})
+        for base in bases:
+            for pattern in self.description.image_roots:
+                if pattern in (".", ""):
+                    roots.append(str(base))
+                elif globlib.has_magic(pattern):
+                    roots += sorted(str(p.resolve()) for p in base.glob(pattern) if p.is_dir())
+                else:
+                    roots.append(str((base / pattern).resolve()))
         sample = rows[:20]
         for root in roots:
             self.root = root
