@@ -87,3 +87,20 @@ def test_a_saved_description_trains_headless_as_the_wizard_read_it(tmp_path):
     saved = save_description(spec.description, tmp_path / "mine.toml")
     again = dataset_spec(str(tmp_path), description=str(saved))
     assert len(scan_dataset(again).records) == len(scan_dataset(spec).records) == 16
+
+
+def test_a_downloaded_folder_in_step_one_is_read_by_its_layout(tmp_path):
+    import pytest
+    from standins import make_inbreast
+
+    from mammo_tui.errors import DatasetError
+    from mammo_tui.tui.wizard import mapping_table, spec_from_inputs
+
+    made = make_inbreast(tmp_path / "INbreast")
+    for choice in ("download", "reference", "generic"):  # a folder typed under any choice but class folders
+        assert spec_from_inputs(choice, str(made.root), "").description["name"] == "inbreast"
+    (tmp_path / "other").mkdir()
+    with pytest.raises(DatasetError, match="not a dataset layout"):
+        spec_from_inputs("download", str(tmp_path / "other"), "")
+    (tmp_path / "other" / "meta.csv").write_text("file,dens\na.png,A\n")
+    assert mapping_table("download", str(tmp_path / "other")) == str(tmp_path / "other" / "meta.csv")

@@ -49,10 +49,16 @@ def spec_from_inputs(layout: str, first: str, second: str):
                 "table": "the metadata table"}.get(layout, "the label CSV")
         raise DatasetError(f"type the path of {what}, or press ctrl+d for the demo dataset")
     path = Path(first).expanduser()
-    if layout == "download" or (path.is_dir() and layout != "folders"):
+    if layout == "download":
         from mammo_tui.data.inputs import dataset_spec
 
         return dataset_spec(str(path))  # a public layout recognised, else class folders, else a clear error
+    if path.is_dir() and layout != "folders":
+        from mammo_tui.data.layouts import recognise
+
+        found = recognise(path)  # a public dataset's folder typed under another choice still works
+        if found is not None:
+            return DatasetSpec(root=str(path), description=found.to_dict())
     if layout == "folders" or path.is_dir():
         return DatasetSpec(images=str(path))
     if layout == "reference":
