@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from corpus import FAST, assert_clean, mammo, png
 
-from mammo_tui.data.described import list_described, placeholder_ids
+from mammo_tui.data.described import list_described
+from mammo_tui.data.grouping import placeholder_ids
 from mammo_tui.data.description import from_mapping
 from mammo_tui.data.inputs import MappingFlags, dataset_spec
 from mammo_tui.data.sources import scan_dataset

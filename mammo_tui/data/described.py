@@ -28,9 +28,9 @@ from pathlib import Path
 
 from mammo_tui.data.description import Description
 from mammo_tui.data.listing import Candidate, Listing, escapes, link_out_message, slashes, view_category
-from mammo_tui.data.records import (PLACEHOLDER_IDS, PLACEHOLDER_MIN_ROWS, PLACEHOLDER_SHARE, Problem,
-                                    patient_digest, patient_digester)
-from mammo_tui.data.table import Table, normalise_column, read_table
+from mammo_tui.data.grouping import placeholder_ids
+from mammo_tui.data.records import Problem, patient_digest, patient_digester
+from mammo_tui.data.table import Table, normalise_column, read_columns, read_table
 from mammo_tui.errors import DatasetError
 from mammo_tui.labels import CLASS_NAMES
 
@@ -119,11 +119,11 @@ def _read_tables(description: Description, files: list[Path]) -> list[tuple[Tabl
             if normalise_column(name) not in index and name not in {d.name for d in description.derived}:
                 raise DatasetError(f"{table.path}: the image {'template' if description.image_template else 'glob'} "
                                    f"{description.image_template or description.image_glob!r} names the column "
-                                   f"'{name}', which this file does not have; it has: {', '.join(read_table(path).columns)}")
+                                   f"'{name}', which this file does not have; it has: {', '.join(read_columns(path))}")
         joined_labels = description.join is not None and set(description.label_columns) & set(description.join.columns)
         if not joined_labels and not any(normalise_column(c) in index for c in description.label_columns):
             raise DatasetError(f"{table.path}: no label column {' or '.join(repr(c) for c in description.label_columns)}; "
-                               f"this file has: {', '.join(read_table(path).columns)}")
+                               f"this file has: {', '.join(read_columns(path))}")
         for column, what in ((description.patient_column, "[group] patient"), (description.study_column, "[group] study"),
                              (description.view_column, "[view] column"),
                              (description.laterality_column, "[view] laterality"),
@@ -334,18 +334,6 @@ def _excluded(rules: list[tuple[str, set[str], set[str], str]], row: Row) -> str
         if (values and value in values) or (keep and value not in keep):
             return reason
     return None
-
-
-def placeholder_ids(values: list[str]) -> set[str]:
-    """The values of a patient-id column that are not patient ids: the usual placeholder words, and
-    one value that fills most of the rows (a constant is no id)."""
-    counts = Counter(v.strip() for v in values)
-    found = {v for v in counts if v.lower() in PLACEHOLDER_IDS}
-    if len(values) >= PLACEHOLDER_MIN_ROWS and counts:
-        value, n = counts.most_common(1)[0]
-        if n > PLACEHOLDER_SHARE * len(values):
-            found.add(value)
-    return found
 
 
 def _label_of(description: Description, row: Row, joined: _Joined | None, unmapped: dict[str, list[str]],

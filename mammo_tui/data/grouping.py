@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections import Counter
 
 from mammo_tui.data.listing import Candidate, view_category
-from mammo_tui.data.records import (GROUP_SOURCE_LABELS, PLACEHOLDER_MIN_ROWS, PLACEHOLDER_SHARE, ImageInfo,
-                                    ImageRecord, Problem)
+from mammo_tui.data.records import (GROUP_SOURCE_LABELS, PLACEHOLDER_IDS, PLACEHOLDER_MIN_ROWS, PLACEHOLDER_SHARE,
+                                    ImageInfo, ImageRecord, Problem)
 
 
 def view_of(candidate: Candidate, info: ImageInfo | None) -> str:
@@ -18,15 +18,26 @@ def view_of(candidate: Candidate, info: ImageInfo | None) -> str:
 def drop_constant_patient(usable: list[Candidate], patient_of: dict[str, str]) -> list[str]:
     """One DICOM PatientID on most images (a site's dummy value) is no patient: not used, said."""
     relying = [patient_of[c.share_key] for c in usable if not c.group and c.share_key in patient_of]
-    if len(relying) < PLACEHOLDER_MIN_ROWS:
+    constant = placeholder_ids(relying)  # digests: only the one-value-on-most rule can apply
+    if not constant:
         return []
-    value, n = Counter(relying).most_common(1)[0]
-    if n <= PLACEHOLDER_SHARE * len(relying):
-        return []
-    for key in [k for k, v in patient_of.items() if v == value]:
+    n = sum(1 for value in relying if value in constant)
+    for key in [k for k, v in patient_of.items() if v in constant]:
         del patient_of[key]
     return [f"WARNING: {n} of {len(relying)} images share one DICOM PatientID: a placeholder, not a patient; "
             "those images are grouped by the next source (an accession, a group pattern, else each image alone)"]
+
+
+def placeholder_ids(values: list[str]) -> set[str]:
+    """The values of a patient-id column that are not patient ids: the usual placeholder words, and
+    one value that fills most of the rows (a constant is no id)."""
+    counts = Counter(v.strip() for v in values)
+    found = {v for v in counts if v.lower() in PLACEHOLDER_IDS}
+    if len(values) >= PLACEHOLDER_MIN_ROWS and counts:
+        value, n = counts.most_common(1)[0]
+        if n > PLACEHOLDER_SHARE * len(values):
+            found.add(value)
+    return found
 
 
 def row_prefix(row: int) -> str:

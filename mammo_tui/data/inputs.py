@@ -90,9 +90,9 @@ def dataset_spec(path: str | None = None, *, csv: str | None = None, dicom_root:
     if flags.given():
         raise DatasetError("mapping flags (--image-col, --label-col, ...) describe a table: give it with --csv FILE")
     if csv and image_root and not dicom_root:
-        from mammo_tui.data.table import read_table
+        from mammo_tui.data.table import read_columns
 
-        columns = {c.strip().lower() for c in read_table(csv).columns}
+        columns = {c.strip().lower() for c in read_columns(csv)}
         generic = MappingFlags(image_col="image_path", label_col="label",
                                patient_col="patient_id" if "patient_id" in columns else None,
                                view_col="view" if "view" in columns else None)

@@ -285,6 +285,15 @@ def read_table(path: str | Path, only: set[str] | None = None, fast_above: int =
         return _parse_rows(path, csv.reader(handle, delimiter=delimiter), only, notes)
 
 
+def _noted_table(path: Path, columns: list[str], rows: list[tuple[int, list[str]]], notes: list[str]) -> Table:
+    """The Table, with a note naming columns that share a name (whichever reader made the rows)."""
+    table = Table(path=path, columns=columns, rows=rows, notes=notes)
+    duplicates = table.duplicate_note()
+    if duplicates:
+        table.notes.append(duplicates)
+    return table
+
+
 def _read_fast(path: Path, encoding: str, delimiter: str, first_line: str, only: set[str], lines: int,
                notes: list[str]) -> Table | None:
     """The kept columns through pandas, or None (the csv module then reads it) when a row spans
@@ -303,11 +312,7 @@ def _read_fast(path: Path, encoding: str, delimiter: str, first_line: str, only:
     if len(frame) + 1 != lines or frame.isna().any().any():  # a quoted newline, a blank or short line
         return None
     rows = [(number, fields) for number, fields in enumerate(frame.to_numpy().tolist(), start=2)]
-    table = Table(path=path, columns=[header[i] for i in keep], rows=rows, notes=notes)
-    duplicates = table.duplicate_note()
-    if duplicates:
-        table.notes.append(duplicates)
-    return table
+    return _noted_table(path, [header[i] for i in keep], rows, notes)
 
 
 def _parse_rows(path: Path, reader, only: set[str] | None, notes: list[str]) -> Table:
@@ -336,11 +341,7 @@ def _parse_rows(path: Path, reader, only: set[str] | None, notes: list[str]) -> 
     except csv.Error as error:
         raise DatasetError(f"{path}, line {reader.line_num}: cannot parse the CSV ({error}).") from None
     assert header is not None
-    table = Table(path=path, columns=[header[i] for i in keep], rows=rows, notes=notes)
-    duplicates = table.duplicate_note()
-    if duplicates:
-        table.notes.append(duplicates)
-    return table
+    return _noted_table(path, [header[i] for i in keep], rows, notes)
 
 
 def read_columns(path: str | Path, prefer: set[str] | None = None) -> list[str]:
