@@ -577,6 +577,7 @@ class Trainer:
         self.cfg = setup.config
         self.run_dir = setup.run_dir
         self.cancel = cancel
+        self.test_metrics: dict[str, Any] | None = None  # the official test side, after the last epoch
         self.dist: DistInfo | None = setup.dist
         self.is_main = self.dist is None or self.dist.is_main
         # Only rank 0 writes the run directory and speaks; the other ranks train silently.
@@ -1264,7 +1265,7 @@ class Trainer:
             "started": self.started,
             "finished": time.time() if status not in ("running",) else None,
             # the official test side, touched once by the best checkpoint (None: the set has none)
-            "test_metrics": getattr(self, "test_metrics", None),
+            "test_metrics": self.test_metrics,
         }
         return summary
 
