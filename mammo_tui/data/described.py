@@ -270,20 +270,13 @@ class PathResolver:
         """(path, how it was looked for); path None when no file is there."""
         d = self.description
         tried = []
-        if d.image_column:
-            value = row.get(d.image_column)
-            if value:
-                found = self._under_root(value)
-                if found:
-                    return found, value
-                tried.append(value)
-        if d.image_template:
-            value = _format(d, d.image_template, row, escape=False)
-            if value:
-                found = self._under_root(value)
-                if found:
-                    return found, value
-                tried.append(value)
+        written = [row.get(d.image_column) if d.image_column else "",  # the column, then the template
+                   (_format(d, d.image_template, row, escape=False) or "") if d.image_template else ""]
+        for value in filter(None, written):
+            found = self._under_root(value)
+            if found:
+                return found, value
+            tried.append(value)
         if d.image_glob:
             value = _format(d, d.image_glob, row, escape=True)
             if value:
