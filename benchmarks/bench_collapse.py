@@ -183,7 +183,7 @@ def run_one(name: str, spec, weights: Path, args, seed: int, outdir: Path) -> di
                         signal.signal(number, handler)
             else:
                 from mammo_tui.console import ConsolePrinter
-                from mammo_tui.engine.trainer import TrainRequest, train
+                from mammo_tui.app import TrainRequest, train
 
                 cfg = config.from_mapping(arm_config(arm, weights, args, seed), source=f"bench {name}")
                 result = train(TrainRequest(config=cfg, dataset=spec, outdir=str(outdir), run_name=run_name),

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from mammo_tui import config
-from mammo_tui.engine.trainer import TrainRequest, train
+from mammo_tui.app import TrainRequest, train
 from mammo_tui.prepare import ensure_demo_dataset
 
 

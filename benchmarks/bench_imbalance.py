@@ -72,7 +72,7 @@ def build_digits(root: Path, seed: int):
 
 def run_one(spec, method: str, seed: int, epochs: int, outdir: Path) -> dict:
     from mammo_tui import config
-    from mammo_tui.engine.trainer import TrainRequest, train
+    from mammo_tui.app import TrainRequest, train
 
     changes = {**COMMON, **METHODS[method], "epochs": epochs, "seed": seed}
     if method == "crt":

@@ -59,7 +59,7 @@ def timed(run):
 
 
 def run_headless(config, spec, outdir: Path, name: str):
-    from mammo_tui.engine.trainer import TrainRequest, train
+    from mammo_tui.app import TrainRequest, train
 
     epochs = []
     train(TrainRequest(config=config, dataset=spec, outdir=str(outdir), run_name=name),

@@ -150,7 +150,7 @@ def torchrun_shared_dataset(outdir: Path) -> None:
 
 def engine_run(cached: bool, tmp: Path, spec) -> float:
     from mammo_tui import config
-    from mammo_tui.engine.trainer import TrainRequest, train
+    from mammo_tui.app import TrainRequest, train
 
     cfg = config.resolve("head_only", {"arch": "resnet50", "pretrained": False, "img_size": 224, "epochs": 3,
                                        "augment": False, "frozen_feature_cache": cached, "device": "cuda",

@@ -79,13 +79,14 @@ def predict_probabilities(model: Any, checkpoint: dict[str, Any], images: np.nda
     import torch
     from torch.utils.data import DataLoader
 
-    from mammo_tui.data.dataset import NORM_MEAN, NORM_STD, ImageDataset
+    from mammo_tui.data.dataset import ImageDataset
+    from mammo_tui.preprocessing import NORM_MEAN, NORM_STD, Preprocessing
 
     n_classes = len(checkpoint["class_names"])
     if len(images) == 0:
         return np.zeros((0, n_classes), dtype=np.float64)
-    norm = checkpoint.get("normalization") or {"mean": NORM_MEAN, "std": NORM_STD}
-    mean, std = float(norm["mean"]), float(norm["std"])
+    trained = Preprocessing.from_checkpoint(checkpoint)
+    mean, std = trained.mean, trained.std
     dataset = ImageDataset(images, np.zeros(len(images), dtype=np.int64), augment=False)
     chunks = []
     with torch.no_grad():
@@ -103,8 +104,9 @@ def training_preprocessing(checkpoint: dict[str, Any]) -> Any:
     from the checkpoint (one written before crop_breast existed trained without the crop).
     The normalisation is the checkpoint's too: predict_probabilities applies it."""
     from mammo_tui.data.cache import PreprocessCache
+    from mammo_tui.preprocessing import Preprocessing
 
-    return PreprocessCache(int(checkpoint["img_size"]), crop_breast=bool(checkpoint.get("crop_breast", False)))
+    return PreprocessCache.of(Preprocessing.from_checkpoint(checkpoint))
 
 
 @dataclasses.dataclass

@@ -78,18 +78,24 @@ def train_refusal(report, skip_bad_rows: bool) -> str | None:
 
 def prepare_dataset(spec, skip_bad_rows: bool = False,
                     progress: Callable[[int, int], None] | None = None, workers: int | None = None,
-                    img_size: int | None = None, crop_breast: bool = False) -> PreparedDataset:
+                    preprocessing=None) -> PreparedDataset:
     """Scan + validate. Problems stop here unless the user chose to continue without bad rows.
 
-    The images are decoded by `workers` processes; with img_size (the config is known before the
-    scan) that decode also fills the preprocess cache, so training decodes nothing again.
+    The images are decoded by `workers` processes; with the preprocessing (preprocessing.py: known
+    before the scan from the config or the plan) that decode also fills the preprocess cache, so
+    training decodes nothing again.
     """
-    from mammo_tui.data.fingerprint import fingerprint
     from mammo_tui.data.sources import scan_dataset
 
     spec = spec.resolved()  # the layout recognised once: the run records the description it read with
-    report = scan_dataset(spec, check_images=True, progress=progress, workers=workers, img_size=img_size,
-                          crop_breast=crop_breast)
+    report = scan_dataset(spec, check_images=True, progress=progress, workers=workers, preprocessing=preprocessing)
+    return prepared_from(spec, report, skip_bad_rows)
+
+
+def prepared_from(spec, report, skip_bad_rows: bool, fingerprint=None) -> PreparedDataset:
+    """A scan's report as a dataset to train on, or the DatasetError that says why not."""
+    from mammo_tui.data.fingerprint import fingerprint as fingerprint_of
+
     # An empty class or duplicate content removes no rows, so there is nothing to skip: reported
     # (warnings in the run log, all of them in dataset.json), not blocking.
     warnings = _report_warnings(report)
@@ -98,4 +104,5 @@ def prepare_dataset(spec, skip_bad_rows: bool = False,
         raise DatasetError(refusal)
     if not report.records:
         raise DatasetError(f"{report.source}: no usable images")
-    return PreparedDataset(spec=spec, report=report, fingerprint=fingerprint(report), warnings=warnings)
+    return PreparedDataset(spec=spec, report=report, fingerprint=fingerprint or fingerprint_of(report),
+                           warnings=warnings)

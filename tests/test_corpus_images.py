@@ -166,7 +166,7 @@ def test_an_image_that_turns_bad_after_the_scan_fails_the_run_naming_it(tmp_path
     from mammo_tui import config
     from mammo_tui.data import sources
     from mammo_tui.data.sources import DatasetSpec
-    from mammo_tui.engine.trainer import TrainRequest, train
+    from mammo_tui.app import TrainRequest, train
 
     csv_path = make_dataset(tmp_path / "data")
     good = csv_path.read_text().splitlines()[:25]  # the 24 good rows only

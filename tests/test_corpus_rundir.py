@@ -72,13 +72,13 @@ def test_set_on_resume_is_refused_without_force_naming_the_flag(run, tmp_path):
 
 
 def test_the_tui_resume_path_gets_the_same_rules(run):
-    from mammo_tui.engine.trainer import train
+    from mammo_tui.app import train
     from mammo_tui.errors import ConfigError
-    from mammo_tui.tui.job import TrainJob
+    from mammo_tui.app import TrainRequest
 
     edit_toml(run, "lr", "0.5")
     with pytest.raises(ConfigError, match="edited in config.toml"):
-        train(TrainJob(resume=str(run)).to_request())
+        train(TrainRequest(resume=str(run)))
 
 
 @pytest.mark.parametrize("damage, named", [
@@ -256,7 +256,7 @@ def test_two_cv_runs_of_one_directory_at_once_are_refused(fake_cv, tmp_path):
 
 def test_a_resume_refused_leaves_the_lock_free_for_the_next_one(run):
     """In one process (the TUI): a refused resume must not keep the run locked."""
-    from mammo_tui.engine.trainer import TrainRequest, train
+    from mammo_tui.app import TrainRequest, train
     from mammo_tui.errors import ConfigError
     from mammo_tui.rundir import lock_run_dir
 

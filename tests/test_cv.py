@@ -49,7 +49,7 @@ from mammo_tui.tui.testing import tiny_config  # noqa: E402
 
 
 def cv_request(spec, outdir, name="cv", **overrides):
-    from mammo_tui.engine.trainer import TrainRequest
+    from mammo_tui.app import TrainRequest
 
     return TrainRequest(config=tiny_config(**overrides), dataset=spec, outdir=str(outdir), run_name=name,
                         preset="test")
@@ -107,7 +107,7 @@ def test_a_re_run_must_match_the_cross_validation_it_continues(tiny_demo, tmp_pa
     with pytest.raises(ConfigError, match=r"config differs .*lr"):
         run_cv(cv_request(tiny_demo, tmp_path, lr=0.5), 2)
 
-    from mammo_tui.engine.trainer import TrainRequest
+    from mammo_tui.app import TrainRequest
 
     fields, folds = resume_fields(first.run_dir)
     assert folds == 2 and fields["config"] == tiny_config() and fields["run_name"] == "cv"
@@ -171,7 +171,7 @@ def test_following_a_live_cv_sees_every_fold_as_it_happens(tiny_demo, tmp_path):
 def test_a_collapsed_fold_carries_its_last_suggestions_live_kept_and_watched(tiny_demo, tmp_path):
     from mammo_tui.runlog import read_events
     from mammo_tui.tui.testing import collapse_config
-    from mammo_tui.engine.trainer import TrainRequest
+    from mammo_tui.app import TrainRequest
 
     request = TrainRequest(config=collapse_config(), dataset=tiny_demo, outdir=str(tmp_path), run_name="cv",
                            preset="test")

@@ -14,7 +14,9 @@ import torch
 from mammo_tui import config
 from mammo_tui.engine.checkpoint import load_checkpoint
 from mammo_tui.engine.losses import inverse_frequency_weights
-from mammo_tui.engine.trainer import Trainer, TrainRequest, _Setup, train
+from mammo_tui.app import TrainRequest, train
+from mammo_tui.engine.run_setup import RunSetup
+from mammo_tui.engine.trainer import Trainer
 from mammo_tui.rundir import read_summary
 from mammo_tui.runlog import read_events
 
@@ -37,7 +39,7 @@ def epochs_of(events, kind="epoch"):
 def test_a_restart_goes_back_to_the_best_healthy_weights_never_a_collapsed_epoch(tiny_demo, tmp_path,
                                                                                    backbone_weights):
     """best.pt may be a collapsed epoch (it scored best); a fix must not restart from it."""
-    setup = _Setup(TrainRequest(config=cfg(epochs=4, weights=backbone_weights, freeze="last_block"),
+    setup = RunSetup(TrainRequest(config=cfg(epochs=4, weights=backbone_weights, freeze="last_block"),
                                 dataset=tiny_demo, outdir=str(tmp_path), run_name="r"))
     setup.build_model()
     setup.materialise()
@@ -70,7 +72,7 @@ def test_a_restart_goes_back_to_the_best_healthy_weights_never_a_collapsed_epoch
 
 
 def test_ties_within_float_noise_go_to_kappa(tiny_demo, tmp_path):
-    setup = _Setup(TrainRequest(config=cfg(epochs=2, pretrained=False), dataset=tiny_demo, outdir=str(tmp_path),
+    setup = RunSetup(TrainRequest(config=cfg(epochs=2, pretrained=False), dataset=tiny_demo, outdir=str(tmp_path),
                                 run_name="t"))
     setup.build_model()
     setup.materialise()

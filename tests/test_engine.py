@@ -9,7 +9,7 @@ import torch
 
 from mammo_tui import config
 from mammo_tui.engine.checkpoint import load_checkpoint
-from mammo_tui.engine.trainer import TrainRequest, train
+from mammo_tui.app import TrainRequest, train
 from mammo_tui.errors import ConfigError
 from mammo_tui.rundir import read_summary
 from mammo_tui.runlog import read_events

@@ -11,7 +11,7 @@ import torch
 
 from mammo_tui import config
 from mammo_tui.data.sources import DatasetSpec
-from mammo_tui.engine.trainer import TrainRequest, train
+from mammo_tui.app import TrainRequest, train
 from mammo_tui.errors import DatasetError, MammoError
 from mammo_tui.evaluate import evaluate, load_run_model, predict
 from mammo_tui.metrics import compute_metrics

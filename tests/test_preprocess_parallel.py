@@ -14,6 +14,7 @@ from mammo_tui.data.cache import (MEMORY_BUDGET_ENV, MappedImages, PreprocessCac
                                   load_images)
 from mammo_tui.data.dataset import ImageDataset, Rows
 from mammo_tui.data.sources import DatasetSpec, scan_dataset
+from mammo_tui.preprocessing import Preprocessing
 from mammo_tui.events import ProgressMeter
 
 
@@ -36,7 +37,7 @@ def test_worker_processes_give_the_serial_pixels(records, tmp_path):
 def test_scan_with_the_size_known_decodes_each_image_once(demo_dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("MAMMO_TUI_CACHE", str(tmp_path))
     spec = DatasetSpec(csv=str(demo_dataset.csv), dicom_root=str(demo_dataset.dicom_root))
-    report = scan_dataset(spec, workers=2, img_size=40)
+    report = scan_dataset(spec, workers=2, preprocessing=Preprocessing(40, crop_breast=False))
     cache = PreprocessCache(40, tmp_path)
     images = load_images(report.records[:6], cache, workers=1)
     assert cache.decodes == 0 and cache.hits == 6  # the scan's decode stored the entries

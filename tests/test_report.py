@@ -12,7 +12,7 @@ import pytest
 
 from mammo_tui import config
 from mammo_tui.drivers.cv import CV_SUMMARY_FILE, read_cv_summary, run_cv
-from mammo_tui.engine.trainer import TrainRequest, train
+from mammo_tui.app import TrainRequest, train
 from mammo_tui.errors import MammoError
 from mammo_tui.events import CollapseStatus, ConfigChanged
 from mammo_tui.report import (FIGURE_FILE, REPORT_FILE, build_report, matplotlib_available, table,

@@ -73,7 +73,7 @@ def test_list_runs_shows_each_folder_then_its_members_and_survives_a_damaged_man
 
 
 def test_train_resume_of_a_sweep_folder_names_the_sweep_command(tmp_path):
-    from mammo_tui.engine.trainer import TrainRequest, train
+    from mammo_tui.app import TrainRequest, train
 
     sweep = tmp_path / "sw"
     sweep.mkdir()

@@ -241,7 +241,7 @@ def test_leaderboard_values_are_the_runs_summaries(swept):
 
 
 def test_runs_listing_shows_the_sweep_and_train_resume_refuses_it(swept):
-    from mammo_tui.engine.trainer import TrainRequest, train
+    from mammo_tui.app import TrainRequest, train
     from mammo_tui.rundir import list_runs
 
     result, _, _ = swept

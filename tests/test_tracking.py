@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mammo_tui import config
-from mammo_tui.engine.trainer import TrainRequest, train
+from mammo_tui.app import TrainRequest, train
 from mammo_tui.runlog import read_events
 from mammo_tui.tracking.export import export
 from mammo_tui.tracking.spec import TrackingError

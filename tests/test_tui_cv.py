@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Select
 from mammo_tui.drivers.cv import CV_SUMMARY_FILE, read_manifest, resume_fields
 from mammo_tui.tui.app import MammoApp
 from mammo_tui.tui.dashboard import DashboardScreen
-from mammo_tui.tui.job import TrainJob
+from mammo_tui.app import TrainRequest
 from mammo_tui.tui.dialogs import ConfirmScreen
 from mammo_tui.tui.runs import RunsScreen
 from mammo_tui.tui.testing import (async_test, collapse_config, screen_text, tiny_config, to_config_screen,
@@ -128,7 +128,7 @@ async def test_stop_keeps_finished_folds_and_resume_continues_the_cv(demo_datase
     from mammo_tui.data.sources import DatasetSpec
 
     spec = DatasetSpec(csv=str(demo_dataset.csv), dicom_root=str(demo_dataset.dicom_root))
-    job = TrainJob(config=tiny_config(epochs=4), dataset=spec, outdir=str(tmp_path), run_name="cv",
+    job = TrainRequest(config=tiny_config(epochs=4), dataset=spec, outdir=str(tmp_path), run_name="cv",
                    preset="test", cv_folds=3)
     app = MammoApp(job=job)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -146,7 +146,7 @@ async def test_stop_keeps_finished_folds_and_resume_continues_the_cv(demo_datase
     assert read_manifest(tmp_path / "cv")["status"] == "interrupted"
 
     fields, folds = resume_fields(tmp_path / "cv")  # what `mammo-tui cv --resume DIR` runs
-    app = MammoApp(job=TrainJob(**fields, cv_folds=folds))
+    app = MammoApp(job=TrainRequest(**fields, cv_folds=folds))
     async with app.run_test(size=(80, 24)) as pilot:
         dash = await dashboard(pilot)
         await wait_until(pilot, lambda: dash.state.cv_finished is not None, timeout=300, what="the CV")
@@ -160,7 +160,7 @@ async def test_applying_a_fix_during_a_cv_starts_a_new_cv_with_it(demo_dataset, 
     from mammo_tui.data.sources import DatasetSpec
 
     spec = DatasetSpec(csv=str(demo_dataset.csv), dicom_root=str(demo_dataset.dicom_root))
-    job = TrainJob(config=collapse_config(epochs=30), dataset=spec, outdir=str(tmp_path), run_name="bad",
+    job = TrainRequest(config=collapse_config(epochs=30), dataset=spec, outdir=str(tmp_path), run_name="bad",
                    preset="test", cv_folds=2)
     app = MammoApp(job=job)
     async with app.run_test(size=(120, 40)) as pilot:

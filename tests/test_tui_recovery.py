@@ -19,7 +19,7 @@ from mammo_tui.events import (
 from mammo_tui.tui.app import MammoApp
 from mammo_tui.tui.configure import ConfigScreen
 from mammo_tui.tui.dashboard import DashboardScreen
-from mammo_tui.tui.job import TrainJob
+from mammo_tui.app import TrainRequest
 from mammo_tui.tui.dialogs import ConfirmScreen
 from mammo_tui.tui.messages import EngineDone, EngineEvent
 from mammo_tui.tui.sample import sample_events, sample_wizard_state
@@ -171,7 +171,7 @@ async def test_resume_replays_the_run_history_and_says_where_it_resumed(monkeypa
     monkeypatch.setattr(DashboardScreen, "_train_thread",
                         lambda self, request, cancel: (started.append(request), cancel.wait(30),
                                                        self.engine_idle.set()))
-    app = MammoApp(job=TrainJob(resume=str(run_dir)), runs_root=str(tmp_path))
+    app = MammoApp(job=TrainRequest(resume=str(run_dir)), runs_root=str(tmp_path))
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, on(app, DashboardScreen), what="dashboard")
         dash = app.screen
@@ -197,7 +197,7 @@ async def test_resume_replays_the_run_history_and_says_where_it_resumed(monkeypa
 @async_test
 async def test_start_up_shows_progress_not_epoch_zero(monkeypatch, tmp_path):
     idle_engine(monkeypatch)
-    app = MammoApp(job=TrainJob(config=tiny_config(), demo=True, outdir=str(tmp_path)))
+    app = MammoApp(job=TrainRequest(config=tiny_config(), demo=True, outdir=str(tmp_path)))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, on(app, DashboardScreen), what="dashboard")
         await pilot.pause(0.3)
@@ -232,7 +232,7 @@ async def test_the_finished_dashboard_says_where_the_run_is_and_offers_no_stop(m
     events = sample_events()
 
     replay_as_engine(monkeypatch, events)
-    app = MammoApp(job=TrainJob(config=tiny_config(), demo=True, outdir=str(tmp_path)))
+    app = MammoApp(job=TrainRequest(config=tiny_config(), demo=True, outdir=str(tmp_path)))
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, on(app, DashboardScreen), what="dashboard")
         dash = app.screen
@@ -252,7 +252,7 @@ async def test_the_finished_dashboard_says_where_the_run_is_and_offers_no_stop(m
 @async_test
 async def test_ctrl_c_quits_with_the_same_question_as_q(monkeypatch, tmp_path):
     idle_engine(monkeypatch)
-    app = MammoApp(job=TrainJob(config=tiny_config(), demo=True, outdir=str(tmp_path)))
+    app = MammoApp(job=TrainRequest(config=tiny_config(), demo=True, outdir=str(tmp_path)))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, on(app, DashboardScreen), what="dashboard")
         await pilot.press("ctrl+c")
@@ -449,7 +449,7 @@ async def test_several_suggestions_apply_at_once_and_the_header_names_the_fix(mo
         self.engine_idle.set()
 
     monkeypatch.setattr(DashboardScreen, "_train_thread", engine)
-    app = MammoApp(job=TrainJob(config=collapse_config(), demo=True, outdir=str(tmp_path)))
+    app = MammoApp(job=TrainRequest(config=collapse_config(), demo=True, outdir=str(tmp_path)))
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, on(app, DashboardScreen), what="dashboard")
         dash = app.screen
@@ -558,7 +558,7 @@ async def test_on_exit_the_app_has_the_run_summary_for_the_shell(monkeypatch, tm
     writer.close()
 
     replay_as_engine(monkeypatch, events)
-    app = MammoApp(job=TrainJob(config=tiny_config(), demo=True, outdir=str(tmp_path)))
+    app = MammoApp(job=TrainRequest(config=tiny_config(), demo=True, outdir=str(tmp_path)))
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, on(app, DashboardScreen), what="dashboard")
         await wait_until(pilot, lambda: app.screen.state.done, what="the end")

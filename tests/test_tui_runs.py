@@ -21,7 +21,7 @@ from mammo_tui.tui.widgets import CollapseBanner
 def runs_root(tmp_path_factory, demo_dataset) -> Path:
     """Two finished runs made by the real engine without any UI (as `train --no-ui` would)."""
     from mammo_tui.data.sources import DatasetSpec
-    from mammo_tui.engine.trainer import TrainRequest, train
+    from mammo_tui.app import TrainRequest, train
 
     root = tmp_path_factory.mktemp("runs")
     spec = DatasetSpec(csv=str(demo_dataset.csv), dicom_root=str(demo_dataset.dicom_root))

@@ -12,7 +12,7 @@ from mammo_tui.rundir import read_summary
 from mammo_tui.runlog import read_events
 from mammo_tui.tui.app import MammoApp
 from mammo_tui.tui.dashboard import DashboardScreen
-from mammo_tui.tui.job import TrainJob
+from mammo_tui.app import TrainRequest
 from mammo_tui.tui.dialogs import ConfirmScreen
 from mammo_tui.tui.testing import async_test, collapse_config, screen_text, tiny_config, wait_until
 from mammo_tui.tui.widgets import CollapseBanner, SuggestionList
@@ -25,8 +25,8 @@ def spec(demo_dataset):
     return DatasetSpec(csv=str(demo_dataset.csv), dicom_root=str(demo_dataset.dicom_root))
 
 
-def job(spec, outdir: Path, name: str, config) -> TrainJob:
-    return TrainJob(config=config, dataset=spec, outdir=str(outdir), run_name=name, preset="test")
+def job(spec, outdir: Path, name: str, config) -> TrainRequest:
+    return TrainRequest(config=config, dataset=spec, outdir=str(outdir), run_name=name, preset="test")
 
 
 async def dashboard(pilot) -> DashboardScreen:

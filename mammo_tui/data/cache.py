@@ -192,11 +192,11 @@ def _preprocess_stored(path: str, img_size: int, crop_breast: bool) -> np.ndarra
 
 
 def check_decodes(path: str | os.PathLike, digest: str, root: str | os.PathLike | None = None,
-                  img_size: int | None = None, crop_breast: bool = False) -> None:
+                  preprocessing=None) -> None:
     """Decode the image the way training will (read_image: finite, 2-D), unless content `digest`
     already decoded fine under DECODER_VERSION; raises ImageReadError naming the file.
 
-    With img_size the decode is the preprocessing itself (preprocess() decodes with read_image),
+    With a preprocessing (preprocessing.Preprocessing) the decode is the preprocessing itself (preprocess() decodes with read_image),
     and its result is stored as the cache entry, so training finds it without decoding again.
     Only success is remembered (an empty marker file under root/decoded): a bad image is decoded
     again next time, so a fixed decoder or plugin is noticed. A marker or an entry that cannot be
@@ -204,13 +204,14 @@ def check_decodes(path: str | os.PathLike, digest: str, root: str | os.PathLike 
     """
     root = Path(root).expanduser() if root is not None else default_cache_root()
     marker = _decoded_marker(root, digest)
-    entry = _entry_path(root, digest, _params(img_size, crop_breast)) if img_size else None
+    entry = (_entry_path(root, digest, _params(preprocessing.img_size, preprocessing.crop_breast))
+             if preprocessing is not None else None)
     if marker.is_file() and (entry is None or entry.is_file()):
         return
     if entry is None:
         read_image(path)
     else:
-        stored = _preprocess_stored(os.fspath(path), img_size, crop_breast)
+        stored = _preprocess_stored(os.fspath(path), preprocessing.img_size, preprocessing.crop_breast)
         try:
             _write_atomic(entry, lambda handle: np.save(handle, stored, allow_pickle=False))
         except OSError:
@@ -221,8 +222,7 @@ def check_decodes(path: str | os.PathLike, digest: str, root: str | os.PathLike 
         pass
 
 
-def check_image(path: str, root: str | None = None, img_size: int | None = None,
-                crop_breast: bool = False) -> tuple:
+def check_image(path: str, root: str | None = None, preprocessing=None) -> tuple:
     """The scan's per-image work (header probe, content hash, decode check), for a worker process.
 
     Returns ("ok", ImageInfo, patient digest | None, content sha1) or a picklable failure:
@@ -232,7 +232,7 @@ def check_image(path: str, root: str | None = None, img_size: int | None = None,
     try:
         info, patient = _images.probe(path)  # looked up at call time (tests replace it)
         digest = content_hash(path, root)
-        check_decodes(path, digest, root, img_size, crop_breast)
+        check_decodes(path, digest, root, preprocessing)
         return "ok", info, patient, digest
     except ImageReadError as error:  # its (kind, message) constructor does not unpickle: sent as values
         return "image", error.kind, error.message
@@ -252,6 +252,11 @@ class PreprocessCache:
         self.warnings: list[str] = []  # e.g. the cache folder is not writable (loading still works)
         self._lock = threading.Lock()
         self._params = _params(self.img_size, self.crop_breast)
+
+    @classmethod
+    def of(cls, preprocessing, root: str | os.PathLike | None = None) -> "PreprocessCache":
+        """The cache entries of one preprocessing.Preprocessing (its size and crop key them)."""
+        return cls(preprocessing.img_size, root, crop_breast=preprocessing.crop_breast)
 
     def __getstate__(self) -> dict:
         # sent to DataLoader workers inside StreamedImages: a lock does not pickle

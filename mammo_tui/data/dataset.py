@@ -20,8 +20,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import Dataset, get_worker_info  # noqa: E402
 
-NORM_MEAN = 0.5
-NORM_STD = 0.25
+from mammo_tui.preprocessing import NORM_MEAN, NORM_STD  # noqa: E402
 
 
 def build_augmentation(seed: int = 0) -> A.Compose:

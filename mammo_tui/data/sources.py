@@ -512,7 +512,7 @@ def _check_problem(candidate: _Candidate, outcome: tuple) -> Problem:
 
 
 def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progress | None = None,
-                 workers: int | None = None, img_size: int | None = None, crop_breast: bool = False) -> ValidationReport:
+                 workers: int | None = None, preprocessing=None) -> ValidationReport:
     """Read the dataset's listing and (when check_images) every image; report every problem.
 
     Raises DatasetError when nothing can be read (missing CSV, missing column, 0 usable images) or
@@ -521,8 +521,8 @@ def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progres
     not read them again) to find identical content listed twice, and its pixels decoded the way
     training decodes them (cache.check_decodes: finite, one 2-D frame; remembered per content, so
     the next scan of the same data decodes nothing), in `workers` processes (<= 0: all cores but
-    one; None: cache.set_default_workers'). Given img_size (and crop_breast), that decode also stores the preprocessed cache entry, so
-    a first run decodes each image once. Any exception from one image is a Problem.
+    one; None: cache.set_default_workers'). Given the preprocessing (preprocessing.Preprocessing),
+    that decode also stores the preprocessed cache entry, so a first run decodes each image once. Any exception from one image is a Problem.
     Without check_images no image is opened: groups cannot come from PatientID (it lives in the
     DICOM headers) and duplicates are not found.
     """
@@ -543,7 +543,7 @@ def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progres
 
         from mammo_tui.data.cache import check_image, default_cache_root, imap_workers
 
-        job = partial(check_image, root=str(default_cache_root()), img_size=img_size, crop_breast=crop_breast)
+        job = partial(check_image, root=str(default_cache_root()), preprocessing=preprocessing)
         outcomes = imap_workers(job, [c.path for c in listing.candidates], workers)
     else:
         outcomes = iter(() for _ in listing.candidates)

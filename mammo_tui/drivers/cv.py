@@ -360,12 +360,12 @@ def run_cv(request, folds: int, sink: EventSink = lambda e: None,
 
 
 def _run_cv(request, folds: int, sink: EventSink, cancel: threading.Event | None) -> CVResult:
-    from mammo_tui.engine.trainer import resolve_auto
+    from mammo_tui.app.planning import resolve_auto
     from mammo_tui.events import LogMessage
 
     if not 2 <= folds <= MAX_FOLDS:
         raise ConfigError(f"--folds must be between 2 and {MAX_FOLDS}; got {folds}")
-    request = resolve_auto(request)  # "preset auto": planned once, so every fold trains the same config
+    request, _, _ = resolve_auto(request)  # "preset auto": planned once, so every fold trains the same config
     if request.origin:
         sink(LogMessage("info", request.origin))
     cancel = cancel or threading.Event()
@@ -386,7 +386,8 @@ def _run_cv(request, folds: int, sink: EventSink, cancel: threading.Event | None
 
 def _run_folds(request, folds: int, sink: EventSink, cancel: threading.Event, cv_dir: Path,
                new: bool) -> CVResult:
-    from mammo_tui.engine.trainer import EXIT_COLLAPSED, EXIT_INTERRUPTED, TrainRequest, train
+    from mammo_tui.app.requests import TrainRequest
+    from mammo_tui.engine.trainer import EXIT_COLLAPSED, EXIT_INTERRUPTED, train
 
     # what each fold needs, decided once from what is on disk now (rank 0's view under torchrun)
     plan = _agreed({fold: _fold_state(cv_dir / f"fold-{fold}") for fold in range(1, folds + 1)})

@@ -279,10 +279,11 @@ class _Sweep:
         if not (self.demo or self.dataset):
             raise MammoError("no dataset: pass --demo, --csv FILE [--dicom-root DIR] or --images DIR")
         if spec.base == "auto":  # the decision flow's config for this dataset, planned once
-            from mammo_tui.engine.trainer import TrainRequest, resolve_auto
+            from mammo_tui.app.planning import resolve_auto
+            from mammo_tui.app.requests import TrainRequest
 
             extra = {"demo_size": self.demo_size} if self.demo_size is not None else {}
-            request = resolve_auto(TrainRequest(dataset=self.dataset, demo=self.demo, overrides=dict(spec.set),
+            request, _, _ = resolve_auto(TrainRequest(dataset=self.dataset, demo=self.demo, overrides=dict(spec.set),
                                                 skip_bad_rows=self.skip_bad_rows, **extra))
             self.base, self.preset, self.origin = request.config.to_dict(), request.preset, request.origin
         else:
@@ -428,7 +429,7 @@ class _Sweep:
             self._write()
 
     def _request(self, run: QueuedRun, state: str):
-        from mammo_tui.engine.trainer import TrainRequest
+        from mammo_tui.app.requests import TrainRequest
 
         if state == "resume":  # the run's own config; the sweep's dataset (moved or not)
             request = TrainRequest(resume=str(self.sweep_dir / run.run), dataset=self.dataset)

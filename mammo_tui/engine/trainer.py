@@ -7,12 +7,9 @@ It knows nothing about its consumers. Everything it has to say goes through `sin
 from __future__ import annotations
 
 import copy
-import dataclasses
 import random
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,64 +20,28 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset, Weig
 from mammo_tui import config as config_mod
 from mammo_tui.collapse import DRIFT_WINDOW, apply_suggestion, detect_collapse, has_pretrained, suggest
 from mammo_tui.config import TrainConfig
+from mammo_tui.app.requests import RunResult, TrainRequest
 from mammo_tui.engine import distributed
 from mammo_tui.engine.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from mammo_tui.engine.distributed import DistInfo, DistributedWeightedSampler
 from mammo_tui.engine.losses import build_loss, inverse_frequency_weights
-from mammo_tui.engine.models import (Classifier, apply_train_mode, backbone_frozen, build_model,
-                                     default_num_workers, set_trainable)
-from mammo_tui.errors import ConfigError, MammoError, RunDirError, WeightsUnavailableError
+from mammo_tui.engine.models import Classifier, apply_train_mode, backbone_frozen, default_num_workers, set_trainable
+from mammo_tui.engine.run_record import config_history, launch_segment, write_config_toml
+from mammo_tui.engine.run_setup import RunSetup
+from mammo_tui.errors import ConfigError, MammoError, WeightsUnavailableError
 from mammo_tui.events import (BatchProgress, Broadcast, CheckpointSaved, CollapseStatus,
                               ConfigChanged, EpochMetrics, Event, EventSink, LogMessage,
                               ProgressMeter, RunFailed, RunFinished, RunStarted)
 from mammo_tui.labels import CLASS_NAMES, NUM_CLASSES
 from mammo_tui.metrics import better_score, compute_metrics, selection_score
-from mammo_tui.prepare import DEMO_SIZE, ensure_demo_dataset, prepare_dataset
-from mammo_tui.privacy import secret_fingerprint
-from mammo_tui.rundir import (CHECKPOINT_DIR, CONFIG_FILE, DATASET_FILE, SPLITS_FILE, SUMMARY_FILE,
-                              atomic_write_text, new_run_name, safe_run_name,
-                              write_json)
+from mammo_tui.preprocessing import Preprocessing
+from mammo_tui.rundir import CHECKPOINT_DIR, SUMMARY_FILE, write_json
 from mammo_tui.runlog import EVENTS_FILE, RunLogWriter
 
 BATCH_EVENT_INTERVAL_S = 0.3  # a few progress events per second is plenty for a terminal
 MAX_RECOVERIES = 2
 SCHEDULE_KEYS = {"lr", "weight_decay", "scheduler", "epochs"}  # what the saved optimizer/LR state holds
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_COLLAPSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-
-
-@dataclass
-class TrainRequest:
-    # None: with resume, the run's own config; otherwise the decision flow's plan for the dataset
-    # ("preset auto") with `overrides` (flags, --set) on top
-    config: TrainConfig | None = None
-    dataset: Any = None  # DatasetSpec; None with demo=True or resume
-    demo: bool = False
-    demo_size: float = DEMO_SIZE
-    outdir: str = "runs"
-    run_name: str | None = None
-    resume: str | None = None
-    force: bool = False  # resume with a changed config
-    # resume after a fix was applied: weights from the best *healthy* checkpoint (healthy.pt), or
-    # the initial weights when no epoch was healthy; fresh optimizer, warmup and LR schedule
-    restart: bool = False
-    skip_bad_rows: bool = False
-    preset: str = ""
-    origin: str = ""  # where the config came from, e.g. "preset auto: head_only (rule 1 of 4)"
-    overrides: dict[str, Any] = field(default_factory=dict)  # the user's keys for a planned config
-    parent_run: str = ""  # the run this one was started from (a fix applied to a finished run)
-    folds: int = 0  # > 0: cross-validation; this run trains on fold `fold` (0-based) of `folds`
-    fold: int = 0
-    # this session's tracking specs ("mlflow:DIR_OR_URI", "tensorboard:DIR"; --track), on top of the
-    # config's `track` key; rank 0 sends the run's events there too (tracking/)
-    track: list[str] = field(default_factory=list)
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    status: str
-    exit_code: int
-    summary: dict[str, Any] = field(default_factory=dict)
 
 
 class _Silent:
@@ -116,463 +77,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 # ---------------------------------------------------------------------------------------------
-# run directory set-up
-
-
-def launch_segment(cfg: TrainConfig | dict[str, Any], origin: str) -> dict[str, Any]:
-    """The first entry of a run's config history: the launch config from epoch 1."""
-    values = cfg.to_dict() if isinstance(cfg, TrainConfig) else dict(cfg)
-    return {"first_epoch": 1, "config": values, "reason": origin or "launch", "restart": True}
-
-
-def config_history(segments: list[dict[str, Any]], last_epoch: int) -> list[dict[str, Any]]:
-    """Which config trained which epochs: one entry per segment (launch, each change or restart),
-    with its epochs, what changed against the segment before, why, and the whole config."""
-    out = []
-    for number, segment in enumerate(segments):
-        end = segments[number + 1]["first_epoch"] - 1 if number + 1 < len(segments) else last_epoch
-        previous = segments[number - 1]["config"] if number else segment["config"]
-        out.append({"epochs": [segment["first_epoch"], end], "reason": segment["reason"],
-                    "restart": bool(segment.get("restart")),
-                    "changes": {k: [previous.get(k), v] for k, v in segment["config"].items() if previous.get(k) != v},
-                    "config": segment["config"]})
-    return out
-
-
-def write_config_toml(run_dir: Path, cfg: TrainConfig, segments: list[dict[str, Any]],
-                      reasons: list[str] = ()) -> None:
-    """config.toml: the config training uses now, headed by comments that say where it came from
-    (the plan's reasons) and which config trained which epochs (comments: `--preset config.toml`
-    still reads it)."""
-    comments = ["mammo-tui run config: the values this run trains with now."]
-    for number, entry in enumerate(config_history(segments, 0)):
-        changes = ", ".join(f"{k} = {b!r}" for k, (_, b) in entry["changes"].items())
-        what = f"{changes or 'no change'} ({entry['reason']})" if number else entry["reason"]
-        comments.append(f"From epoch {entry['epochs'][0]}: {what}")
-    if reasons:
-        comments += ["", "Why this preset (the decision flow):"] + [f"- {r}" for r in reasons]
-    atomic_write_text(run_dir / CONFIG_FILE, config_mod.to_toml(cfg, comments=comments))
-
-
-def _set_toml_value(path: Path, key: str, value: Any) -> None:
-    """One `key = value` line of config.toml replaced (or added), its comments kept."""
-    import re
-
-    line = config_mod.to_toml({key: value}).strip()
-    text = path.read_text(encoding="utf-8")
-    text, found = re.subn(rf"^{re.escape(key)} = .*$", lambda _: line, text, count=1, flags=re.M)
-    atomic_write_text(path, text if found else text.rstrip("\n") + f"\n{line}\n")
-
-
-def plan_request(prepared, overrides: dict[str, Any] | None, demo: bool):
-    """The decision flow's plan for a prepared dataset, with the user's keys and the weights check."""
-    from mammo_tui.planner import plan_for, planning_device
-    from mammo_tui.weights import weights_status
-
-    return plan_for(prepared.fingerprint, overrides, demo=demo, weights_probe=weights_status,
-                    device=planning_device(overrides))
-
-
-def resolve_auto(request: TrainRequest) -> TrainRequest:
-    """A request whose config is "preset auto", with the plan's config filled in (a CV plans once
-    for all its folds, so every fold trains the same config and cv.json records it)."""
-    if request.config is not None or request.resume:
-        return request
-    spec = ensure_demo_dataset(request.demo_size) if request.demo else request.dataset
-    if spec is None:
-        raise MammoError("no dataset given: pass --demo, --csv FILE [--dicom-root DIR] or --images DIR")
-    plan = plan_request(prepare_dataset(spec, skip_bad_rows=request.skip_bad_rows), request.overrides, request.demo)
-    return dataclasses.replace(request, config=plan.config, preset=plan.preset, origin=f"preset auto: {plan.headline}")
-
-
-class _Setup:
-    """Everything a run needs before its first batch: config, data, split, run dir."""
-
-    def __init__(self, request: TrainRequest, sink: EventSink | None = None):
-        self.request = request
-        self.sink = sink  # data progress before the run exists (the scan's decode check)
-        self.plan = None  # planner.Plan when the config is "preset auto"
-        self.plan_reasons: list[str] = []  # its reasons, kept in config.toml's comments
-        self.facts: list[str] = []  # said at start as information (preset auto, weights found)
-        self.notes: list[str] = []  # said at start as warnings
-        self.changed: dict[str, tuple[Any, Any]] = {}  # config changes accepted on resume
-        self.track: list = []  # tracking.spec.TrackSpec: request.track + the config's track (train())
-        self.dist = distributed.from_env()
-        if request.resume:
-            self._resume()
-        else:
-            self._fresh()
-
-    def _scan_options(self, config: Any) -> dict[str, Any]:
-        """Progress (main process only) and workers for the scan; with the img_size known before it
-        (a given config, or --img-size over preset auto), the scan's one decode per image also
-        fills the preprocess cache, so training decodes nothing again."""
-        main = self.dist is None or self.dist.is_main
-        options: dict[str, Any] = {"progress": ProgressMeter("checking images", self.sink)
-                                   if self.sink is not None and main else None}
-        known = config.to_dict() if config is not None else dict(self.request.overrides or {})
-        if known.get("img_size"):
-            default_crop = getattr(config_mod.TrainConfig(), "crop_breast", False)  # what a plan keeps
-            options.update(img_size=int(known["img_size"]), crop_breast=bool(known.get("crop_breast", default_crop)))
-        if known.get("preprocess_workers") is not None:
-            options["workers"] = int(known["preprocess_workers"])
-        return options
-
-    def _fresh(self) -> None:
-        req = self.request
-        spec = ensure_demo_dataset(req.demo_size) if req.demo else req.dataset
-        if spec is None:
-            raise MammoError("no dataset given: pass --demo, --csv FILE [--dicom-root DIR] or --images DIR")
-        self.prepared = prepare_dataset(spec, skip_bad_rows=req.skip_bad_rows, **self._scan_options(req.config))
-        self.notes += self.prepared.warnings
-        self.preset, self.origin = req.preset, req.origin or (f"preset {req.preset}" if req.preset else "")
-        self.parent_run = req.parent_run
-        if req.config is None:
-            plan = plan_request(self.prepared, req.overrides, req.demo)
-            self.config, self.preset, self.plan = plan.config, plan.preset, plan
-            self.origin, self.plan_reasons = f"preset auto: {plan.headline}", list(plan.reasons)
-        else:
-            self.config = req.config
-        if self.origin.startswith("preset auto"):
-            self.facts.append(self.origin)
-        records = self.prepared.records
-        from mammo_tui.data.split import held_out_split
-
-        self.split = held_out_split(records, self.config.val_fraction, self.config.seed,
-                                    folds=req.folds, fold=req.fold)
-        self.notes += list(self.split.warnings)
-        self.train_idx = np.asarray(self.split.train)
-        self.val_idx = np.asarray(self.split.val)
-        self.test_idx = np.asarray(self.split.test, dtype=int)
-        self.is_demo = req.demo
-
-    def build_model(self) -> None:
-        """Before anything is written: a missing-weights error must not leave a stray run dir."""
-        from mammo_tui.planner import config_warnings
-        from mammo_tui.weights import weights_status
-
-        cfg = self.config
-        status = self.plan.weights if self.plan is not None else weights_status(cfg.arch, cfg.weights, cfg.pretrained)
-        if cfg.pretrained and not cfg.weights and not status.available and self.is_demo and cfg.freeze == "none":
-            # an explicit demo preset on a box without cached weights: from scratch, recorded in the
-            # config so suggestions never propose freezing a random backbone
-            self.config = cfg = cfg.replace(pretrained=False)
-        if status.available:
-            self.facts.append(status.detail)
-        elif status.source == "none":  # wanted but missing: say why and how to get them
-            self.notes.append(f"{status.detail}. Training from scratch.")
-        else:
-            self.facts.append(f"training from scratch (pretrained = false): {cfg.arch} starts from random weights")
-        fp = self.prepared.fingerprint
-        self.notes += config_warnings(cfg, fp.n_images, fp.imbalance_ratio, status)
-        torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.arch, NUM_CLASSES, cfg.pretrained, cfg.weights,
-                                 allow_partial=cfg.allow_partial_weights)
-        if self.model.weights_note:
-            self.facts.append(self.model.weights_note)
-        self.pretrained_used = has_pretrained(cfg)
-
-    def materialise(self) -> None:
-        """Create the run directory; only after data, split and model are known to be good."""
-        if self.request.resume:
-            return
-        if not self.dist:
-            self._create_run_dir()
-            return
-        # rank 0 creates it and tells the others where (or why it could not)
-        error = ""
-        if self.dist.is_main:
-            try:
-                self._create_run_dir()
-            except MammoError as exc:
-                error = str(exc)
-        run_dir, error = distributed.broadcast((str(getattr(self, "run_dir", "")), error))
-        if error:
-            raise RunDirError(error)
-        self.run_dir = Path(run_dir)
-
-    def _create_run_dir(self) -> None:
-        req, records = self.request, self.prepared.records
-        from mammo_tui.data.split import write_splits_csv
-
-        name = safe_run_name(req.run_name) if req.run_name else new_run_name(self.preset or "run")
-        self.run_dir = Path(req.outdir) / name
-        suffix = 2
-        while not req.run_name and self.run_dir.exists():  # two automatic names in one second
-            self.run_dir, suffix = Path(req.outdir) / f"{name}-{suffix}", suffix + 1
-        if self.run_dir.exists() and any(self.run_dir.iterdir()):
-            raise RunDirError(f"run directory {self.run_dir} already exists; pick another --run-name "
-                              f"or continue it with --resume {self.run_dir}")
-        from mammo_tui.rundir import lock_run_dir
-
-        try:
-            (self.run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RunDirError(f"cannot write the run directory {self.run_dir}: {exc.strerror or exc}. "
-                              "Pass --outdir on a writable disk.") from None
-        self.lock = lock_run_dir(self.run_dir)
-        if (self.run_dir / CONFIG_FILE).exists():  # another process created it just now
-            self.release_lock()
-            raise RunDirError(f"run directory {self.run_dir} already exists; pick another --run-name "
-                              f"or continue it with --resume {self.run_dir}")
-        try:
-            write_config_toml(self.run_dir, self.config, [launch_segment(self.config, self.origin)],
-                              self.plan_reasons)
-            write_splits_csv(self.run_dir / SPLITS_FILE, records, self.split)
-            write_json(self.run_dir / DATASET_FILE, {
-                "spec": self.prepared.spec.absolute().to_dict(), "demo": req.demo, "preset": self.preset,
-                "origin": self.origin, "parent_run": req.parent_run,
-                "plan": self.plan.to_dict() if self.plan is not None else None,
-                "skip_bad_rows": req.skip_bad_rows,
-                "group_key": secret_fingerprint(),  # which patient-digest secret made splits.csv
-                # a CV's fold: which fold of how many, and the CV's config (cv --resume checks cv.json)
-                "cv": {"folds": req.folds, "fold": req.fold + 1, "config": req.config.to_dict()
-                       if req.config is not None else None} if req.folds else None,
-                "fingerprint": self.prepared.fingerprint.to_dict(),
-                "report": self.prepared.report.to_dict(),
-            })
-        except OSError as exc:
-            self.release_lock()
-            raise RunDirError(f"cannot write the run directory {self.run_dir}: {exc.strerror or exc}. "
-                              "Pass --outdir on a writable disk.") from None
-        except BaseException:
-            self.release_lock()
-            raise
-
-    def _resume(self) -> None:
-        req = self.request
-        self.run_dir = Path(req.resume)
-        from mammo_tui.rundir import group_kind, lock_run_dir
-
-        kind = group_kind(self.run_dir)
-        if kind:  # a driver's folder holds runs, it is not one
-            what = {"cv": "a cross-validation", "sweep": "a sweep"}.get(kind, f"a {kind}")
-            raise RunDirError(f"--resume {self.run_dir}: this is {what}; continue it with "
-                              f"`mammo-tui {kind} --resume {self.run_dir}`")
-        last = self.run_dir / CHECKPOINT_DIR / "last.pt"
-        if not (self.run_dir / DATASET_FILE).exists() or not ((self.run_dir / CONFIG_FILE).exists() or last.is_file()):
-            raise RunDirError(f"--resume {self.run_dir}: not a mammo-tui run directory "
-                              f"(no {CONFIG_FILE} / {DATASET_FILE})")
-        # one process per run directory: a second --resume would write every epoch twice
-        self.lock = self._lock_on_rank_0(lock_run_dir)
-        try:
-            info = self._resume_info()
-            self._resume_config(last)
-            self._resume_data(info)
-        except BaseException:
-            self.release_lock()
-            raise
-
-    def _lock_on_rank_0(self, lock_run_dir) -> Any:
-        """The run directory's lock, taken by rank 0 under torchrun; a refusal stops every rank
-        (the others would otherwise wait forever at the first collective)."""
-        if self.dist is None:
-            return lock_run_dir(self.run_dir)
-        lock, error = None, ""
-        if self.dist.is_main:
-            try:
-                lock = lock_run_dir(self.run_dir)
-            except MammoError as exc:
-                error = str(exc)
-        error = distributed.broadcast(error)
-        if error:
-            raise RunDirError(error)
-        return lock
-
-    def release_lock(self) -> None:
-        lock, self.lock = getattr(self, "lock", None), None
-        if lock is not None:
-            lock.release()
-
-    def _resume_info(self) -> dict[str, Any]:
-        """dataset.json: what the run trains on and how it was planned."""
-        from mammo_tui.rundir import read_run_json
-
-        info = read_run_json(self.run_dir / DATASET_FILE, "It records the dataset of the run; without it "
-                             "the run cannot be resumed (start a new run, or restore the file from a backup).")
-        if not isinstance(info, dict) or not isinstance(info.get("spec"), dict):
-            raise RunDirError(f"{self.run_dir / DATASET_FILE} has no dataset \"spec\"; it was edited or "
-                              "damaged. Restore it, or start a new run.")
-        self.preset, self.origin = info.get("preset", ""), info.get("origin", "")
-        self.plan_reasons = list((info.get("plan") or {}).get("reasons") or [])
-        self.parent_run = info.get("parent_run", "")
-        self.is_demo = bool(info.get("demo"))
-        return info
-
-    def _resume_config(self, last: Path) -> None:
-        """The config to train on. The run trained with last.pt's config; config.toml differing
-        from it is a user edit, unless config.toml records a segment (a change from a later epoch)
-        that last.pt does not hold yet: the trainer wrote it and stopped before the next epoch
-        ended. Edits and flags / --set are refused with the difference named, or applied under
-        --force (restore() records them as a config change)."""
-        file_cfg, recorded = self._read_config_toml(last)
-        state = self._last_state(last)
-        base = file_cfg if state is None else config_mod.saved_config(state["config"], source=str(last))
-        edited = config_mod.diff(base, file_cfg)
-        ahead = bool(state) and len(recorded) > len(state.get("segments") or [1]) and recorded[-1] > int(state["epoch"])
-        if ahead and edited:
-            self.notes.append(f"{CONFIG_FILE} holds a change from epoch {recorded[-1]} that no checkpoint has "
-                              "yet (the run stopped before that epoch ended); continuing with it")
-        req = self.request
-        if req.config is not None:
-            self.config = req.config
-        else:  # flags / --set on top of config.toml
-            self.config = config_mod.from_mapping({**file_cfg.to_dict(), **req.overrides}, source="--set")
-        self.changed = changed = config_mod.diff(base, self.config)
-        refused = config_mod.diff(file_cfg if ahead else base, self.config)
-        if refused and not req.force:
-            since = f"checkpoints/last.pt, epoch {state['epoch']}" if state else CONFIG_FILE
-            listing = "; ".join(f"{k}: {a!r} -> {b!r} ({self._source(k, edited if not ahead else {})})"
-                                for k, (a, b) in refused.items())
-            raise ConfigError(f"--resume {self.run_dir}: the config differs from the one the run trained with "
-                              f"({since}): {listing}. Resume with the run's values (undo the edit, drop the "
-                              "flag), or add --force to train on with the new ones (recorded as a config change).")
-        if changed:
-            self.notes.append("resumed with a changed config: " +
-                              ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
-        if self.dist is not None and not self.dist.is_main:
-            return  # rank 0 writes the run directory
-        if state is None and (changed or not (self.run_dir / CONFIG_FILE).is_file()):
-            # no epoch finished: the new config is the launch config (restore() has nothing to record)
-            write_config_toml(self.run_dir, self.config, [launch_segment(self.config, self.origin)], self.plan_reasons)
-        elif not (self.run_dir / CONFIG_FILE).exists():
-            write_config_toml(self.run_dir, self.config, list(state.get("segments") or
-                              [launch_segment(state["config"], self.origin)]), self.plan_reasons)
-            self.notes.append(f"{CONFIG_FILE} was missing; rewritten from checkpoints/last.pt")
-        if self.config.track != file_cfg.track:  # no config change (NOT_TRAINING_KEYS), but kept for the next --resume
-            _set_toml_value(self.run_dir / CONFIG_FILE, "track", self.config.track)
-
-    def _source(self, key: str, edited: dict[str, Any]) -> str:
-        """Where a refused change came from, for the message."""
-        if key in edited and key not in self.request.overrides:
-            return f"edited in {CONFIG_FILE}"
-        return "flag / --set" if self.request.config is None else "--preset / flags"
-
-    def _read_config_toml(self, last: Path) -> tuple[TrainConfig, list[int]]:
-        """config.toml's values and the first epochs of the segments its comments record. A missing
-        one is taken from last.pt (and rewritten); an unreadable one is refused, named."""
-        import re
-        import tomllib
-
-        from mammo_tui.rundir import file_problem
-
-        path = self.run_dir / CONFIG_FILE
-        if not path.exists() and last.is_file():
-            return config_mod.saved_config(load_checkpoint(last)["config"], source=str(last)), []
-        try:
-            text = path.read_text(encoding="utf-8")
-            values = tomllib.loads(text)
-        except OSError as exc:
-            raise file_problem(path, exc, "read") from None
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{path} is not valid TOML ({exc}). Fix the edit, or delete the file: "
-                              "--resume then rewrites it from checkpoints/last.pt.") from None
-        recorded = [int(n) for n in re.findall(r"^# From epoch (\d+):", text, flags=re.M)]
-        return config_mod.saved_config(values, source=str(path)), recorded
-
-    @staticmethod
-    def _last_state(last: Path) -> dict[str, Any] | None:
-        if not last.is_file():
-            return None
-        try:
-            state = load_checkpoint(last)
-        except MammoError:
-            return None  # restore() decides what a damaged last.pt means
-        return state if isinstance(state.get("config"), dict) and "epoch" in state else None
-
-    def _resume_data(self, info: dict[str, Any]) -> None:
-        """The recorded dataset (or a relocated one: --resume RUN --csv ...) and the recorded split."""
-        from mammo_tui.data.sources import DatasetSpec
-        from mammo_tui.data.split import read_splits_csv
-        from mammo_tui.errors import DatasetError
-        from mammo_tui.rundir import file_problem
-
-        recorded = spec = DatasetSpec.from_dict(info["spec"])
-        given = self.request.dataset  # --resume RUN --csv ...: the dataset moved
-        if given is not None:
-            spec = dataclasses.replace(given, group_pattern=given.group_pattern or recorded.group_pattern).absolute()
-        moved = given is not None and spec.to_dict() != recorded.absolute().to_dict()
-        gone = {key: value for key, value in spec.paths().items() if not Path(value).exists()}
-        if gone and not self.is_demo:
-            where = ", ".join(f"{key} {value}" for key, value in gone.items())
-            raise DatasetError(
-                f"--resume {self.run_dir}: the dataset is not where the run recorded it ({where}; see "
-                f"{self.run_dir / DATASET_FILE}). If it moved, give its new place: mammo-tui train --resume "
-                f"{self.run_dir} --csv NEW.csv [--dicom-root NEW_DIR] (or --images NEW_DIR); the split is "
-                "kept by matching image paths below the dataset's folder.")
-        self.prepared = prepare_dataset(spec, skip_bad_rows=bool(info.get("skip_bad_rows")),
-                                        **self._scan_options(self.request.config))
-        splits = self.run_dir / SPLITS_FILE
-        try:
-            split_of = read_splits_csv(splits)
-        except OSError as exc:
-            what = "is missing" if isinstance(exc, FileNotFoundError) else "cannot be read"
-            if what == "cannot be read":
-                raise file_problem(splits, exc, "read") from None
-            raise RunDirError(f"{splits} {what}: it records which images the run validates on; without "
-                              "it the run cannot continue on the same split. Start a new run.") from None
-        except (KeyError, ValueError, UnicodeDecodeError):
-            raise RunDirError(f"{splits} is damaged (no path / split columns); the run cannot continue "
-                              "on the same split. Restore it, or start a new run.") from None
-        records = self.prepared.records
-        if moved:
-            split_of = self._relocate(split_of, records, spec, info)
-        missing = [r.path for r in records if r.path not in split_of]
-        if missing:
-            self.notes.append(f"{len(missing)} images are new since the run started; they are left out")
-        self.train_idx = np.array([i for i, r in enumerate(records) if split_of.get(r.path) == "train"])
-        self.val_idx = np.array([i for i, r in enumerate(records) if split_of.get(r.path) == "val"])
-        self.test_idx = np.array([i for i, r in enumerate(records) if split_of.get(r.path) == "test"], dtype=int)
-        if len(self.train_idx) == 0 or len(self.val_idx) == 0:
-            raise RunDirError(f"--resume {self.run_dir}: the images in {SPLITS_FILE} are no longer "
-                              "in the dataset; cannot continue")
-
-    def _relocate(self, split_of: dict[str, str], records: list, spec, info: dict[str, Any]) -> dict[str, str]:
-        """The dataset moved: match each image by its path below the new dataset folder against the
-        recorded paths' endings, then record the new place (dataset.json, splits.csv)."""
-        import os
-
-        from mammo_tui.data.split import Split, write_splits_csv
-        from mammo_tui.rundir import file_problem, write_json
-
-        by_ending: dict[str, str | None] = {}
-        for old, side in split_of.items():
-            parts = Path(old).parts
-            for i in range(1, len(parts)):
-                key = "/".join(parts[i:])
-                by_ending[key] = side if key not in by_ending else None  # ambiguous endings match nothing
-        root = Path(spec.image_root())
-        mapped = {r.path: by_ending.get(Path(os.path.relpath(r.path, root)).as_posix()) for r in records}
-        mapped = {path: side for path, side in mapped.items() if side}
-        if not mapped:
-            return mapped  # nothing matched: the caller says the split's images are gone
-        self.notes.append(f"dataset relocated to {spec.describe()}: {len(mapped)} of {len(split_of)} "
-                          f"images of {SPLITS_FILE} found there; {DATASET_FILE} and {SPLITS_FILE} updated")
-        index = {r.path: i for i, r in enumerate(records)}
-        split = Split(train=[index[p] for p, s in mapped.items() if s == "train"],
-                      val=[index[p] for p, s in mapped.items() if s == "val"], warnings=[],
-                      test=np.array([index[p] for p, s in mapped.items() if s == "test"], dtype=int))
-        if self.dist is not None and not self.dist.is_main:
-            return mapped  # rank 0 records the new place
-        tmp = self.run_dir / f".{SPLITS_FILE}.tmp"
-        try:
-            write_splits_csv(tmp, records, split)
-            os.replace(tmp, self.run_dir / SPLITS_FILE)
-        except OSError as exc:
-            raise file_problem(self.run_dir / SPLITS_FILE, exc) from None
-        write_json(self.run_dir / DATASET_FILE, {**info, "spec": spec.to_dict(),
-                                                 "relocated_from": info["spec"]})
-        return mapped
-
-
-# ---------------------------------------------------------------------------------------------
 # the loop
 
 
 class Trainer:
     """One run: the loop, its checkpoints and its decisions. `run()` reads as the steps it takes."""
 
-    def __init__(self, setup: _Setup, sink: EventSink, cancel: threading.Event):
+    def __init__(self, setup: RunSetup, sink: EventSink, cancel: threading.Event):
         self.setup = setup
         self.cfg = setup.config
         self.run_dir = setup.run_dir
@@ -625,7 +136,7 @@ class Trainer:
         from mammo_tui.data.dataset import Rows
 
         records = self.setup.prepared.records
-        cache = PreprocessCache(self.cfg.img_size, crop_breast=bool(getattr(self.cfg, "crop_breast", False)))
+        cache = PreprocessCache.of(Preprocessing.of(self.cfg))
         t0 = time.perf_counter()
         # rank 0 preprocesses and builds the shared memory-mapped file; other ranks wait for it
         progress = ProgressMeter("preprocessing images", self.sink) if self.is_main else None
@@ -806,10 +317,7 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "arch": self.cfg.arch,
             "class_names": list(CLASS_NAMES),
-            "img_size": self.cfg.img_size,
-            "crop_breast": self.cfg.crop_breast,  # eval / predict preprocess exactly as training did
-            "in_channels": 1,
-            "normalization": _normalization(),
+            **Preprocessing.of(self.cfg).checkpoint_fields(),  # eval / predict preprocess exactly as training did
             "metrics": metrics,
             "status": status,
         }
@@ -1270,15 +778,12 @@ class Trainer:
         return summary
 
 
-def _normalization() -> dict[str, float]:
-    from mammo_tui.data.dataset import NORM_MEAN, NORM_STD
-
-    return {"mean": float(NORM_MEAN), "std": float(NORM_STD)}
-
-
 def train(request: TrainRequest, sink: EventSink = lambda event: None,
-          cancel: threading.Event | None = None) -> RunResult:
+          cancel: threading.Event | None = None, prepared: Any = None, plan: Any = None) -> RunResult:
     """Run (or resume) one training run synchronously. Set `cancel` to stop between batches.
+
+    The config is decided (a preset, or app.planning's plan: then `prepared` and `plan` are the
+    dataset it read and the plan it made). Faces call app.launch, which plans "preset auto" first.
 
     Raises MammoError for problems found before the run starts (bad dataset, config, weights);
     failures during the run (NaN loss, disk full) end in a `failed` event and exit code.
@@ -1289,7 +794,7 @@ def train(request: TrainRequest, sink: EventSink = lambda event: None,
         from mammo_tui.tracking.spec import tracking_specs
 
         tracking_specs(request.track)
-    setup = _Setup(request, sink)  # a resume takes the run directory's lock here, a new run in materialise()
+    setup = RunSetup(request, sink, prepared, plan)  # a resume takes the run directory's lock here, a new run in materialise()
     try:
         if request.track or setup.config.track:  # ... and the config's (a preset, --set, config.toml)
             from mammo_tui.tracking.spec import tracking_specs

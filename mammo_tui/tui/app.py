@@ -52,7 +52,7 @@ class MammoApp(App[int]):
         demo_size / run_name: passed to the demo dataset and the launched run; run_name and
         preset (the --preset name behind config) pre-fill the wizard's config step, and so does
         cv_folds (`cv --folds K`: K-fold cross-validation selected under validation).
-        job: a TrainJob (or TrainRequest) to train at once, skipping the wizard.
+        job: a TrainRequest to train at once, skipping the wizard.
         sweep: a drivers.sweep.SweepJob to run at once, on the sweep leaderboard screen."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
@@ -244,7 +244,7 @@ def run_app(mode: str = "wizard", *, demo: bool = False, dataset: Any = None,
             overrides: dict | None = None, job: Any = None, run_name: str | None = None,
             preset: str = "", cv_folds: int = 0, sweep: Any = None) -> int:
     """Run the app in the terminal; returns the exit code (the training run's when one ran).
-    job: a TrainJob to start at once (train --resume, cv), skipping the wizard.
+    job: a TrainRequest to start at once (train --resume, cv), skipping the wizard.
     run_name / preset / cv_folds: --run-name, the --preset name and cv's --folds, shown
     pre-filled by the wizard (`train` and `cv` in a terminal both open it).
     sweep: a SweepJob to run on the leaderboard screen (run_sweep_app)."""

@@ -12,10 +12,12 @@ from textual.binding import Binding
 from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, Switch
 
+from mammo_tui.app.requests import TrainRequest
 from mammo_tui.config import CHOICES, TrainConfig
 from mammo_tui.errors import ConfigError
+from mammo_tui.prepare import DEMO_SIZE
 from mammo_tui.tui.dialogs import ConfirmScreen
-from mammo_tui.tui.job import VALIDATION_CHOICES, TrainJob, WizardState
+from mammo_tui.tui.job import VALIDATION_CHOICES, WizardState
 from mammo_tui.tui.step import WizardStep
 
 # (key, label, widget kind) in form order; kinds: select | int | float | bool
@@ -237,9 +239,9 @@ class ConfigScreen(WizardStep):
     def _launch(self, cfg: TrainConfig) -> None:
         w = self.wizard
         name = self.query_one("#run-name", Input).value.strip()  # pre-filled from --run-name
-        job = TrainJob(
+        job = TrainRequest(
             config=cfg, dataset=None if w.demo else w.spec, demo=w.demo,
-            demo_size=w.demo_size, outdir=str(getattr(self.app, "runs_root", "runs")),
+            demo_size=w.demo_size or DEMO_SIZE, outdir=str(getattr(self.app, "runs_root", "runs")),
             run_name=name or None, skip_bad_rows=w.skip_bad_rows,
             preset=self.preset or "custom", cv_folds=self.query_one("#cv-folds", Select).value,
             origin=self.origin if cfg == self.base else f"{self.origin}, edited in the wizard")

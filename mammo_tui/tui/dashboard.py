@@ -8,7 +8,6 @@ timer, so a burst of events (attaching to a long log, fast batches) costs one re
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
@@ -21,6 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header
 from textual.worker import Worker
 
+from mammo_tui.app.fixes import apply_command, apply_fixes, changes_of, fixed_request, resume_command
 from mammo_tui.events import Event, RunFailed
 from mammo_tui.tui.dialogs import ConfirmScreen, HelpScreen
 from mammo_tui.tui.job import VALIDATION_CHOICES, WizardState
@@ -55,19 +55,6 @@ PANELS = {
 READ_ONLY_MSG = ("read-only: this dashboard follows the run's events.jsonl. Stop the run where it "
                  "runs (Ctrl+C in its terminal, or kill -INT its process); it saves a checkpoint.")
 EDIT_HINT = "esc / e: back to the configuration, with every field kept, to change it and launch again"
-
-
-def apply_command(state: DashboardState, chosen: list[dict[str, Any]]) -> str:
-    """The shell command that applies suggestions to the watched run (or a new CV with them)."""
-    import shlex
-
-    from mammo_tui.collapse import suggestion_changes
-
-    changes = {k: v for s in chosen for k, v in suggestion_changes(s).items()}
-    sets = " ".join(f"--set {k}={v}" for k, v in changes.items())
-    if state.is_cv:  # every fold must train the same way: a new cross-validation
-        return f"mammo-tui cv --folds {state.folds_total} <your dataset flags> {sets}"
-    return f"mammo-tui train --resume {shlex.quote(state.run_dir or 'RUN_DIR')} {sets} --force"
 
 
 class DashboardScreen(Screen):
@@ -278,17 +265,9 @@ class DashboardScreen(Screen):
     def _train_thread(self, request: Any, cancel: threading.Event) -> None:
         # Runs in the worker thread: torch is imported here, never at UI start-up.
         try:
-            folds = getattr(request, "cv_folds", 0)
-            if hasattr(request, "to_request"):
-                request = request.to_request()
-            if folds:
-                from mammo_tui.drivers.cv import run_cv
+            from mammo_tui.app.launch import launch
 
-                result = run_cv(request, folds, self._sink, cancel)
-            else:
-                from mammo_tui.engine.trainer import train
-
-                result = train(request, self._sink, cancel)
+            result = launch(request, self._sink, cancel)  # one run, or a CV (request.cv_folds)
             self.post_message(EngineDone(result=result))
         except BaseException as exc:  # noqa: BLE001 - shown in the log, never a silent thread death
             self.post_message(EngineDone(error=exc))
@@ -443,9 +422,8 @@ class DashboardScreen(Screen):
         s = self.state
         if s.is_cv:
             return ("The engine saves a checkpoint; finished folds are kept and the cross-validation "
-                    f"continues with: mammo-tui cv --resume {s.cv_dir}")
-        return ("The engine saves a checkpoint; the run stays resumable: "
-                f"mammo-tui train --resume {s.run_dir or 'RUN_DIR'}")
+                    f"continues with: {resume_command(None, s.cv_dir)}")
+        return f"The engine saves a checkpoint; the run stays resumable: {resume_command(s.run_dir)}"
 
     def chosen_suggestions(self) -> list[dict[str, Any]]:
         """The marked suggestions (space), else the highlighted one."""
@@ -460,7 +438,7 @@ class DashboardScreen(Screen):
             self.action_apply_note()
             return
         if self.read_only:  # nothing to restart here: the command that would do it
-            command = apply_command(self.state, chosen)
+            command = apply_command(chosen, self.state.run_dir, self.state.folds_total if self.state.is_cv else 0)
             self._say("info", f"to apply {'; '.join(map(change_text, chosen))}: {command}")
             self.notify(command, title="read-only: run this to apply the fix", timeout=12)
             return
@@ -493,16 +471,13 @@ class DashboardScreen(Screen):
         return (finished is not None and not finished.interrupted and not self.engine_running)
 
     async def _apply_and_restart(self, chosen: list[dict[str, Any]], fresh: bool) -> None:
-        from mammo_tui.collapse import apply_suggestion, suggestion_changes
         from mammo_tui.errors import ConfigError
 
         if self.engine_running:
             self._say("warning", "stopping to apply a suggestion…")
             await self.stop_engine()
         try:
-            config = self.current_config()
-            for suggestion in chosen:
-                config = apply_suggestion(config, suggestion)
+            config = apply_fixes(self.current_config(), chosen)
         except ConfigError as exc:
             self.notify(str(exc), title="cannot apply", severity="error", timeout=8)
             return
@@ -514,21 +489,17 @@ class DashboardScreen(Screen):
             self._say("warning", f"applied {change}: starting a new {what} from the initial weights")
             parent = "" if self.state.is_cv else str(run_dir or "")
             self.fix_note = f"fix of {Path(parent or self.state.cv_dir).name}: {change}"
-            self.start_training(replace(self.request, config=config, resume=None, force=False, run_name=None,
-                                        restart=False, parent_run=parent, origin=f"fix applied to {parent}"
-                                        if parent else self.request.origin))
+            self.start_training(fixed_request(self.request, config, run_dir=None, fresh=True, parent=parent))
             return
         if not run_dir:
             self.notify("the run has no directory yet; nothing to resume", severity="error")
             return
         restart_point = self.state.restart_point()
-        for suggestion in chosen:
-            self.state.config.update(suggestion_changes(suggestion))
+        self.state.config.update(changes_of(chosen))
         self._dirty.add(COLLAPSE)  # the applied suggestions leave the list now
         self.fix_note = f"{change} applied"
         self._say("warning", f"applied {change}: restarting {Path(run_dir).name} from {restart_point}")
-        self.start_training(replace(self.request, config=config, resume=str(run_dir), force=True,
-                                    restart=True))
+        self.start_training(fixed_request(self.request, config, run_dir=str(run_dir), fresh=False))
 
     def _say(self, level: str, text: str) -> None:
         self.state.note(level, text)

@@ -178,10 +178,9 @@ class FingerprintScreen(WizardStep):
         w = self.wizard
         w.skip_bad_rows = bool(w.report.blocking_problems())  # the engine refuses a report with them otherwise
         if w.plan is None:  # planned with the scan (the weights check may wait on the network)
-            from mammo_tui.planner import plan_for, planning_device
+            from mammo_tui.app.planning import make_plan
 
-            w.plan = plan_for(w.fingerprint, w.user_overrides, demo=w.demo,
-                              device=planning_device(w.user_overrides))
+            w.plan = make_plan(w.fingerprint, w.user_overrides, demo=w.demo, check_weights=False)
         from mammo_tui.tui.decision import DecisionScreen
 
         self.app.push_screen(DecisionScreen(w))

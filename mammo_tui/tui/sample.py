@@ -154,7 +154,7 @@ def sample_wizard_state():
     D 168, three bad rows), scanned, fingerprinted and planned: wizard previews and snapshots."""
     from mammo_tui.data.fingerprint import fingerprint
     from mammo_tui.data.records import ImageInfo, ImageRecord, Problem, ValidationReport
-    from mammo_tui.planner import plan_for
+    from mammo_tui.app.planning import make_plan
     from mammo_tui.tui.job import WizardState
     from mammo_tui.weights import WeightsStatus
 
@@ -185,5 +185,5 @@ def sample_wizard_state():
         return WeightsStatus(arch, True, "cache", f"ImageNet weights for {arch} found in "
                              f"~/.cache/torch/hub/checkpoints")
 
-    return WizardState(spec=None, report=report, fingerprint=fp, plan=plan_for(fp, weights_probe=cached),
+    return WizardState(spec=None, report=report, fingerprint=fp, plan=make_plan(fp, weights_probe=cached, device=None),
                        skip_bad_rows=True)

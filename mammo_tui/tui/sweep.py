@@ -388,7 +388,7 @@ class SweepScreen(Screen):
     def _sweep_thread(self, job: Any, cancel: threading.Event) -> None:
         # The worker thread: torch is imported here (by the engine), never at UI start-up.
         try:
-            from mammo_tui.drivers.sweep import run_sweep
+            from mammo_tui.app.launch import run_sweep
 
             self.post_message(EngineDone(result=run_sweep(job, self._sink, cancel)))
         except BaseException as exc:  # noqa: BLE001 - shown on the screen, never a silent thread death

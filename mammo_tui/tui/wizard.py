@@ -246,12 +246,14 @@ class DatasetScreen(WizardStep):
         for button in self.query(Button):
             button.disabled = True
         size = self.wizard.demo_size or getattr(self.app, "demo_size", None)
-        self._scan_worker(spec, demo, size, dict(self.wizard.user_overrides))
+        self._scan_worker(spec, demo, size, dict(self.wizard.user_overrides), self.wizard.user_config)
 
     @work(thread=True, exclusive=True, group="scan", exit_on_error=False)
-    def _scan_worker(self, spec: Any, demo: bool, demo_size: float | None, overrides: dict) -> None:
+    def _scan_worker(self, spec: Any, demo: bool, demo_size: float | None, overrides: dict,
+                     config: Any = None) -> None:
         try:
-            from mammo_tui.data.sources import scan_dataset
+            from mammo_tui.app.planning import plan_dataset
+            from mammo_tui.preprocessing import Preprocessing
             from mammo_tui.prepare import DEMO_SIZE, ensure_demo_dataset
 
             if demo:
@@ -271,16 +273,12 @@ class DatasetScreen(WizardStep):
                     eta = f", {rate:.1f} img/s, ETA {format_duration((total - done) / rate)}" if done and rate else ""
                     self.post_message(ScanProgress(done, total, eta))
 
-            report = scan_dataset(spec, check_images=True, progress=progress)
-            from mammo_tui.data.fingerprint import fingerprint
-            from mammo_tui.planner import plan_for, planning_device
-            from mammo_tui.weights import weights_status
+            def before_plan() -> None:  # here, off the UI thread: the weights check may wait on the network
+                self.post_message(ScanProgress(0, 0, "checking for pretrained weights…"))
 
-            # here, off the UI thread: the pretrained-weights check may wait on the network
-            self.post_message(ScanProgress(0, 0, "checking for pretrained weights…"))
-            fp = fingerprint(report)
-            plan = plan_for(fp, overrides, demo=demo, weights_probe=weights_status,
-                            device=planning_device(overrides))
+            planned = plan_dataset(spec, overrides, demo=demo, progress=progress, before_plan=before_plan,
+                                   preprocessing=Preprocessing.of(config) if config is not None else None)
+            spec, report, fp, plan = planned.spec, planned.report, planned.fingerprint, planned.plan
             self.post_message(ScanDone(spec=spec, report=report, demo=demo, fingerprint=fp, plan=plan))
         except Exception as exc:  # noqa: BLE001 - DatasetError and unexpected ones: both shown inline
             self.post_message(ScanDone(error=exc, demo=demo))
