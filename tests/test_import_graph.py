@@ -26,6 +26,17 @@ ROOT = Path(mammo_tui.__file__).resolve().parent
 # Rule: nothing below the UI imports it. The CLI is the exception: it is the entry point above
 # everything (ARCHITECTURE.md) and opens the app lazily, inside the subcommands that use it.
 ENTRY_POINTS = {"mammo_tui.cli", "mammo_tui.__main__"}
+# The application layer (app/): the faces call it; it launches the drivers and the engine. The
+# engine reads only its request type from it; the drivers also plan through it (a CV or a sweep
+# with base = auto plans once, in app.planning). An import of the package itself (its __init__
+# loads app.launch) from below would be a cycle: test_no_import_cycles catches it.
+APP_BUT_REQUESTS = ("mammo_tui.app.launch", "mammo_tui.app.fixes", "mammo_tui.app.nextsteps",
+                    "mammo_tui.app.planning")
+APP_ABOVE_DRIVERS = ("mammo_tui.app.launch", "mammo_tui.app.fixes", "mammo_tui.app.nextsteps")
+# what the wizard imports at start-up: no torch, no engine, no driver, at any depth
+TORCH_FREE_APP = ("mammo_tui.app.requests", "mammo_tui.app.planning", "mammo_tui.app.fixes")
+# the config is the floor: it names its own keys and checks its own values
+CONFIG_MAY_IMPORT = {"mammo_tui", "mammo_tui.errors", "mammo_tui.labels"}
 
 
 def module_name(path: Path) -> str:
@@ -193,7 +204,8 @@ def test_the_graph_sees_the_package():
     graph, external = import_graph()
     assert "mammo_tui.engine.trainer" in graph and "mammo_tui.tui.app" in graph
     assert "mammo_tui.tui.dashboard" in graph["mammo_tui.tui.app"]  # a module-level import
-    assert "mammo_tui.engine.trainer" in graph["mammo_tui.tui.dashboard"]  # a lazy one
+    assert "mammo_tui.app.launch" in graph["mammo_tui.tui.dashboard"]  # a lazy one
+    assert "mammo_tui.engine.trainer" in graph["mammo_tui.app.launch"]  # a lazy one
     assert "textual" in external["mammo_tui.tui.app"]
 
 
@@ -207,16 +219,29 @@ def test_no_import_cycles():
 
 
 def test_layer_rules():
-    """ARCHITECTURE.md: the UI is on top; run directories and the engine know nothing of drivers."""
+    """ARCHITECTURE.md: the faces (CLI, screens) on top, then the application layer, the drivers,
+    the engine; run directories and the config at the bottom. Each layer imports only below it."""
     graph, external = import_graph()
     modules = sorted(graph)
     below_ui = [m for m in modules if not in_package(m, "mammo_tui.tui") and m not in ENTRY_POINTS]
     run_dir_layer = ["mammo_tui.rundir", "mammo_tui.runlog"]
     engine = [m for m in modules if in_package(m, "mammo_tui.engine")]
+    drivers = [m for m in modules if in_package(m, "mammo_tui.drivers")]
+    app = [m for m in modules if in_package(m, "mammo_tui.app")]
+    faces = [m for m in modules if in_package(m, "mammo_tui.tui") or m in ENTRY_POINTS]
     found = (violations("below the UI", below_ui, ("mammo_tui.tui", "textual"), graph, external)
              + violations("run-directory layer", run_dir_layer,
-                          ("mammo_tui.drivers", "mammo_tui.engine", "mammo_tui.tui", "textual"), graph, external)
-             + violations("engine", engine, ("mammo_tui.drivers", "mammo_tui.tui", "textual"), graph, external))
+                          ("mammo_tui.app", "mammo_tui.drivers", "mammo_tui.engine", "mammo_tui.tui", "textual"),
+                          graph, external)
+             + violations("engine", engine, ("mammo_tui.drivers", "mammo_tui.tui", "textual", *APP_BUT_REQUESTS),
+                          graph, external)
+             + violations("drivers", drivers, ("mammo_tui.tui", "textual", *APP_ABOVE_DRIVERS), graph, external)
+             + violations("app", app, ("mammo_tui.tui", "textual"), graph, external)
+             + violations("torch-free app stages", list(TORCH_FREE_APP),
+                          ("mammo_tui.engine", "mammo_tui.drivers", "torch", "torchvision"), graph, external)
+             + violations("faces", faces, ("mammo_tui.engine",), graph, external)
+             + [f"config: mammo_tui.config imports {target}" for target in sorted(graph["mammo_tui.config"])
+                if target not in CONFIG_MAY_IMPORT])
     assert not found, "layer rules broken:\n" + "\n".join(found)
 
 
