@@ -251,7 +251,7 @@ def cmd_train(args) -> int:
     request = TrainRequest(**_request_fields(args, config, spec))
     result = train(request, ConsolePrinter() if main else (lambda event: None), cancel)
     if main:  # the run, its status and the next commands, ready to paste
-        from mammo_tui.tui.nextsteps import exit_summary
+        from mammo_tui.app.nextsteps import exit_summary
 
         _print_safely(exit_summary(result.run_dir) or f"run directory: {result.run_dir}")
     return result.exit_code
@@ -324,7 +324,7 @@ def cmd_cv(args) -> int:
         _print_safely(f"cross-validation stopped; continue it with: mammo-tui cv --no-ui --resume {result.run_dir}")
     elif not result.summary:
         _print_safely("cross-validation stopped: a fold failed (see above); the finished folds are kept")
-    from mammo_tui.tui.nextsteps import exit_summary
+    from mammo_tui.app.nextsteps import exit_summary
 
     _print_safely(exit_summary(result.run_dir) or f"cross-validation directory: {result.run_dir}")
     return result.exit_code
@@ -369,7 +369,7 @@ def _sweep_headless(job) -> int:
     from mammo_tui.console import ConsolePrinter
     from mammo_tui.drivers.leaderboard import format_leaderboard, leaderboard
     from mammo_tui.app.launch import run_sweep
-    from mammo_tui.tui.nextsteps import sweep_summary
+    from mammo_tui.app.nextsteps import sweep_summary
 
     printer = ConsolePrinter()
 

@@ -210,7 +210,7 @@ async def test_start_up_shows_progress_not_epoch_zero(monkeypatch, tmp_path):
 # -- leaving and coming back -----------------------------------------------------------------------
 def test_exit_summary_names_the_run_and_the_next_commands(tmp_path):
     from mammo_tui.runlog import RunLogWriter
-    from mammo_tui.tui.nextsteps import exit_summary
+    from mammo_tui.app.nextsteps import exit_summary
 
     assert exit_summary(None) == "" and exit_summary(tmp_path / "nowhere") == ""
     run_dir = tmp_path / "stopped"

@@ -200,7 +200,7 @@ class MammoApp(App[int]):
     def exit_summary(self) -> str:
         """What to print to the shell after the app exits: the last training run's directory,
         status and next commands (nextsteps.exit_summary); "" when nothing was trained."""
-        from mammo_tui.tui.nextsteps import exit_summary
+        from mammo_tui.app.nextsteps import exit_summary
 
         trained = [s for s in self._dashboards if not s.read_only]
         if not trained:

@@ -158,7 +158,7 @@ class DashboardState:
 
     def _note_next(self, run_dir: str, status: str, epochs: int, is_cv: bool = False) -> None:
         """Where the run is and the commands to paste next (the same lines the shell gets on exit)."""
-        from mammo_tui.tui.nextsteps import dashboard_lines
+        from mammo_tui.app.nextsteps import dashboard_lines
 
         if not run_dir:
             return

@@ -431,7 +431,7 @@ class SweepScreen(Screen):
 
     def exit_summary(self) -> str:
         """What the CLI prints after the app exits (nextsteps.sweep_summary), or why there is none."""
-        from mammo_tui.tui.nextsteps import sweep_summary
+        from mammo_tui.app.nextsteps import sweep_summary
 
         text = sweep_summary(self.state.sweep_dir) if self.state.sweep_dir else ""
         if self.state.error:
