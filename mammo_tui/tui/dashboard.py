@@ -8,7 +8,6 @@ timer, so a burst of events (attaching to a long log, fast batches) costs one re
 from __future__ import annotations
 
 import threading
-from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -20,12 +19,13 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header
 from textual.worker import Worker
 
-from mammo_tui.app.fixes import apply_command, apply_fixes, changes_of, fixed_request, resume_command
-from mammo_tui.events import Event, RunFailed
+from mammo_tui.app.fixes import resume_command
+from mammo_tui.events import DataProgress, Event, RunFailed
+from mammo_tui.tui.dashboard_engine import EngineThreads
+from mammo_tui.tui.dashboard_fixes import EDIT_HINT, FixActions
 from mammo_tui.tui.dialogs import ConfirmScreen, HelpScreen
 from mammo_tui.tui.job import VALIDATION_CHOICES, WizardState
-from mammo_tui.tui.messages import EngineDone, EngineEvent, stop_and_wait
-from mammo_tui.tui.render import change_text, suggestion_label
+from mammo_tui.tui.messages import EngineDone, EngineEvent
 from mammo_tui.tui.state import COLLAPSE, EPOCH, FOLDS, LOG, PROGRESS, STATUS, DashboardState
 from mammo_tui.tui.widgets import (
     ClassesPanel,
@@ -40,7 +40,6 @@ from mammo_tui.tui.widgets import (
 )
 
 REPAINT_DELAY_S = 0.1  # coalesce bursts of events into one repaint
-STALE_CHECK_S = 20.0  # watch: how often a silent run is checked for a live process
 
 # Toggleable panels: key -> (widget id, label)
 PANELS = {
@@ -54,10 +53,9 @@ PANELS = {
 
 READ_ONLY_MSG = ("read-only: this dashboard follows the run's events.jsonl. Stop the run where it "
                  "runs (Ctrl+C in its terminal, or kill -INT its process); it saves a checkpoint.")
-EDIT_HINT = "esc / e: back to the configuration, with every field kept, to change it and launch again"
 
 
-class DashboardScreen(Screen):
+class DashboardScreen(EngineThreads, FixActions, Screen):
     HELP_TITLE = "training dashboard"
     HELP_TEXT = ("Stop keeps a resumable run. Apply takes the highlighted suggestion (up/down "
                  "in the list; space marks several to apply together) and restarts the run with it "
@@ -165,24 +163,6 @@ class DashboardScreen(Screen):
         elif self.run_dir:
             self._start_follow(self.run_dir)
 
-    def _replay_history(self, request: Any) -> None:
-        """train --resume: the epochs before the resume point come from the run's own log, so every
-        panel shows the whole run, not only what this session trains."""
-        from mammo_tui.runlog import EVENTS_FILE, read_events
-
-        resume = getattr(request, "resume", None)
-        if not resume or getattr(request, "cv_folds", 0) or not (Path(resume) / EVENTS_FILE).is_file():
-            return
-        try:
-            history = read_events(resume)
-        except OSError:
-            return  # the engine says what is wrong with the run directory
-        for event in history:
-            self._dirty |= self.state.apply(event)
-        self.state.note("info", f"── {Path(resume).name}: {len(self.state.epochs)} epochs from its log; "
-                                "resuming… ──")
-        self.call_after_refresh(self._repaint)
-
     # -- event intake ----------------------------------------------------------------------------
     @on(EngineEvent)
     def _on_engine_event(self, message: EngineEvent) -> None:
@@ -191,7 +171,7 @@ class DashboardScreen(Screen):
             self.state.stale = ""
             self._dirty |= {COLLAPSE, STATUS}
         self._dirty |= self.state.apply(message.event)
-        if message.event.type == "data_progress" and not self.state.done:  # the start-up panel shows it
+        if isinstance(message.event, DataProgress) and not self.state.done:  # the start-up panel shows it
             from mammo_tui.console import format_duration
 
             e = message.event
@@ -244,73 +224,6 @@ class DashboardScreen(Screen):
             self.sub_title = " · ".join(parts)
 
     # -- live training ---------------------------------------------------------------------------
-    @property
-    def engine_running(self) -> bool:
-        return not self.engine_idle.is_set()
-
-    def start_training(self, request: Any) -> None:
-        self.request = request
-        self.cancel = threading.Event()
-        self.engine_idle.clear()
-        s = self.state
-        s.finished, s.failed, s.hint = None, None, ""
-        what = f"resuming {Path(request.resume).name}" if getattr(request, "resume", None) else "starting"
-        s.starting = f"{what}: reading the dataset and building the model…"
-        s.note("info", s.starting)
-        self._dirty |= {PROGRESS, STATUS, LOG}
-        self.call_after_refresh(self._repaint)
-        self.worker = self.run_worker(partial(self._train_thread, request, self.cancel),
-                                      thread=True, group="engine", name="train", exit_on_error=False)
-
-    def _train_thread(self, request: Any, cancel: threading.Event) -> None:
-        # Runs in the worker thread: torch is imported here, never at UI start-up.
-        try:
-            from mammo_tui.app.launch import launch
-
-            result = launch(request, self._sink, cancel)  # one run, or a CV (request.cv_folds)
-            self.post_message(EngineDone(result=result))
-        except BaseException as exc:  # noqa: BLE001 - shown in the log, never a silent thread death
-            self.post_message(EngineDone(error=exc))
-        finally:
-            self.engine_idle.set()
-
-    def _sink(self, event: Event) -> None:
-        self.post_message(EngineEvent(event))
-
-    def check_stale(self) -> None:
-        """watch: a run whose log went silent and whose process is gone (kill -9) says so."""
-        from mammo_tui.tui.watchcheck import stale_note
-
-        if self.state.done or not self._last_event_time or not self.run_dir:
-            return
-        note = stale_note(self.run_dir, self._last_event_time) or ""
-        if note and not self.state.stale:
-            self._say("warning", note)
-        if note != self.state.stale:
-            self.state.stale = note
-            self._dirty |= {COLLAPSE, STATUS}
-            self._repaint()
-
-    def _start_follow(self, run_dir: str) -> None:
-        self.set_interval(STALE_CHECK_S, self.check_stale)
-        self.engine_idle.clear()
-        self.worker = self.run_worker(partial(self._follow_thread, run_dir, self.cancel),
-                                      thread=True, group="engine", name="follow", exit_on_error=False)
-
-    def _follow_thread(self, run_dir: str, cancel: threading.Event) -> None:
-        from mammo_tui.drivers.cv import follow_cv, is_cv_dir
-        from mammo_tui.runlog import follow_events
-
-        follow = follow_cv if is_cv_dir(run_dir) else follow_events
-        try:
-            for event in follow(run_dir, should_stop=cancel.is_set):
-                self.post_message(EngineEvent(event))
-            self.post_message(EngineDone())
-        except BaseException as exc:  # noqa: BLE001
-            self.post_message(EngineDone(error=exc))
-        finally:
-            self.engine_idle.set()
-
     @on(EngineDone)
     def _on_engine_done(self, message: EngineDone) -> None:
         self.result = message.result
@@ -327,9 +240,6 @@ class DashboardScreen(Screen):
                 self._say("warning", EDIT_HINT)
         self._dirty |= {STATUS, PROGRESS, COLLAPSE}
         self._repaint()
-
-    async def stop_engine(self) -> None:
-        await stop_and_wait(self.cancel, self.worker)
 
     def on_unmount(self) -> None:
         self.cancel.set()  # never leave a follower or trainer running behind a closed screen
@@ -369,16 +279,6 @@ class DashboardScreen(Screen):
 
     def action_read_only_note(self) -> None:
         self.notify(READ_ONLY_MSG, severity="warning", timeout=6)
-
-    def action_apply_note(self) -> None:
-        """`a` with nothing to apply: say why, and what to do instead."""
-        if self.state.failed is not None and not self.engine_running:
-            how = EDIT_HINT if self.edit_wizard() is not None else "fix the cause and train again"
-            self.notify(f"the run failed; there is no collapse fix to apply. {how}", timeout=6)
-        elif self.state.collapse is None:
-            self.notify("no suggestions yet: they come with the first collapse check", timeout=4)
-        else:
-            self.notify("no suggestions: the collapse check is healthy", timeout=3)
 
     def edit_wizard(self) -> Any:
         """The wizard state the config step reopens with, or None when this run did not come from
@@ -425,95 +325,10 @@ class DashboardScreen(Screen):
                     f"continues with: {resume_command(None, s.cv_dir)}")
         return f"The engine saves a checkpoint; the run stays resumable: {resume_command(s.run_dir)}"
 
-    def chosen_suggestions(self) -> list[dict[str, Any]]:
-        """The marked suggestions (space), else the highlighted one."""
-        return self.query_one(SuggestionList).chosen(self.state.suggestions())
-
-    def action_mark(self) -> None:
-        self.query_one(SuggestionList).toggle_mark()
-
-    def action_apply(self) -> None:
-        chosen = self.chosen_suggestions()
-        if not chosen:
-            self.action_apply_note()
-            return
-        if self.read_only:  # nothing to restart here: the command that would do it
-            command = apply_command(chosen, self.state.run_dir, self.state.folds_total if self.state.is_cv else 0)
-            self._say("info", f"to apply {'; '.join(map(change_text, chosen))}: {command}")
-            self.notify(command, title="read-only: run this to apply the fix", timeout=12)
-            return
-
-        fresh = self.completed  # every epoch done: resuming would have nothing left to train
-        how = (f"The run has finished, so a new run starts with the changed config (from the initial "
-               f"weights); it records {self.state.run_name or 'this run'} as the run it came from."
-               if fresh else
-               f"The run stops and restarts from {self.state.restart_point()} with the changed config, "
-               "a fresh optimizer, warmup and LR schedule for the remaining epochs.")
-        if self.state.is_cv:  # folds must not differ in config, so a fix means a new CV
-            fresh = True
-            how = ("Every fold of a cross-validation trains the same way, so a new cross-validation "
-                   "starts with the change.")
-            if not self.state.cv_finished:
-                how += (" This one stops; its finished folds are kept (continue it with "
-                        f"mammo-tui cv --resume {self.state.cv_dir}).")
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.run_worker(self._apply_and_restart(chosen, fresh), group="apply", exclusive=True)
-
-        what = "\n".join(f"• {suggestion_label(s)}" for s in chosen)
-        self.app.push_screen(ConfirmScreen(f"Apply\n{what}\n\n{how}", yes="Apply"), answered)
-
-    @property
-    def completed(self) -> bool:
-        """The run trained all its epochs (not stopped, not failed)."""
-        finished = self.state.finished
-        return (finished is not None and not finished.interrupted and not self.engine_running)
-
-    async def _apply_and_restart(self, chosen: list[dict[str, Any]], fresh: bool) -> None:
-        from mammo_tui.errors import ConfigError
-
-        if self.engine_running:
-            self._say("warning", "stopping to apply a suggestion…")
-            await self.stop_engine()
-        try:
-            config = apply_fixes(self.current_config(), chosen)
-        except ConfigError as exc:
-            self.notify(str(exc), title="cannot apply", severity="error", timeout=8)
-            return
-        change = ", ".join(map(change_text, chosen))
-        self.query_one(SuggestionList).marked.clear()
-        run_dir = self.state.run_dir or getattr(self.result, "run_dir", None)
-        if fresh:
-            what = "cross-validation" if self.state.is_cv else "run"
-            self._say("warning", f"applied {change}: starting a new {what} from the initial weights")
-            parent = "" if self.state.is_cv else str(run_dir or "")
-            self.fix_note = f"fix of {Path(parent or self.state.cv_dir).name}: {change}"
-            self.start_training(fixed_request(self.request, config, run_dir=None, fresh=True, parent=parent))
-            return
-        if not run_dir:
-            self.notify("the run has no directory yet; nothing to resume", severity="error")
-            return
-        restart_point = self.state.restart_point()
-        self.state.config.update(changes_of(chosen))
-        self._dirty.add(COLLAPSE)  # the applied suggestions leave the list now
-        self.fix_note = f"{change} applied"
-        self._say("warning", f"applied {change}: restarting {Path(run_dir).name} from {restart_point}")
-        self.start_training(fixed_request(self.request, config, run_dir=str(run_dir), fresh=False))
-
     def _say(self, level: str, text: str) -> None:
         self.state.note(level, text)
         self._dirty.add(LOG)
         self._repaint()
-
-    def current_config(self):
-        """The config the run uses now (RunStarted + any ConfigChanged), as a TrainConfig."""
-        from mammo_tui.config import KEYS, from_mapping
-
-        request_config = getattr(self.request, "config", None)
-        base = request_config.to_dict() if request_config is not None else {}
-        base.update({k: v for k, v in self.state.config.items() if k in KEYS})
-        return from_mapping(base, source="run config")
 
     def action_toggle(self, key: str) -> None:
         """-hidden hides; -pinned overrides the small-terminal rule that hides a panel for room."""
