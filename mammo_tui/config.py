@@ -10,9 +10,9 @@ import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, NamedTuple, get_type_hints
+from typing import Any, Iterable, NamedTuple, get_type_hints
 
-from mammo_tui.errors import ConfigError
+from mammo_tui.errors import ConfigError, TrackingError
 
 
 def _presets_dir() -> Path:
@@ -107,6 +107,11 @@ KEYS: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig))
 # change on --resume, between a CV's folds or in the runs browser is no config change.
 NOT_TRAINING_KEYS: tuple[str, ...] = ("track",)
 _TYPES = get_type_hints(TrainConfig)
+
+
+def key_type(key: str) -> type:
+    """A config key's type (bool, int, float or str); KeyError for an unknown key."""
+    return _TYPES[key]
 
 
 class Range(NamedTuple):
@@ -204,10 +209,36 @@ def coerce(key: str, value: Any, source: str = "config") -> Any:
         raise ConfigError(f"{source}: {key} must be one line of text (no NUL bytes or line breaks), "
                           f"got {value!r}")
     if key == "track":
-        from mammo_tui.tracking.spec import parse_specs
-
-        parse_specs(value, source=f"{source}: track")  # its syntax; the library is checked at training
+        for item in track_items(value):  # its syntax; the library is checked at training
+            parse_track_item(item, source=f"{source}: track")
     return value
+
+
+# -- tracking specs: `kind:target` (the `track` key, --track) -------------------------------------------
+# Their syntax is checked here, without importing any tracking library; tracking/spec.py builds its
+# TrackSpecs on these and checks the libraries.
+TRACK_KINDS = {
+    "mlflow": "mlflow:DIR_OR_URI (a folder, file:/..., http(s)://SERVER, databricks)",
+    "tensorboard": "tensorboard:DIR",
+}
+
+
+def parse_track_item(text: str, source: str = "--track") -> tuple[str, str]:
+    """One `kind:target` spec -> (kind, target); TrackingError naming the problem."""
+    kind, sep, target = text.strip().partition(":")
+    kind, target = kind.strip().lower(), target.strip()
+    usage = " or ".join(TRACK_KINDS.values())
+    if kind not in TRACK_KINDS:
+        raise TrackingError(f"{source} {text!r}: unknown tracking kind {kind!r}; use {usage}")
+    if not sep or not target:
+        raise TrackingError(f"{source} {text!r}: say where to write, e.g. {TRACK_KINDS[kind]}")
+    return kind, target
+
+
+def track_items(value: str | Iterable[str]) -> list[str]:
+    """A config value ("mlflow:x,tensorboard:y", split at commas) or a list of specs: the non-empty items."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [item for item in items if item.strip()]
 
 
 def _check_ranges(cfg: TrainConfig, source: str) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from mammo_tui.exitcodes import EXIT_BAD_INPUT
+
 
 class MammoError(Exception):
     """A problem caused by the user's input or environment, explained in words."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 class DatasetError(MammoError):
@@ -23,3 +25,7 @@ class WeightsUnavailableError(MammoError):
 
 class RunDirError(MammoError):
     """The run directory cannot be written or resumed."""
+
+
+class TrackingError(ConfigError):
+    """A tracking spec that cannot work: unknown kind, no target, library not installed (exit 2)."""

@@ -1,5 +1,6 @@
 """Tracking specs: `mlflow:DIR_OR_URI` and `tensorboard:DIR`, parsed and checked without importing
-either library (config.coerce checks the `track` key with this; it must stay pure)."""
+either library. Their syntax is config's (config.parse_track_item: coerce checks the `track` key
+with it); this module adds the TrackSpec, the merging and the library checks."""
 
 from __future__ import annotations
 
@@ -9,21 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from mammo_tui.errors import ConfigError
+from mammo_tui.config import TRACK_KINDS, parse_track_item, track_items
+from mammo_tui.errors import TrackingError  # noqa: F401 (its home was here; the sinks import it from here)
 
-KINDS = {
-    "mlflow": "mlflow:DIR_OR_URI (a folder, file:/..., http(s)://SERVER, databricks)",
-    "tensorboard": "tensorboard:DIR",
-}
+KINDS = TRACK_KINDS
 # kind -> (module that must import, the extra that installs it)
 PACKAGES = {"mlflow": ("mlflow", "mammo-tui[mlflow]"), "tensorboard": ("tensorboard", "mammo-tui[tensorboard]")}
 # MLflow stores behind SQLAlchemy: mlflow-skinny (the extra) opens them only with sqlalchemy + alembic
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
-
-
-class TrackingError(ConfigError):
-    """A tracking spec that cannot work: unknown kind, no target, library not installed (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -40,21 +35,13 @@ class TrackSpec:
 
 
 def parse_spec(text: str, source: str = "--track") -> TrackSpec:
-    kind, sep, target = text.strip().partition(":")
-    kind, target = kind.strip().lower(), target.strip()
-    usage = " or ".join(KINDS.values())
-    if kind not in KINDS:
-        raise TrackingError(f"{source} {text!r}: unknown tracking kind {kind!r}; use {usage}")
-    if not sep or not target:
-        raise TrackingError(f"{source} {text!r}: say where to write, e.g. {KINDS[kind]}")
-    return TrackSpec(kind, target)
+    return TrackSpec(*parse_track_item(text, source))
 
 
 def parse_specs(value: str | Iterable[str], source: str = "--track") -> list[TrackSpec]:
     """A config value ("mlflow:x,tensorboard:y", split at commas) or a list of specs (--track, one
     each); empty items are skipped, repeats dropped."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return merged([parse_spec(item, source) for item in items if item.strip()])
+    return merged([parse_spec(item, source) for item in track_items(value)])
 
 
 def merged(*groups: Iterable[TrackSpec]) -> list[TrackSpec]:
