@@ -387,7 +387,8 @@ def _run_cv(request, folds: int, sink: EventSink, cancel: threading.Event | None
 def _run_folds(request, folds: int, sink: EventSink, cancel: threading.Event, cv_dir: Path,
                new: bool) -> CVResult:
     from mammo_tui.app.requests import TrainRequest
-    from mammo_tui.engine.trainer import EXIT_COLLAPSED, EXIT_INTERRUPTED, train
+    from mammo_tui.engine.trainer import train
+    from mammo_tui.exitcodes import EXIT_COLLAPSED, EXIT_INTERRUPTED
 
     # what each fold needs, decided once from what is on disk now (rank 0's view under torchrun)
     plan = _agreed({fold: _fold_state(cv_dir / f"fold-{fold}") for fold in range(1, folds + 1)})

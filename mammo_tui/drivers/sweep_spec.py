@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mammo_tui.config import KEYS, PRESETS_DIR, _TYPES, coerce, preset_path
+from mammo_tui.config import KEYS, PRESETS_DIR, coerce, key_type, preset_path
 from mammo_tui.errors import ConfigError
 from mammo_tui.rundir import safe_run_name
 
@@ -333,7 +333,7 @@ def _dimension(key: str, dim: Any, source: str) -> Any:
         if len({json.dumps(c) for c in choices}) != len(choices):
             raise ConfigError(f"{where}: lists a choice twice: {dim!r}")
         return choices
-    kind = _TYPES[key]
+    kind = key_type(key)
     if not isinstance(dim, dict) or kind not in (int, float):
         raise ConfigError(f"{where}: give a list of choices" + (", or a range { low = ..., high = ... } "
                           "(a number key)" if kind in (int, float) else f" ({key} is not a number)")
