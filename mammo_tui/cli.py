@@ -474,7 +474,8 @@ def cmd_eval(args) -> int:
     spec = _dataset_spec(args)
     if spec is None:
         raise MammoError("eval: pass a dataset folder, --csv FILE [--dicom-root DIR] or --images DIR")
-    result = evaluate(args.run_dir, spec, skip_bad_rows=args.skip_bad_rows, name=args.name, device=args.device)
+    result = evaluate(args.run_dir, spec, skip_bad_rows=args.skip_bad_rows, name=args.name, device=args.device,
+                      workers=args.workers)
     line = f"{result['n']} images: {scores(result)} pred {format_distribution(result['prediction_distribution'])}"
     if result.get("ensemble"):  # a cross-validation: each fold alone, their spread, then the ensemble
         k = len(result["folds_used"])
@@ -540,10 +541,6 @@ def cmd_presets(args) -> int:
 
 
 def _dispatch(args) -> int:
-    if getattr(args, "workers", None) is not None:  # the scans and eval's decoding; train/cv also via config
-        from mammo_tui.data.cache import set_default_workers
-
-        set_default_workers(args.workers)
     if args.command == "train":
         return cmd_train(args)
     if args.command == "cv":

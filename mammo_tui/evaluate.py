@@ -199,7 +199,7 @@ def _overlap_warnings(overlap: dict[str, int], n: int, whose: str = "this run's"
 
 
 def evaluate(run_dir: str | Path, spec: Any, skip_bad_rows: bool = False, name: str | None = None,
-             device: str = "cpu") -> dict[str, Any]:
+             device: str = "cpu", workers: int | None = None) -> dict[str, Any]:
     """Metrics of the run's best checkpoint on another labelled dataset; writes RUN_DIR/eval-<name>.json.
 
     Returns compute_metrics' dict (n, kappa_quadratic, confusion_matrix, ...) plus: eval_name,
@@ -223,7 +223,7 @@ def evaluate(run_dir: str | Path, spec: Any, skip_bad_rows: bool = False, name: 
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") if name else default_eval_name(spec)
     output = run_dir / f"eval-{name or 'dataset'}.json"
     _check_writable(output)  # before the work, not after it
-    report = scan_dataset(spec, check_images=True)
+    report = scan_dataset(spec, check_images=True, workers=workers)  # None: all cores but one decode
     blocking = report.blocking_problems()  # an empty class or duplicate content removes nothing
     if blocking and not skip_bad_rows:
         lines = "\n  ".join(report.summary_lines())
@@ -231,7 +231,7 @@ def evaluate(run_dir: str | Path, spec: Any, skip_bad_rows: bool = False, name: 
                            "Fix them, or evaluate without the bad rows with --skip-bad-rows "
                            "(they are listed in the eval-*.json file).")
     records = report.records
-    images = load_images(records, training_preprocessing(checkpoint))  # decoded once for all members
+    images = load_images(records, training_preprocessing(checkpoint), workers=workers)  # decoded once for all
     labels = np.array([record.label for record in records], dtype=np.int64)
     n_classes = len(checkpoint["class_names"])
     each = _member_probabilities(members, images, device)

@@ -73,11 +73,11 @@ def test_an_error_into_a_closed_stderr_keeps_its_exit_code(tmp_path):
 # the scan's image probe announces itself, then blocks: the test signals while it is scanning
 _SLOW_SCAN = """
 import sys, time
-import mammo_tui.data.images as images
+import mammo_tui.data.cache as cache
 def probe(path):
     print("SCANNING", file=sys.stderr, flush=True)
     time.sleep(120)
-images.probe = probe
+cache.probe = probe
 from mammo_tui.cli import main
 raise SystemExit(main(sys.argv[1:]))
 """

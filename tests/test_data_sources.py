@@ -396,13 +396,13 @@ def test_scan_decodes_every_image_and_names_each_bad_one(tmp_path, make_dicom, m
 
 
 def test_an_unexpected_exception_while_probing_is_a_problem_not_a_crash(tmp_path, monkeypatch):
-    from mammo_tui.data import images
+    from mammo_tui.data import cache
 
     write_png(tmp_path / "a.png")
     write_png(tmp_path / "b.png")
     csv = write_csv(tmp_path / "data.csv", ["image_path,label", "a.png,A", "b.png,B"])
-    real = images.probe  # replaced whole: the scan itself must contain what probe lets escape
-    monkeypatch.setattr(images, "probe", lambda p: real(p) if p.endswith("a.png") else 1 / 0)
+    real = cache.probe  # replaced whole: the scan itself must contain what probe lets escape
+    monkeypatch.setattr(cache, "probe", lambda p: real(p) if p.endswith("a.png") else 1 / 0)
     report = scan_dataset(DatasetSpec(csv=str(csv)))
     assert [Path(r.path).name for r in report.records] == ["a.png"]
     (problem,) = report.blocking_problems()

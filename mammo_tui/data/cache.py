@@ -46,8 +46,8 @@ import PIL
 import pydicom
 from numpy.typing import DTypeLike
 
-from mammo_tui.data import dicom, images as _images
-from mammo_tui.data.images import preprocess, read_image
+from mammo_tui.data import dicom
+from mammo_tui.data.images import preprocess, probe, read_image
 from mammo_tui.data.records import ImageReadError, ImageRecord
 from mammo_tui.errors import DatasetError
 
@@ -144,18 +144,10 @@ def _decoded_marker(root: Path, digest: str) -> Path:
     return root / "decoded" / name[:2] / name
 
 
-_default_workers = -1  # what workers=None means; the CLI's --workers sets it for scans and eval
-
-
-def set_default_workers(workers: int | None) -> None:
-    global _default_workers
-    _default_workers = -1 if workers is None else int(workers)
-
-
 def resolve_workers(workers: int | None = None) -> int:
-    """Worker processes for decoding: workers when > 0 (None: set_default_workers' value), else
-    all cores but one (at least 1)."""
-    workers = _default_workers if workers is None else workers
+    """Worker processes for decoding: workers when > 0, else (<= 0 or None) all cores but one (at
+    least 1). The callers pass the user's choice (--workers, config preprocess_workers) down."""
+    workers = -1 if workers is None else int(workers)
     return workers if workers > 0 else max(1, (os.cpu_count() or 2) - 1)
 
 
@@ -230,7 +222,7 @@ def check_image(path: str, root: str | None = None, preprocessing=None) -> tuple
     ("other", exception type name, message) for anything else.
     """
     try:
-        info, patient = _images.probe(path)  # looked up at call time (tests replace it)
+        info, patient = probe(path)
         digest = content_hash(path, root)
         check_decodes(path, digest, root, preprocessing)
         return "ok", info, patient, digest
@@ -514,8 +506,7 @@ def load_images(
     Usually one read-only memory-mapped file per (dataset content, preprocessing params), shared by
     processes and reused by later runs; above `budget` bytes (default memory_budget()) images are
     streamed from their cache entries (said in cache.warnings); in memory when the cache folder is
-    not writable. Misses are decoded by `workers` processes (<= 0: all cores but one; None:
-    set_default_workers').
+    not writable. Misses are decoded by `workers` processes (<= 0 or None: all cores but one).
     progress(done, total) follows every image. A file that cannot be decoded raises DatasetError.
     """
     total = len(records)

@@ -3,7 +3,7 @@
 1. Reference layout: CSV `AccessionNumber,Classification` + a DICOM root with one folder per
    accession; every image in the folder is used (a 4-view exam is 4 images).
 2. Generic CSV: `image_path,label[,patient_id][,accession][,view]`, paths relative to the CSV's folder.
-3. Folders: one sub-folder per class (A/ B/ C/ D/ or 1/ 2/ 3/ 4/, any case).
+3. Folders: one sub-folder per class (A/ B/ C/ D/ or 1/ 2/ 3/ 4/, any case); listed in folders.py.
 
 Scanning is two passes: list candidate images from the CSV/folders (labels, paths, duplicates),
 then probe each image header and hash its bytes. Nothing is dropped silently: each removed
@@ -35,6 +35,7 @@ from mammo_tui.data.records import (
     ValidationReport,
     patient_digest,
 )
+from mammo_tui.data.folders import list_folders, list_image_files
 from mammo_tui.data.grouping import drop_constant_patient, filter_views, unique_id_warnings, view_of
 from mammo_tui.data.grouping import row_prefix as _row_prefix
 from mammo_tui.data.listing import Candidate as _Candidate
@@ -52,10 +53,6 @@ Progress = Callable[[int, int], None]
 REFERENCE_COLUMNS = ("AccessionNumber", "Classification")
 GENERIC_COLUMNS = ("image_path", "label")
 ACCESSION_COLUMNS = ("accession", "AccessionNumber")  # generic CSV: the group when there is no patient_id
-# Files that live next to images but are not images: skipped when listing folders (and noted).
-_NOT_IMAGE_SUFFIXES = {".txt", ".csv", ".tsv", ".json", ".xml", ".md", ".pdf", ".html", ".htm",
-                       ".zip", ".gz", ".log", ".ini", ".db", ".py", ".yaml", ".yml", ".toml"}
-_NOT_IMAGE_NAMES = {"DICOMDIR", "Thumbs.db", "desktop.ini"}
 
 
 @dataclass
@@ -124,39 +121,6 @@ class DatasetSpec:
         if self.dicom_root:
             return f"reference CSV {self.csv} + DICOM folders in {self.dicom_root}"
         return f"CSV {self.csv}"
-
-
-def _list_image_files(folder: str, real_root: str) -> tuple[list[str], int, list[tuple[str, str]]]:
-    """Image-like files under folder (recursive, sorted; symlinks inside real_root followed once),
-    how many non-image files were skipped, and (path, target) of each symlink that leads outside."""
-    found: list[str] = []
-    escaped: list[tuple[str, str]] = []
-    walked: set[str] = set()  # real folders already listed: a symlink loop is walked once
-    skipped = 0
-    for current, dirs, files in os.walk(folder, followlinks=True):
-        if os.path.realpath(current) in walked:
-            dirs[:] = []
-            continue
-        walked.add(os.path.realpath(current))
-        kept = []
-        for name in sorted(d for d in dirs if not d.startswith(".")):
-            target = _escapes(real_root, os.path.join(current, name))
-            if target:
-                escaped.append((os.path.join(current, name), target))
-            else:
-                kept.append(name)
-        dirs[:] = kept
-        for name in sorted(files):
-            if name.startswith(".") or name in _NOT_IMAGE_NAMES or Path(name).suffix.lower() in _NOT_IMAGE_SUFFIXES:
-                skipped += 1
-                continue
-            path = os.path.join(current, name)
-            target = _escapes(real_root, path)
-            if target:
-                escaped.append((path, target))
-            else:
-                found.append(path)
-    return found, skipped, escaped
 
 
 def _parse_row_label(value: str, row: int, column: str, problems: list[Problem]) -> int | None:
@@ -232,7 +196,7 @@ def _list_reference(csv_path: str, dicom_root: str) -> _Listing:
                 f"the folder of AccessionNumber {accession}", target, root, "DICOM root") + "; row skipped",
                 row=row, path=folder))
             continue
-        files, skipped, escaped = _list_image_files(folder, real_root)
+        files, skipped, escaped = list_image_files(folder, real_root)
         skipped_files += skipped
         for path, target in escaped:
             listing.problems.append(Problem("outside_root", f"row {row}: " + _link_out_message(
@@ -310,64 +274,6 @@ def _list_generic(csv_path: str) -> _Listing:
     return listing
 
 
-def _list_folders(images: str) -> _Listing:
-    root = os.path.abspath(images)
-    if not os.path.isdir(root):
-        raise DatasetError(f"Images folder not found or not a folder: {images}. It must hold one sub-folder "
-                           "per class: A/ B/ C/ D/ (or 1/ 2/ 3/ 4/).")
-    entries = sorted(os.scandir(root), key=lambda e: e.name)
-    class_dirs = [(e, parse_label(e.name)) for e in entries if e.is_dir() and not e.name.startswith(".")]
-    used = [(e, label) for e, label in class_dirs if label is not None]
-    if not used:
-        found = ", ".join(e.name + ("/" if e.is_dir() else "") for e in entries[:10]) or "nothing"
-        raise DatasetError(f"{root}: no class folders. Put the images in sub-folders named A, B, C, D "
-                           f"(or 1, 2, 3, 4); found: {found}.")
-    _refuse_two_folders_per_class(root, used)
-    listing = _Listing("folders", 0)
-    ignored = [e.name for e, label in class_dirs if label is None]
-    if ignored:
-        listing.notes.append(f"folders that are not a class were ignored: {', '.join(ignored)}")
-    loose = [e.name for e in entries if e.is_file() and not e.name.startswith(".")]
-    if loose:
-        listing.notes.append(f"{len(loose)} files directly in {root} (not in a class folder) were ignored")
-    skipped_files = 0
-    real_root = os.path.realpath(root)
-    for entry, label in used:
-        target = _escapes(real_root, entry.path)
-        if target:
-            listing.problems.append(Problem("outside_root", _link_out_message(
-                f"class folder {entry.name}/", target, root, "images folder") + "; its images are skipped",
-                path=entry.path))
-            continue
-        files, skipped, escaped = _list_image_files(entry.path, real_root)
-        skipped_files += skipped
-        for path, target in escaped:
-            listing.problems.append(Problem("outside_root", _link_out_message(
-                _slashes(os.path.relpath(path, root)), target, root, "images folder") + "; skipped", path=path))
-        for path in files:
-            stem = Path(path).stem
-            # a group pattern sees the path inside the class folder: the class is the label, not the patient
-            listing.candidates.append(_Candidate(path, label, 0, fallback_group=stem, share_key=f"path:{path}",
-                                                 relative=_slashes(os.path.relpath(path, entry.path)),
-                                                 display=_slashes(os.path.relpath(path, root))))
-    if skipped_files:
-        listing.notes.append(f"{skipped_files} non-image files (text, CSV, hidden) in class folders were ignored")
-    listing.rows_read = len(listing.candidates) + len(listing.problems)
-    return listing
-
-
-def _refuse_two_folders_per_class(root: str, used: list[tuple[os.DirEntry, int]]) -> None:
-    """A/ and 1/ (or a/ and A/) both name class A: merging them silently could hide a mix-up."""
-    folders: dict[int, list[str]] = {}
-    for entry, label in used:
-        folders.setdefault(label, []).append(entry.name + "/")
-    for label, names in folders.items():
-        if len(names) > 1:
-            raise DatasetError(f"{root}: class {CLASS_NAMES[label]} has {len(names)} folders, "
-                               f"{' and '.join(names)}; put its images in one folder (move the files of "
-                               f"{' and '.join(names[1:])} into {names[0]}) and run again.")
-
-
 def _list_candidates(spec: DatasetSpec) -> _Listing:
     if spec.root is not None:
         resolved = spec.resolved()
@@ -381,7 +287,7 @@ def _list_candidates(spec: DatasetSpec) -> _Listing:
         raise DatasetError("Give either an images folder or a label CSV (with --dicom-root for the "
                            "reference layout), not both.")
     if spec.images:
-        return _list_folders(spec.images)
+        return list_folders(spec.images)
     if spec.csv and spec.dicom_root:
         return _list_reference(spec.csv, spec.dicom_root)
     if spec.csv:
@@ -520,8 +426,8 @@ def scan_dataset(spec: DatasetSpec, check_images: bool = True, progress: Progres
     its bytes hashed (cache.content_hash: memoised and indexed on disk, so the preprocess cache does
     not read them again) to find identical content listed twice, and its pixels decoded the way
     training decodes them (cache.check_decodes: finite, one 2-D frame; remembered per content, so
-    the next scan of the same data decodes nothing), in `workers` processes (<= 0: all cores but
-    one; None: cache.set_default_workers'). Given the preprocessing (preprocessing.Preprocessing),
+    the next scan of the same data decodes nothing), in `workers` processes (<= 0 or None: all
+    cores but one). Given the preprocessing (preprocessing.Preprocessing),
     that decode also stores the preprocessed cache entry, so a first run decodes each image once. Any exception from one image is a Problem.
     Without check_images no image is opened: groups cannot come from PatientID (it lives in the
     DICOM headers) and duplicates are not found.
