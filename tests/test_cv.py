@@ -45,7 +45,7 @@ def test_cv_runs_every_fold_with_patient_disjoint_validation_sets(tiny_demo, tmp
 from mammo_tui.drivers.cv import (CV_FILE, follow_cv, read_cv_summary, read_manifest, resume_fields,  # noqa: E402
                           run_cv, worst_status)
 from mammo_tui.errors import ConfigError, MammoError  # noqa: E402
-from mammo_tui.tui.testing import tiny_config  # noqa: E402
+from tui_helpers import tiny_config  # noqa: E402
 
 
 def cv_request(spec, outdir, name="cv", **overrides):
@@ -170,7 +170,7 @@ def test_following_a_live_cv_sees_every_fold_as_it_happens(tiny_demo, tmp_path):
 
 def test_a_collapsed_fold_carries_its_last_suggestions_live_kept_and_watched(tiny_demo, tmp_path):
     from mammo_tui.runlog import read_events
-    from mammo_tui.tui.testing import collapse_config
+    from tui_helpers import collapse_config
     from mammo_tui.app import TrainRequest
 
     request = TrainRequest(config=collapse_config(), dataset=tiny_demo, outdir=str(tmp_path), run_name="cv",

@@ -19,7 +19,7 @@ from mammo_tui.data.sources import DatasetSpec, scan_dataset
 from mammo_tui.data.split import train_val_split
 from mammo_tui.errors import DatasetError
 from mammo_tui.prepare import prepare_dataset
-from mammo_tui.tui.testing import async_test, screen_text
+from tui_helpers import async_test, screen_text
 
 VIEWS = ("L-CC", "L-MLO", "R-CC", "R-MLO")
 NO_IDS = "views of one patient may land on both sides of the split"

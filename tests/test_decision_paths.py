@@ -13,7 +13,7 @@ from mammo_tui.tui.app import MammoApp
 from mammo_tui.tui.configure import ConfigScreen
 from mammo_tui.tui.decision import DecisionScreen
 from mammo_tui.tui.fingerprint_view import FingerprintScreen
-from mammo_tui.tui.testing import wait_until
+from tui_helpers import wait_until
 
 FLAGS = ["--epochs", "1", "--img-size", "32", "--batch-size", "16", "--lr", "0.002", "--set", "augment=false",
          "--set", "max_batches_per_epoch=1", "--set", "num_workers=0"]

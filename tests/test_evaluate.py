@@ -168,7 +168,7 @@ def test_clear_errors_without_a_checkpoint_or_without_images(run_dir, tmp_path):
 @pytest.fixture(scope="module")
 def cv_dir(tiny_demo, tmp_path_factory):
     from mammo_tui.drivers.cv import run_cv
-    from mammo_tui.tui.testing import tiny_config
+    from tui_helpers import tiny_config
 
     request = TrainRequest(config=tiny_config(), dataset=tiny_demo, outdir=str(tmp_path_factory.mktemp("cvs")),
                            run_name="cv", preset="test")

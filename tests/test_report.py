@@ -19,7 +19,7 @@ from mammo_tui.report import (FIGURE_FILE, REPORT_FILE, build_report, matplotlib
                               write_report)
 from mammo_tui.rundir import read_summary
 from mammo_tui.runlog import RunLogWriter
-from mammo_tui.tui.testing import tiny_config
+from tui_helpers import tiny_config
 
 TINY = {"arch": "resnet18", "pretrained": False, "img_size": 32, "batch_size": 16, "augment": False,
         "epochs": 2, "max_batches_per_epoch": 2, "num_workers": 0, "early_stop_patience": 0}

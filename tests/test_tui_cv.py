@@ -15,7 +15,7 @@ from mammo_tui.tui.dashboard import DashboardScreen
 from mammo_tui.app import TrainRequest
 from mammo_tui.tui.dialogs import ConfirmScreen
 from mammo_tui.tui.runs import RunsScreen
-from mammo_tui.tui.testing import (async_test, collapse_config, screen_text, tiny_config, to_config_screen,
+from tui_helpers import (async_test, collapse_config, screen_text, tiny_config, to_config_screen,
                                    wait_until)
 from mammo_tui.tui.widgets import FoldsPanel
 

@@ -14,7 +14,7 @@ from mammo_tui.data.table import read_table
 from mammo_tui.tui.app import MammoApp
 from mammo_tui.tui.fingerprint_view import FingerprintScreen
 from mammo_tui.tui.mapping import MappingScreen
-from mammo_tui.tui.testing import async_test, screen_text, wait_until
+from tui_helpers import async_test, screen_text, wait_until
 
 
 def _unknown_table(root: Path) -> Path:

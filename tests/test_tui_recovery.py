@@ -24,7 +24,7 @@ from mammo_tui.tui.dialogs import ConfirmScreen
 from mammo_tui.tui.messages import EngineDone, EngineEvent
 from mammo_tui.tui.sample import sample_events, sample_wizard_state
 from mammo_tui.tui.state import DashboardState
-from mammo_tui.tui.testing import async_test, screen_text, tiny_config, wait_until
+from tui_helpers import async_test, screen_text, tiny_config, wait_until
 from mammo_tui.tui.wizard import DatasetScreen, spec_from_inputs
 
 
@@ -432,7 +432,7 @@ async def test_one_loss_spike_does_not_flatten_the_loss_plot():
 # -- apply ----------------------------------------------------------------------------------------
 @async_test
 async def test_several_suggestions_apply_at_once_and_the_header_names_the_fix(monkeypatch, tmp_path):
-    from mammo_tui.tui.testing import collapse_config
+    from tui_helpers import collapse_config
     from mammo_tui.tui.widgets import SuggestionList
 
     events = sample_events(collapsed=True)

@@ -27,7 +27,7 @@ from mammo_tui.tui.dialogs import ConfirmScreen, HelpScreen
 from mammo_tui.tui.render import STATUS_STYLE
 from mammo_tui.tui.runs import RunsScreen
 from mammo_tui.tui.sweep import SweepScreen
-from mammo_tui.tui.testing import async_test, screen_text, wait_until
+from tui_helpers import async_test, screen_text, wait_until
 from mammo_tui.tui.watchcheck import watch_problem
 
 SPEC = '[sweep]\nbase = "demo"\nseeds = [0, 1]\n' + TINY + """

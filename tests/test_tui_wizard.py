@@ -13,7 +13,7 @@ from mammo_tui.tui.configure import ConfigScreen
 from mammo_tui.tui.dashboard import DashboardScreen
 from mammo_tui.tui.decision import DecisionScreen
 from mammo_tui.tui.fingerprint_view import FingerprintScreen
-from mammo_tui.tui.testing import async_test, screen_text, tiny_config, to_config_screen, wait_until
+from tui_helpers import async_test, screen_text, tiny_config, to_config_screen, wait_until
 from mammo_tui.tui.widgets import CollapseBanner
 from mammo_tui.tui.wizard import DatasetScreen
 

@@ -1,4 +1,4 @@
-"""Helpers for the TUI tests (tests/test_tui_*.py): tiny configs, waiting on a Pilot, screen text."""
+"""Helpers for the TUI tests (tests/test_tui_*.py and others): tiny configs, waiting on a Pilot, screen text."""
 
 from __future__ import annotations
 
