@@ -11,7 +11,23 @@ import time
 from typing import TextIO
 
 from mammo_tui.collapse import format_distribution
-from mammo_tui.events import Event
+from mammo_tui.events import (
+    BatchProgress,
+    CheckpointSaved,
+    CollapseStatus,
+    ConfigChanged,
+    DataProgress,
+    EpochMetrics,
+    Event,
+    FoldFinished,
+    FoldStarted,
+    LogMessage,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    dispatch,
+    handles,
+)
 from mammo_tui.labels import CLASS_NAMES
 
 NON_TTY_PROGRESS_EVERY_S = 30.0
@@ -59,10 +75,9 @@ class ConsolePrinter:
         self._write(text + "\n")
 
     def __call__(self, event: Event) -> None:
-        handler = getattr(self, f"_on_{event.type}", None)
-        if handler:
-            handler(event)
+        dispatch(self, event)
 
+    @handles(RunStarted)
     def _on_run_started(self, e) -> None:
         cfg = e.config
         counts = " ".join(f"{n} {c}" for n, c in zip(e.class_names, e.train_counts))
@@ -75,6 +90,7 @@ class ConsolePrinter:
                    f"lr={cfg['lr']:g} batch={cfg['batch_size']} img={cfg['img_size']} epochs={cfg['epochs']}")
         self._line(f"  run directory: {e.run_dir}")
 
+    @handles(BatchProgress)
     def _on_batch(self, e) -> None:
         text = (f"epoch {e.epoch} batch {e.batch}/{e.n_batches} loss {e.loss:.4f} "
                 f"{e.images_per_s:.0f} img/s ETA {format_duration(e.eta_s)}")
@@ -85,6 +101,7 @@ class ConsolePrinter:
             self._last_progress = time.monotonic()
             self._line(text)
 
+    @handles(DataProgress)
     def _on_data_progress(self, e) -> None:
         # first contact with a dataset (decoding every image) must never be silent
         percent = 100 * e.done // max(e.total, 1)
@@ -100,6 +117,7 @@ class ConsolePrinter:
             self._last_progress = time.monotonic()
             self._line(text)
 
+    @handles(EpochMetrics)
     def _on_epoch(self, e) -> None:
         m = e.metrics
         recall = " ".join(f"{n} {r:.2f}" for n, r in zip(CLASS_NAMES, m["recall_per_class"]))
@@ -111,6 +129,7 @@ class ConsolePrinter:
             f"{e.epoch_time_s:.1f} s {e.images_per_s:.0f} img/s"
         )
 
+    @handles(CollapseStatus)
     def _on_collapse(self, e) -> None:
         if e.status == "healthy":
             return
@@ -118,18 +137,22 @@ class ConsolePrinter:
         for s in e.suggestions[:3]:
             self._line(f"    suggest --set {s['key']}={s['value']}: {s['reason']}")
 
+    @handles(CheckpointSaved)
     def _on_checkpoint(self, e) -> None:
         if e.kind == "best":
             self._line(f"  new best (epoch {e.epoch}) -> {e.path}")
 
+    @handles(ConfigChanged)
     def _on_config_changed(self, e) -> None:
         changes = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in e.changes.items())
         self._line(f"  config changed at epoch {e.epoch}: {changes} ({e.reason})")
 
+    @handles(LogMessage)
     def _on_log(self, e) -> None:
         prefix = "" if e.level == "info" else f"{e.level}: "
         self._line(f"  {prefix}{e.message}")
 
+    @handles(RunFinished)
     def _on_finished(self, e) -> None:
         m = e.best_metrics or {}
         if e.interrupted:
@@ -139,12 +162,15 @@ class ConsolePrinter:
                    f"bal_acc_adj {_fmt(m.get('balanced_accuracy_adjusted'))} "
                    f"auc {_fmt(m.get('auc_macro'))} pred {format_distribution(m.get('prediction_distribution', []))}")
 
+    @handles(RunFailed)
     def _on_failed(self, e) -> None:
         self._line(f"FAILED: {e.error}")
 
+    @handles(FoldStarted)
     def _on_fold_started(self, e) -> None:
         self._line(f"── fold {e.fold}/{e.folds} ({e.run_dir}) ──")
 
+    @handles(FoldFinished)
     def _on_fold_finished(self, e) -> None:
         if e.kept:
             self._line(f"fold {e.fold}/{e.folds} already finished ({e.status}); kept")

@@ -3,13 +3,18 @@
 The engine knows nothing about its consumers (the Textual app, the console printer, the JSONL run
 log). Every event is a small dataclass with a `type` tag; `to_dict` / `from_dict` round-trip it
 through JSON so that `watch` can rebuild exactly the same stream from `events.jsonl`.
+
+Consumers tell events apart by class, never by the `type` string (that is only the JSON tag): a
+filter uses `isinstance`, and a consumer with one method per kind of event marks each with
+`@handles(EventClass, ...)` and routes an event with `dispatch(self, event)` (or `handler_for`).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 
 @dataclass
@@ -220,6 +225,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 EventSink = Callable[[Event], None]
 
+RUN_ENDS: tuple[type[Event], ...] = (RunFinished, RunFailed)  # a run's last event: `isinstance(e, RUN_ENDS)`
+
 
 class ProgressMeter:
     """progress(done, total) callbacks -> DataProgress events with rate and ETA, a few per second
@@ -248,6 +255,53 @@ def from_dict(data: dict[str, Any]) -> Event:
         raise ValueError(f"unknown event type {data.get('type')!r}")
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# -- dispatch by class ------------------------------------------------------------------------------
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def handles(*classes: type[Event]) -> Callable[[_F], _F]:
+    """Mark a consumer's method as the handler of these event classes (and of their subclasses)."""
+    if not classes or not all(isinstance(c, type) and issubclass(c, Event) for c in classes):
+        raise TypeError(f"@handles takes Event classes, not {classes!r}")
+
+    def mark(method: _F) -> _F:
+        method.__handles__ = getattr(method, "__handles__", ()) + classes  # type: ignore[attr-defined]
+        return method
+
+    return mark
+
+
+@functools.cache
+def _handler_table(owner: type) -> dict[type[Event], str]:
+    """Event class -> name of the @handles method, over the consumer class and its bases (the
+    most derived one wins); built once per consumer class."""
+    table: dict[type[Event], str] = {}
+    for klass in reversed(owner.__mro__):
+        for name, value in vars(klass).items():
+            for cls in getattr(value, "__handles__", ()):
+                table[cls] = name
+    return table
+
+
+def handler_for(consumer: object, event: Event) -> Callable[[Any], Any] | None:
+    """The bound @handles method of `consumer` for `event`'s class (the nearest registered class in
+    its MRO), or None when the consumer handles no such event."""
+    table = _handler_table(type(consumer))
+    for cls in type(event).__mro__:
+        name = table.get(cls)
+        if name is not None:
+            return getattr(consumer, name)
+    return None
+
+
+def dispatch(consumer: object, event: Event, default: Any = None) -> Any:
+    """Call `consumer`'s @handles method for `event` and return what it returns; an event it has no
+    handler for is ignored (returns `default`)."""
+    handler = handler_for(consumer, event)
+    return default if handler is None else handler(event)
 
 
 class Broadcast:

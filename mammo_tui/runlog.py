@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from mammo_tui.errors import RunDirError
-from mammo_tui.events import Event, from_dict
+from mammo_tui.events import RUN_ENDS, CheckpointSaved, Event, from_dict
 
 EVENTS_FILE = "events.jsonl"
 
@@ -88,7 +88,7 @@ class RunLogWriter:
             written = 0
             while written < len(data):
                 written += os.write(self._fd, data[written:])
-            if event.type in ("finished", "failed", "checkpoint"):
+            if isinstance(event, (*RUN_ENDS, CheckpointSaved)):
                 os.fsync(self._fd)
         except OSError as exc:
             self._cut_back(start)
@@ -178,7 +178,7 @@ def follow_events(
             if event is None:
                 continue
             yield event
-            if event.type in ("finished", "failed"):
+            if isinstance(event, RUN_ENDS):
                 # A resumed run appends to its log: an end with more lines after it is not the end.
                 pending = handle.readline()
                 if not pending:

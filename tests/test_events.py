@@ -200,3 +200,67 @@ def test_a_run_log_that_is_a_directory_is_a_message_for_writer_and_reader(tmp_pa
         read_events(tmp_path)
     with pytest.raises(OSError):  # still an OSError for callers that handle those (report)
         read_events(tmp_path)
+
+
+def _event_classes(cls=ev.Event):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _event_classes(sub)
+
+
+def test_every_event_class_has_its_own_type_tag_and_round_trips_by_it():
+    classes = list(_event_classes())
+    tags = [cls.type for cls in classes]
+    assert len(tags) == len(set(tags)), f"duplicate event type tags: {sorted(tags)}"
+    assert ev.Event.type not in tags
+    assert ev.EVENT_TYPES == {cls.type: cls for cls in classes}
+
+
+def test_dispatch_routes_by_class_and_ignores_what_nobody_handles():
+    class Base:
+        @ev.handles(ev.RunFinished, ev.RunFailed)
+        def _end(self, event):
+            return ("end", event)
+
+        @ev.handles(ev.LogMessage)
+        def _log(self, event):
+            return ("log", event.message)
+
+    class Consumer(Base):
+        @ev.handles(ev.LogMessage)  # a subclass overrides its base's handler
+        def _louder(self, event):
+            return ("LOG", event.message.upper())
+
+    consumer = Consumer()
+    failed = ev.RunFailed(error="boom")
+    assert ev.dispatch(consumer, failed) == ("end", failed)
+    assert ev.dispatch(Base(), ev.LogMessage("info", "hi")) == ("log", "hi")
+    assert ev.dispatch(consumer, ev.LogMessage("info", "hi")) == ("LOG", "HI")
+    batch = ev.BatchProgress(epoch=1, batch=1, n_batches=2, loss=1.0, images_per_s=1.0, eta_s=1.0)
+    assert ev.handler_for(consumer, batch) is None
+    assert ev.dispatch(consumer, batch) is None  # not registered: ignored
+    assert ev.dispatch(consumer, batch, default=set()) == set()
+
+    class Renamed(ev.LogMessage):  # a subclass of a handled event reaches its parent's handler
+        pass
+
+    assert ev.dispatch(Base(), Renamed("info", "sub")) == ("log", "sub")
+    with pytest.raises(TypeError):
+        ev.handles("log")
+    with pytest.raises(TypeError):
+        ev.handles()
+
+
+def test_every_on_handler_of_the_consumers_is_registered_for_its_event_class():
+    """A handler named `_on_<type>` must be reached by dispatch (a forgotten @handles is silent)."""
+    from mammo_tui.tracking.mlflow_sink import MlflowTracker
+    from mammo_tui.tracking.tensorboard_sink import TensorBoardTracker
+    from mammo_tui.tui.state import DashboardState
+    from mammo_tui.tui.sweep import SweepState
+
+    for consumer in (ConsolePrinter, DashboardState, SweepState, MlflowTracker, TensorBoardTracker):
+        table = ev._handler_table(consumer)
+        named = {name[4:] for name in dir(consumer) if name.startswith("_on_") and name[4:] in ev.EVENT_TYPES}
+        assert named, consumer
+        for tag in named:
+            assert table.get(ev.EVENT_TYPES[tag]) == f"_on_{tag}", (consumer, tag)

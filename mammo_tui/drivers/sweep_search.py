@@ -10,7 +10,7 @@ from typing import Any
 
 from mammo_tui.drivers.sweep_spec import OPTUNA_HINT, QueuedRun, SearchSpec, SweepSpec, run_name
 from mammo_tui.errors import ConfigError
-from mammo_tui.events import LogMessage
+from mammo_tui.events import EpochMetrics, LogMessage
 from mammo_tui.rundir import FINISHED_STATUSES, read_summary
 
 STUDY_FILE = "optuna.db"
@@ -115,7 +115,7 @@ class OptunaSearch:
         values = []
         for number, run in enumerate(runs):
             def prune_check(event, number=number, run=run):
-                if event.type != "epoch" or stop.pruned:
+                if not isinstance(event, EpochMetrics) or stop.pruned:
                     return
                 # one step per epoch of each seed in turn: trials are compared at the same seed and epoch
                 step = number * max(1, int(folder.base.get("epochs", 1))) + event.epoch

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Callable
 
 from mammo_tui.errors import RunDirError
+from mammo_tui.events import RUN_ENDS, BatchProgress, DataProgress, RunStarted
 from mammo_tui.rundir import group_kind, member_dirs
 from mammo_tui.runlog import EVENTS_FILE, read_events
-from mammo_tui.tracking.sinks import TERMINAL, make_tracker, one_line
+from mammo_tui.tracking.sinks import make_tracker, one_line
 from mammo_tui.tracking.spec import TrackingError, TrackSpec, parse_spec, require
 
-SKIPPED = ("batch", "data_progress")  # progress ticks: nothing a tracker keeps
+SKIPPED = (BatchProgress, DataProgress)  # progress ticks: nothing a tracker keeps
 
 
 @dataclass
@@ -68,17 +69,18 @@ def export(path: str | Path, kind: str, target: str, say: Callable[[str], None] 
 
 
 def export_run(run_dir: Path, spec: TrackSpec) -> Exported:
-    events = [e for e in read_events(run_dir) if e.type not in SKIPPED]
-    if not any(e.type == "run_started" for e in events):
+    events = [e for e in read_events(run_dir) if not isinstance(e, SKIPPED)]
+    if not any(isinstance(e, RunStarted) for e in events):
         raise RunDirError(f"export: {run_dir / EVENTS_FILE} has no run_started event; nothing to export")
     tracker = make_tracker(spec, export=True)
     tracker.location = run_dir.absolute()  # a moved or copied run: its files are here now
     try:
         for number, event in enumerate(events, 1):
             # the report and best.pt once, at the log's last end (they are the run dir's, as of now)
-            tracker.artifacts = event.type not in TERMINAL or not any(e.type in TERMINAL for e in events[number:])
+            tracker.artifacts = (not isinstance(event, RUN_ENDS)
+                                 or not any(isinstance(e, RUN_ENDS) for e in events[number:]))
             tracker(event)
-        complete = events[-1].type in TERMINAL
+        complete = isinstance(events[-1], RUN_ENDS)
         if not complete:
             tracker.finish_incomplete()
     except Exception as exc:

@@ -20,7 +20,7 @@ from typing import Any
 
 from mammo_tui.config import NOT_TRAINING_KEYS
 from mammo_tui.events import (CollapseStatus, ConfigChanged, EpochMetrics, Event, RunFailed, RunFinished,
-                              RunStarted)
+                              RunStarted, handler_for, handles)
 from mammo_tui.rundir import CHECKPOINT_DIR, SUMMARY_FILE
 from mammo_tui.tracking.common import (COLLAPSE_CODES, HEADLINE, epoch_scalars, experiment_name, finite,
                                        read_tracking, record_tracking, report_text, run_facts, run_key,
@@ -70,8 +70,8 @@ class MlflowTracker:
         return f"MLflow run {self.run_id} (experiment {self.experiment!r}) in {self.uri}" if self.run_id else self.uri
 
     def __call__(self, event: Event) -> None:
-        handler = getattr(self, f"_on_{event.type}", None)
-        if handler is not None and (self.client is not None or event.type == "run_started"):
+        handler = handler_for(self, event)
+        if handler is not None and (self.client is not None or isinstance(event, RunStarted)):
             handler(event)
 
     def close(self) -> None:
@@ -92,6 +92,7 @@ class MlflowTracker:
 
         return MlflowClient(tracking_uri=self.uri)
 
+    @handles(RunStarted)
     def _on_run_started(self, event: RunStarted) -> None:
         self.run_dir = self.location or Path(event.run_dir).absolute()
         self.class_names = list(event.class_names)
@@ -184,16 +185,19 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, metrics=fresh)
             self.seen.update((m.key, step, stamp) for m in fresh)
 
+    @handles(EpochMetrics)
     def _on_epoch(self, event: EpochMetrics) -> None:
         self.last_epoch = max(self.last_epoch, event.epoch)
         self._metrics(epoch_scalars(event, self.class_names), event.epoch, event.time)
 
+    @handles(CollapseStatus)
     def _on_collapse(self, event: CollapseStatus) -> None:
         self._metrics({"collapse": float(COLLAPSE_CODES.get(event.status, 2))}, event.epoch, event.time)
         self._tags({"collapse_status": event.status,
                     "collapse_reasons": "; ".join(event.reasons) or "none",
                     "suggestions": "\n".join(suggestion_lines(event)) or "none"})
 
+    @handles(ConfigChanged)
     def _on_config_changed(self, event: ConfigChanged) -> None:
         changes = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in event.changes.items())
         self._tags({f"config_change.epoch_{event.epoch}": f"{changes} ({event.reason})"})
@@ -204,6 +208,7 @@ class MlflowTracker:
         self.client.log_batch(self.run_id, tags=[RunTag(k, _clip(str(v))) for k, v in tags.items()])
 
     # -- the end ------------------------------------------------------------------------------
+    @handles(RunFinished)
     def _on_finished(self, event: RunFinished) -> None:
         if event.best_epoch is not None:
             best = {f"best_{k}": event.best_metrics.get(k) for k in HEADLINE}
@@ -214,6 +219,7 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id, "KILLED" if event.interrupted else "FINISHED",
                                    end_time=_ms(event.time))
 
+    @handles(RunFailed)
     def _on_failed(self, event: RunFailed) -> None:
         self._tags({"status": "failed", "error": event.error})
         self._artifacts(event)

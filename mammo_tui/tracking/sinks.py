@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from mammo_tui.events import Event, EventSink, LogMessage
+from mammo_tui.events import RUN_ENDS, Event, EventSink, LogMessage
 from mammo_tui.tracking.spec import TrackSpec
-
-TERMINAL = ("finished", "failed")
 
 
 def make_tracker(spec: TrackSpec, export: bool = False) -> Any:
@@ -59,7 +57,7 @@ class Guarded:
             message = LogMessage("warning", f"tracking to {self.spec.text} stopped: {self.error}; training goes on. "
                                  f"Export later with `{export_command(tracker.run_dir, self.spec)}`",
                                  epoch=epoch if isinstance(epoch, int) else None)
-            if event.type not in TERMINAL:
+            if not isinstance(event, RUN_ENDS):
                 self.log(message)
             self.screen(message)
 

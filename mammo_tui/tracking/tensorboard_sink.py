@@ -14,7 +14,7 @@ from typing import Any
 
 from mammo_tui.config import NOT_TRAINING_KEYS
 from mammo_tui.events import (CollapseStatus, ConfigChanged, EpochMetrics, Event, RunFailed, RunFinished,
-                              RunStarted)
+                              RunStarted, handler_for, handles)
 from mammo_tui.tracking.common import (COLLAPSE_CODES, HEADLINE, collapse_markdown, epoch_scalars, finite,
                                        markdown_table, record_tracking, report_text, run_facts, run_label)
 from mammo_tui.tracking.spec import TrackSpec, TrackingError
@@ -52,8 +52,8 @@ class TensorBoardTracker:
                                 "tracked before); remove that folder to export again, or pick another --dir")
 
     def __call__(self, event: Event) -> None:
-        handler = getattr(self, f"_on_{event.type}", None)
-        if handler is not None and (self.writer is not None or event.type == "run_started"):
+        handler = handler_for(self, event)
+        if handler is not None and (self.writer is not None or isinstance(event, RunStarted)):
             handler(event)
 
     def close(self) -> None:
@@ -68,6 +68,7 @@ class TensorBoardTracker:
         for key, value in values.items():
             self.writer.add_scalar(key, value, global_step=step, walltime=time_s)
 
+    @handles(RunStarted)
     def _on_run_started(self, event: RunStarted) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
@@ -83,19 +84,23 @@ class TensorBoardTracker:
         self._text("config", table, event.start_epoch, event.time)
         self.writer.flush()
 
+    @handles(EpochMetrics)
     def _on_epoch(self, event: EpochMetrics) -> None:
         self.last_epoch = max(self.last_epoch, event.epoch)
         self._scalars(epoch_scalars(event, self.class_names), event.epoch, event.time)
 
+    @handles(CollapseStatus)
     def _on_collapse(self, event: CollapseStatus) -> None:
         self._scalars({"collapse": float(COLLAPSE_CODES.get(event.status, 2))}, event.epoch, event.time)
         self._text("collapse", collapse_markdown(event), event.epoch, event.time)
         self.writer.flush()  # once per epoch: `tensorboard --logdir` shows it while training
 
+    @handles(ConfigChanged)
     def _on_config_changed(self, event: ConfigChanged) -> None:
         changes = ", ".join(f"`{k}` {a!r} -> {b!r}" for k, (a, b) in event.changes.items())
         self._text("config_changes", f"{changes} ({event.reason})", event.epoch, event.time)
 
+    @handles(RunFinished)
     def _on_finished(self, event: RunFinished) -> None:
         step = event.epochs_completed or self.last_epoch
         if event.best_epoch is not None:
@@ -105,6 +110,7 @@ class TensorBoardTracker:
                              f"({event.epochs_completed} epochs completed)", step, event.time)
         self._end(step, event.time)
 
+    @handles(RunFailed)
     def _on_failed(self, event: RunFailed) -> None:
         step = event.epoch or self.last_epoch
         self._text("status", f"**failed**: {event.error}", step, event.time)

@@ -18,7 +18,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from mammo_tui.events import Event
+from mammo_tui.events import RUN_ENDS, Event
 from mammo_tui.tui.dashboard import DashboardScreen
 from mammo_tui.tui.dialogs import ConfirmScreen
 
@@ -234,7 +234,7 @@ def watch_screen(run_dir: str | None, events: Iterable[Event] | None = None) -> 
     events_path = path / EVENTS_FILE
     if events_path.is_file():
         replay = read_events(events_path)
-        if any(e.type in ("finished", "failed") for e in replay):
+        if any(isinstance(e, RUN_ENDS) for e in replay):
             return DashboardScreen(events=replay, run_dir=str(path))
     return DashboardScreen(run_dir=str(path), follow=True)
 

@@ -23,7 +23,17 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker
 
-from mammo_tui.events import Event, SweepFinished, SweepRunFinished, SweepRunStarted
+from mammo_tui.events import (
+    DataProgress,
+    Event,
+    LogMessage,
+    RunFailed,
+    SweepFinished,
+    SweepRunFinished,
+    SweepRunStarted,
+    dispatch,
+    handles,
+)
 from mammo_tui.tui.dialogs import HelpScreen
 from mammo_tui.tui.messages import EngineDone, EngineEvent, SweepRead, stop_and_wait
 from mammo_tui.tui.render import STATUS_STYLE
@@ -33,7 +43,8 @@ from mammo_tui.tui.widgets import EventLog
 REFRESH_S = 1.0  # the leaderboard is re-read from disk this often
 # The live sweep's events that reach the UI thread: the sweep's own, and what a user must see
 # from a member run (its failure, warnings); batches and epochs show through the files.
-FORWARDED = {"sweep_run_started", "sweep_run_finished", "sweep_finished", "failed", "log", "data_progress"}
+SWEEP_EVENTS = (SweepRunStarted, SweepRunFinished, SweepFinished)
+FORWARDED = (*SWEEP_EVENTS, RunFailed, LogMessage, DataProgress)
 COLUMNS = (("rank", "#"), ("config", "config"), ("status", "status"), ("seeds", "seeds"),
            ("kappa", "κq"), ("bal", "bal-acc-adj"), ("recall", "lowest recall"))
 ENDED = ("finished", "interrupted", "failed")  # sweep.json statuses of a sweep that no longer trains
@@ -162,31 +173,45 @@ class SweepState:
 
     def apply(self, event: Event) -> None:
         """A sweep event (live, or rebuilt from the folder) -> the log, and what runs now."""
-        if event.type == "sweep_run_started":
-            self.sweep_dir = self.sweep_dir or event.sweep_dir
-            self.starting = ""
-            if not event.kept:
-                self.current = event.run
-                self.note("info", f"run {event.index}/{event.total} started: {event.config_id}, seed {event.seed}")
-        elif event.type == "sweep_run_finished":
-            self.current = "" if event.run == self.current else self.current
-            level = {"collapsed": "warning", "warning": "warning", "failed": "error"}.get(event.status, "info")
-            kept = " (earlier)" if event.kept else ""  # finished before this session or this watch
-            self.note(level, f"run {event.index}/{event.total} {event.config_id}, seed {event.seed}: "
-                             f"{event.status}{_scores(event.best_metrics)}{kept}")
-        elif event.type == "sweep_finished":
-            self.starting, self.current = "", ""
-            self.sweep_dir = self.sweep_dir or event.sweep_dir
-            best = (f": best {event.best_config_id} ({event.best_status}){_scores(event.headline)}"
-                    if event.best_config_id else "")
-            level = "info" if event.status == "finished" else "warning"
-            self.note(level, f"sweep {event.status}{best}")
-        elif event.type == "failed":
-            self.note("error", f"{self.current or 'the run'} failed: {event.error}")
-        elif event.type == "log" and event.level in ("warning", "error"):
+        dispatch(self, event)
+
+    @handles(SweepRunStarted)
+    def _on_sweep_run_started(self, event: SweepRunStarted) -> None:
+        self.sweep_dir = self.sweep_dir or event.sweep_dir
+        self.starting = ""
+        if not event.kept:
+            self.current = event.run
+            self.note("info", f"run {event.index}/{event.total} started: {event.config_id}, seed {event.seed}")
+
+    @handles(SweepRunFinished)
+    def _on_sweep_run_finished(self, event: SweepRunFinished) -> None:
+        self.current = "" if event.run == self.current else self.current
+        level = {"collapsed": "warning", "warning": "warning", "failed": "error"}.get(event.status, "info")
+        kept = " (earlier)" if event.kept else ""  # finished before this session or this watch
+        self.note(level, f"run {event.index}/{event.total} {event.config_id}, seed {event.seed}: "
+                         f"{event.status}{_scores(event.best_metrics)}{kept}")
+
+    @handles(SweepFinished)
+    def _on_sweep_finished(self, event: SweepFinished) -> None:
+        self.starting, self.current = "", ""
+        self.sweep_dir = self.sweep_dir or event.sweep_dir
+        best = (f": best {event.best_config_id} ({event.best_status}){_scores(event.headline)}"
+                if event.best_config_id else "")
+        level = "info" if event.status == "finished" else "warning"
+        self.note(level, f"sweep {event.status}{best}")
+
+    @handles(RunFailed)
+    def _on_failed(self, event: RunFailed) -> None:
+        self.note("error", f"{self.current or 'the run'} failed: {event.error}")
+
+    @handles(LogMessage)
+    def _on_log(self, event: LogMessage) -> None:
+        if event.level in ("warning", "error"):
             self.note(event.level, event.message)
-        elif event.type == "data_progress":  # shown until the images are ready, then the epochs
-            self.starting = f"{event.stage}: {event.done}/{event.total}" if event.done < event.total else ""
+
+    @handles(DataProgress)
+    def _on_data_progress(self, event: DataProgress) -> None:  # shown until the images are ready, then the epochs
+        self.starting = f"{event.stage}: {event.done}/{event.total}" if event.done < event.total else ""
 
     def running_lines(self) -> list[Text]:
         """One line per member run training now: which configuration and seed, epoch k/N, and
@@ -397,13 +422,13 @@ class SweepScreen(Screen):
             self.engine_idle.set()
 
     def _sink(self, event: Event) -> None:
-        if event.type in FORWARDED:
+        if isinstance(event, FORWARDED):
             self.post_message(EngineEvent(event))
 
     @on(EngineEvent)
     def _on_event(self, message: EngineEvent) -> None:
         self.state.apply(message.event)
-        if message.event.type in ("sweep_run_started", "sweep_run_finished", "sweep_finished"):
+        if isinstance(message.event, SWEEP_EVENTS):
             self.refresh_from_disk()  # the standings change now, not at the next tick
         self._repaint()
 
