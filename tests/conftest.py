@@ -8,6 +8,9 @@
   temporary config dir (MAMMO_TUI_CONFIG_DIR), never ~/.config, and one fixed digest secret
   (MAMMO_TUI_GROUP_SECRET_FILE), so splits are the same in every session.
 - `tests/corpus.py`: run the CLI in a subprocess and check it fails cleanly (the bad-input corpus).
+- `tiny_config` (session): a factory, `tiny_config(**overrides) -> TrainConfig`, of the CPU-sized
+  training config the engine tests share (`TINY` on the demo preset); where a module needs it at
+  import time (a helper, a module-level constant): `from conftest import TINY, make_tiny_config`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,18 @@ import pytest
 
 DEMO_SIZE = 0.05  # A 4, B 18, C 42, D 17 images: 81 in all, generated in about a second
 DEMO_SEED = 0
+
+# CPU-sized training on the demo preset: resnet18 from scratch at 32 px, 2 batches of 16 an epoch, no
+# augmentation, no early stop, images decoded in the test's own process. A few seconds an epoch.
+TINY = {"arch": "resnet18", "pretrained": False, "img_size": 32, "batch_size": 16, "augment": False,
+        "early_stop_patience": 0, "num_workers": 0, "max_batches_per_epoch": 2}
+
+
+def make_tiny_config(**overrides):
+    """The demo preset <- TINY <- overrides, as config.resolve makes it (an override of None is ignored)."""
+    from mammo_tui import config
+
+    return config.resolve("demo", {**TINY, **overrides})
 
 
 class DemoDataset(NamedTuple):
@@ -114,3 +129,9 @@ def tiny_demo(demo_dataset):
     from mammo_tui.data.sources import DatasetSpec
 
     return DatasetSpec(csv=str(demo_dataset.csv), dicom_root=str(demo_dataset.dicom_root))
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """make_tiny_config: `tiny_config(**overrides) -> TrainConfig`, the shared tiny training config."""
+    return make_tiny_config

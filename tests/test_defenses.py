@@ -20,8 +20,10 @@ from mammo_tui.engine.trainer import Trainer
 from mammo_tui.rundir import read_summary
 from mammo_tui.runlog import read_events
 
-TINY = {"arch": "resnet18", "img_size": 32, "batch_size": 16, "augment": False, "early_stop_patience": 0,
-        "num_workers": 0, "max_batches_per_epoch": 2}
+from conftest import TINY as SHARED_TINY
+
+# the shared tiny config but for `pretrained`: the demo preset's (true), or the plan's, decides
+TINY = {key: value for key, value in SHARED_TINY.items() if key != "pretrained"}
 
 
 def cfg(**changes):

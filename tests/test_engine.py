@@ -14,12 +14,11 @@ from mammo_tui.errors import ConfigError
 from mammo_tui.rundir import read_summary
 from mammo_tui.runlog import read_events
 
-TINY = {"arch": "resnet18", "pretrained": False, "img_size": 32, "batch_size": 16, "augment": False,
-        "early_stop_patience": 0, "num_workers": 0}
+from conftest import make_tiny_config
 
 
-def tiny_config(**changes):
-    return config.resolve("demo", {**TINY, **changes})
+def tiny_config(**changes):  # the shared tiny config, but every batch of an epoch unless a test says
+    return make_tiny_config(**{"max_batches_per_epoch": 0, **changes})
 
 
 def run(spec, tmp_path, sink=None, cancel=None, diverge=False, **changes):

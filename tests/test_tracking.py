@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from mammo_tui import config
 from mammo_tui.app import TrainRequest, train
 from mammo_tui.runlog import read_events
 from mammo_tui.tracking.export import export
@@ -22,8 +21,8 @@ pytest.importorskip("tensorboard")
 from mlflow.tracking import MlflowClient  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-TINY = {"arch": "resnet18", "pretrained": False, "img_size": 32, "batch_size": 16, "augment": False,
-        "early_stop_patience": 0, "num_workers": 0, "max_batches_per_epoch": 2}
+from conftest import make_tiny_config as tiny_config  # noqa: E402
+
 CLASSES = "ABCD"
 
 
@@ -33,10 +32,6 @@ def _file_store_allowed():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
         yield
-
-
-def tiny_config(**changes):
-    return config.resolve("demo", {**TINY, **changes})
 
 
 def client_for(folder: Path) -> MlflowClient:
