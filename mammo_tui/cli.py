@@ -6,113 +6,15 @@ Imports stay lazy: `--help` must be instant, and `train --no-ui` must never impo
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
 
-from mammo_tui import __version__
 from mammo_tui.cli_args import build_parser
+from mammo_tui.cli_process import (flush_stdout, install_abort_handlers, install_signal_handlers, internal_error,
+                                   restore_handlers, say)
 from mammo_tui.errors import ConfigError, MammoError
-
-EXIT_BAD_INPUT = MammoError.exit_code  # 2
-EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_CLOSED_PIPE = 1, 130, 141  # 141 = 128 + SIGPIPE, as `seq 9 | head -1`
-DEBUG_ENV = "MAMMO_TUI_DEBUG"  # 1: show the traceback of an internal error on stderr too
-
-
-class _Interrupted(KeyboardInterrupt):
-    """SIGTERM / SIGHUP as an interrupt (its argument names the signal): exit 130 like Ctrl-C."""
-
-
-def _abort_on_signal(signum, frame) -> None:
-    raise _Interrupted(signal.Signals(signum).name)
-
-
-def _install_abort_handlers() -> dict:
-    """SIGTERM and SIGHUP abort any command like Ctrl-C (exit 130, not the shell's 143 / 129) until
-    a command installs its own (training stops after the batch); returns the handlers replaced."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    names = [name for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
-    return {getattr(signal, name): signal.signal(getattr(signal, name), _abort_on_signal) for name in names}
-
-
-def _restore_handlers(previous: dict) -> None:
-    for signum, handler in previous.items():
-        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-
-
-def _scanning(frame) -> bool:
-    """Whether the interrupted code is inside the dataset scan (it writes nothing: abort at once)."""
-    while frame is not None:
-        if frame.f_code.co_name == "scan_dataset" and frame.f_globals.get("__name__") == "mammo_tui.data.sources":
-            return True
-        frame = frame.f_back
-    return False
-
-
-def _say(text: str) -> None:
-    """A message on stderr; a closed stderr loses it, never the exit code."""
-    try:
-        print(text, file=sys.stderr, flush=True)
-    except (BrokenPipeError, OSError):
-        _silence(sys.stderr)
-
-
-def _silence(stream) -> None:
-    """Point a stream whose reader is gone at /dev/null: the interpreter's final flush then has
-    nothing to complain about."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, stream.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):
-        pass
-
-
-def _flush_stdout() -> bool:
-    """Flush stdout; False, quietly, when its reader stopped (`| head`), as other Unix tools do."""
-    try:
-        sys.stdout.flush()
-        return True
-    except (BrokenPipeError, OSError, ValueError):
-        _silence(sys.stdout)
-        return False
-
-
-def _crash_file(text: str) -> Path | None:
-    """Write an internal error's traceback where the user can attach it (0600: it may quote paths)."""
-    import tempfile
-    import time
-
-    folder = Path(os.environ.get("MAMMO_TUI_CACHE") or Path.home() / ".cache" / "mammo-tui") / "crashes"
-    for where in (folder, Path(tempfile.gettempdir())):
-        try:
-            where.mkdir(parents=True, exist_ok=True)
-            path = where / f"mammo-tui-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            return path
-        except OSError:
-            continue
-    return None
-
-
-def _internal_error(exc: Exception) -> int:
-    import traceback
-
-    text = "".join(traceback.format_exception(exc))
-    detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
-    path = _crash_file(f"mammo-tui {__version__} {' '.join(sys.argv)}\n{text}")
-    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
-        _say(text.rstrip())
-    where = f"full traceback in {path}" if path else f"set {DEBUG_ENV}=1 to see the traceback"
-    _say(f"mammo-tui: internal error ({detail}); please report it with the {where}")
-    return EXIT_INTERNAL
-
-
-# ---------------------------------------------------------------------------------------------
+from mammo_tui.exitcodes import EXIT_BAD_INPUT, EXIT_CLOSED_PIPE, EXIT_INTERRUPTED
 
 
 def _once(args, name: str, make):
@@ -178,19 +80,6 @@ def _read_config(args):
     return cfg.resolve(args.preset, overrides)
 
 
-def _install_signal_handlers(cancel: threading.Event) -> None:
-    def handler(signum, frame):
-        if cancel.is_set() or _scanning(frame):  # a second signal: the user means it; a scan saves nothing
-            raise _Interrupted(signal.Signals(signum).name)
-        print(f"\n{signal.Signals(signum).name}: stopping after the current batch, saving state "
-              "(send again to abort)", file=sys.stderr, flush=True)
-        cancel.set()
-
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), handler)
-
-
 def _wants_ui(args) -> bool:
     """The dashboard unless --no-ui, or unless there is no terminal (a script, nohup, a pipe):
     then the plain console output, said once on stderr, instead of a TUI nobody can see."""
@@ -246,7 +135,7 @@ def cmd_train(args) -> int:
     from mammo_tui.app.launch import main_process
 
     cancel = threading.Event()
-    _install_signal_handlers(cancel)
+    install_signal_handlers(cancel)
     main = main_process()  # under torchrun only rank 0 prints
     request = TrainRequest(**_request_fields(args, config, spec))
     result = train(request, ConsolePrinter() if main else (lambda event: None), cancel)
@@ -313,7 +202,7 @@ def cmd_cv(args) -> int:
     from mammo_tui.app.launch import main_process
 
     cancel = threading.Event()
-    _install_signal_handlers(cancel)
+    install_signal_handlers(cancel)
     main = main_process()  # under torchrun only rank 0 prints
     result = run_cv(TrainRequest(**fields), folds, ConsolePrinter() if main else (lambda event: None), cancel)
     if not main:
@@ -370,25 +259,26 @@ def _sweep_headless(job) -> int:
     from mammo_tui.drivers.leaderboard import format_leaderboard, leaderboard
     from mammo_tui.app.launch import run_sweep
     from mammo_tui.app.nextsteps import sweep_summary
+    from mammo_tui.events import SweepFinished, SweepRunFinished, SweepRunStarted
 
     printer = ConsolePrinter()
 
     def sink(event) -> None:
-        if event.type == "sweep_run_started":
+        if isinstance(event, SweepRunStarted):
             kept = " already finished, kept" if event.kept else ""
             _print_safely(f"sweep run {event.index}/{event.total}: {event.run} ({event.config_id}, seed {event.seed}){kept}")
-        elif event.type == "sweep_run_finished":
+        elif isinstance(event, SweepRunFinished):
             m = event.best_metrics
             scores = (f" kappa_q {m['kappa_quadratic']:.3f} bal_acc_adj {m['balanced_accuracy_adjusted']:.3f}"
                       if m.get("kappa_quadratic") is not None else "")
             _print_safely(f"sweep run {event.index}/{event.total} {event.run}: {event.status}{scores}")
             if not event.kept:  # the standings after every newly trained run
                 _print_safely(format_leaderboard(leaderboard(event.sweep_dir)))
-        elif event.type != "sweep_finished":
+        elif not isinstance(event, SweepFinished):
             printer(event)
 
     cancel = threading.Event()
-    _install_signal_handlers(cancel)
+    install_signal_handlers(cancel)
     result = run_sweep(job, sink, cancel)
     _print_safely("")
     # the leaderboard, the best configuration, how to continue: what the sweep screen prints on exit
@@ -463,7 +353,7 @@ def cmd_report(args) -> int:
 
 def cmd_eval(args) -> int:
     from mammo_tui.collapse import format_distribution
-    from mammo_tui.drivers.cv import format_mean_std
+    from mammo_tui.stats import format_mean_std
     from mammo_tui.evaluate import evaluate
 
     def scores(m: dict) -> str:
@@ -583,15 +473,15 @@ def main(argv: list[str] | None = None) -> int:
     # OpenMP threads that spin while waiting slow training ~3x on a busy machine (measured on
     # 2 cores); sleeping waits cost nothing measurable when the machine is idle.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    previous = _install_abort_handlers()
+    previous = install_abort_handlers()
     try:
         code = _run(argv)
     except BrokenPipeError:  # the reader of our output left mid-command (`| head`)
         code = EXIT_CLOSED_PIPE
     finally:
-        _restore_handlers(previous)
+        restore_handlers(previous)
         # output buffered for a pipe fails here, not in the interpreter's exit (also after --help)
-        flushed = _flush_stdout()
+        flushed = flush_stdout()
     # a result worth more than "output cut" (an error, a collapsed run) keeps its code
     return EXIT_CLOSED_PIPE if code == 0 and not flushed else code
 
@@ -600,21 +490,21 @@ def _run(argv: list[str] | None) -> int:
     try:
         return _dispatch(build_parser().parse_args(argv))
     except MammoError as exc:
-        _say(f"mammo-tui: error: {exc}")
+        say(f"mammo-tui: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        _say(f"mammo-tui: interrupted{f' by {exc}' if str(exc) else ''}")
+        say(f"mammo-tui: interrupted{f' by {exc}' if str(exc) else ''}")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         raise
     except OSError as exc:
         if not exc.filename:
-            return _internal_error(exc)
+            return internal_error(exc)
         # a file the user named or the disk holds (permissions, a full disk): theirs to fix, not a bug
-        _say(f"mammo-tui: error: {exc.filename}: {exc.strerror or exc}")
+        say(f"mammo-tui: error: {exc.filename}: {exc.strerror or exc}")
         return MammoError.exit_code
     except Exception as exc:  # noqa: BLE001 - the one top-level net: a bug, said in one line
-        return _internal_error(exc)
+        return internal_error(exc)
 
 
 if __name__ == "__main__":

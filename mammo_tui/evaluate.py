@@ -37,7 +37,7 @@ PREDICTIONS_FILE = "predictions.csv"
 BATCH_SIZE = 64
 # what fold models must agree on to share images and average (the preprocessing and the classes)
 SHARED_KEYS = ("img_size", "crop_breast", "class_names")
-# true_counts: which classes the evaluated set holds (cv.aggregate leaves absent ones out of recall means)
+# true_counts: which classes the evaluated set holds (stats.aggregate leaves absent ones out of recall means)
 FOLD_METRICS = ("kappa_quadratic", "balanced_accuracy_adjusted", "auc_macro", "accuracy", "recall_per_class",
                 "true_counts")
 
@@ -124,12 +124,14 @@ def load_members(path: str | Path, device: str = "cpu") -> tuple[list[Member], l
     A fold without one is left out with a warning (the ensemble of the others is still useful);
     a CV without any raises RunDirError saying how to continue it.
     """
-    from mammo_tui.drivers.cv import FINISHED, fold_dirs, is_cv_dir, read_manifest
+    from mammo_tui.rundir import is_cv_dir, read_group_manifest
+    from mammo_tui.runread import fold_dirs
+    from mammo_tui.stats import FINISHED
 
     path = Path(path).expanduser()
     if not is_cv_dir(path):
         return [Member(path, *load_run_model(path, device))], []
-    k = int((read_manifest(path) or {}).get("folds") or 0)
+    k = int(read_group_manifest(path, "cv").get("folds") or 0)
     # folds the manifest expects but that were never started count as missing too
     dirs = sorted(set(fold_dirs(path)) | {path / f"fold-{i}" for i in range(1, k + 1)},
                   key=lambda d: int(d.name[5:]))
@@ -213,7 +215,7 @@ def evaluate(run_dir: str | Path, spec: Any, skip_bad_rows: bool = False, name: 
     per_fold (each fold's checkpoint_epoch and FOLD_METRICS alone), aggregate (mean ± std over
     folds, as cv_summary.json); checkpoint lists the folds' checkpoints.
     """
-    from mammo_tui.drivers.cv import aggregate
+    from mammo_tui.stats import aggregate
     from mammo_tui.data.cache import load_images
     from mammo_tui.data.sources import scan_dataset
 

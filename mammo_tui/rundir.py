@@ -1,4 +1,5 @@
-"""Run directory layout and the runs listing (pure: no torch, no textual)."""
+"""Run directory layout: file names, reading and writing them, driver folders, locks (pure: no torch,
+no textual). Reading a run as a whole (a report, the runs listing) is runread.py's."""
 
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mammo_tui.errors import RunDirError
-from mammo_tui.runlog import EVENTS_FILE, RunLogError, read_events
+from mammo_tui.runlog import EVENTS_FILE, RunLogError
 
 try:
     import fcntl
@@ -117,63 +117,6 @@ def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
-@dataclass
-class RunInfo:
-    path: Path
-    name: str
-    status: str  # healthy | warning | collapsed | interrupted | failed | running | unknown
-    preset: str
-    arch: str
-    epochs_completed: int
-    best_epoch: int | None
-    kappa_quadratic: float | None  # a cross-validation: the mean over its finished folds
-    bal_acc_adj: float | None
-    started: float
-    # run | cv | sweep | fold / member (a run of the cross-validation / sweep listed just above it)
-    kind: str = "run"
-    parent: str = ""  # the run this one was started from (a fix applied to a finished run)
-    folds: int = 0  # cv: K; sweep: runs planned
-    folds_done: int = 0  # cv, sweep: member runs with a result
-
-
-def run_info(run_dir: str | Path) -> RunInfo:
-    """Summarise one run from summary.json, falling back to the event log for live runs."""
-    run_dir = Path(run_dir)
-    summary = read_summary(run_dir) or {}
-    best = summary.get("best_metrics") or {}
-    status = summary.get("status", "unknown")
-    epochs = summary.get("epochs_completed", 0)
-    started = summary.get("started", 0.0)
-    config = summary.get("config") or {}
-    if not summary and (run_dir / EVENTS_FILE).exists():
-        try:
-            events = read_events(run_dir)
-        except OSError:  # a log that cannot be read: listed as unknown, not a crash of the list
-            events = []
-        status = "running"
-        for event in events:
-            if event.type == "run_started":
-                config, started = event.config, event.time
-            elif event.type == "epoch":
-                epochs = event.epoch
-                best = best or event.metrics
-            elif event.type in ("finished", "failed"):
-                status = getattr(event, "status", "failed")
-    return RunInfo(
-        path=run_dir,
-        name=run_dir.name,
-        status=status,
-        preset=summary.get("preset", config.get("preset", "")) or "",
-        arch=config.get("arch", ""),
-        epochs_completed=int(epochs or 0),
-        best_epoch=summary.get("best_epoch"),
-        kappa_quadratic=best.get("kappa_quadratic"),
-        bal_acc_adj=best.get("balanced_accuracy_adjusted"),
-        started=float(started or 0.0),
-        parent=Path(summary.get("parent_run") or "").name,
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # folders of runs made by a driver (a cross-validation, a sweep), known by their manifest file
 
@@ -188,14 +131,20 @@ def run_info(run_dir: str | Path) -> RunInfo:
 #   headline  optional: {kappa_quadratic, balanced_accuracy_adjusted} for the listing; without
 #             it, the mean over the finished members
 CV_FILE, SWEEP_FILE = "cv.json", "sweep.json"
+CV_SUMMARY_FILE = "cv_summary.json"  # a finished cross-validation's per-fold results and mean ± std
 MANIFEST_FILES = {CV_FILE: "cv", SWEEP_FILE: "sweep"}
 FINISHED_STATUSES = ("healthy", "warning", "collapsed")  # a run that ended with a result
-_SEVERITY = {"healthy": 0, "warning": 1, "collapsed": 2}
 
 
 def is_run_dir(path: str | Path) -> bool:
     path = Path(path)
     return (path / EVENTS_FILE).is_file() or (path / SUMMARY_FILE).is_file()
+
+
+def is_cv_dir(path: str | Path) -> bool:
+    """A cross-validation's folder: its manifest, or (an older or hand-copied one) its summary."""
+    path = Path(path)
+    return (path / CV_FILE).is_file() or (path / CV_SUMMARY_FILE).is_file()
 
 
 def group_kind(path: str | Path) -> str | None:
@@ -236,57 +185,6 @@ def member_dirs(path: str | Path, manifest: dict[str, Any] | None = None) -> lis
         return [path / n for n in names if isinstance(n, str) and n and (path / n).is_dir()]
     found = [p for p in path.iterdir() if p.is_dir() and is_run_dir(p)] if path.is_dir() else []
     return sorted(found, key=lambda p: _natural(p.name))
-
-
-def group_info(path: str | Path) -> RunInfo:
-    """The runs browser's row for a driver's folder: its status, and for metrics its headline or
-    the mean over the members that have finished so far."""
-    path = Path(path)
-    kind = group_kind(path) or "group"
-    manifest = read_group_manifest(path)
-    summaries = [s for s in map(read_summary, member_dirs(path, manifest)) if s]
-    done = [s for s in summaries if s.get("status") in FINISHED_STATUSES]
-    status = manifest.get("outcome") or manifest.get("status") or "unknown"
-    if status == "finished":  # an older manifest without its outcome: as healthy as its worst member
-        status = max((s["status"] for s in done), key=_SEVERITY.__getitem__, default="unknown")
-    headline = manifest.get("headline")
-    if not isinstance(headline, dict):
-        headline = {key: _mean([(s.get("best_metrics") or {}).get(key) for s in done])
-                    for key in ("kappa_quadratic", "balanced_accuracy_adjusted")}
-    planned = manifest.get("planned", manifest.get("folds"))
-    config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
-    return RunInfo(path=path, name=path.name, status=str(status), preset=str(manifest.get("preset") or ""),
-                   arch=str(config.get("arch", "")), epochs_completed=0, best_epoch=None,
-                   kappa_quadratic=headline.get("kappa_quadratic"),
-                   bal_acc_adj=headline.get("balanced_accuracy_adjusted"),
-                   started=float(manifest.get("started") or 0.0), kind=kind,
-                   folds=int(planned) if isinstance(planned, int) else len(summaries), folds_done=len(done))
-
-
-def _mean(values: list[Any]) -> float | None:
-    present = [float(v) for v in values if isinstance(v, (int, float))]
-    return sum(present) / len(present) if present else None
-
-
-def list_runs(root: str | Path = "runs") -> list[RunInfo]:
-    """Runs under root, newest first; a cross-validation or sweep is one row followed by its members."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    groups: list[list[RunInfo]] = []
-    for path in root.iterdir():
-        if not path.is_dir():
-            continue
-        kind = group_kind(path)
-        if kind:
-            members = [run_info(m) for m in member_dirs(path)]
-            for member in members:
-                member.kind = "fold" if kind == "cv" else "member"
-            groups.append([group_info(path), *members])
-        elif is_run_dir(path):
-            groups.append([run_info(path)])
-    groups.sort(key=lambda group: group[0].started, reverse=True)
-    return [info for group in groups for info in group]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from mammo_tui.drivers.cv import aggregate, mean_std
+from mammo_tui.stats import aggregate, mean_std
 
 
 def test_mean_std_ignores_missing_values():
@@ -205,7 +205,10 @@ def test_a_failed_fold_stops_the_cv_without_a_summary(tiny_demo, tmp_path):
 
 # -- classes absent from a fold's validation set ----------------------------------------------------
 
-from mammo_tui.drivers.cv import cv_details, format_cv, format_recall_stat, CV_SUMMARY_FILE  # noqa: E402
+from mammo_tui.drivers.cv import format_cv  # noqa: E402
+from mammo_tui.runread import cv_details  # noqa: E402
+from mammo_tui.rundir import CV_SUMMARY_FILE  # noqa: E402
+from mammo_tui.stats import format_recall_stat  # noqa: E402
 from mammo_tui.metrics import compute_metrics  # noqa: E402
 
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from mammo_tui import config
 from mammo_tui.data.sources import DatasetSpec
 from mammo_tui.app import TrainRequest, train
 from mammo_tui.errors import DatasetError, MammoError
@@ -17,13 +16,9 @@ from mammo_tui.evaluate import evaluate, load_run_model, predict
 from mammo_tui.metrics import compute_metrics
 from mammo_tui.rundir import read_summary
 
-TINY = {"arch": "resnet18", "pretrained": False, "img_size": 32, "batch_size": 16, "augment": False,
-        "epochs": 2, "max_batches_per_epoch": 2, "num_workers": 0, "early_stop_patience": 0}
-
-
 @pytest.fixture(scope="module")
-def run_dir(tiny_demo, tmp_path_factory):
-    request = TrainRequest(config=config.resolve("demo", TINY), dataset=tiny_demo,
+def run_dir(tiny_demo, tmp_path_factory, tiny_config):
+    request = TrainRequest(config=tiny_config(epochs=2), dataset=tiny_demo,
                            outdir=str(tmp_path_factory.mktemp("runs")), run_name="tiny")
     return train(request).run_dir
 
@@ -310,7 +305,8 @@ def test_cv_evaluate_on_a_set_without_a_class_leaves_it_out_of_the_recall_means(
     which is no measurement; the mean over folds says n/a, not 0.000 ± 0.000."""
     from PIL import Image
 
-    from mammo_tui.drivers.cv import CV_FILE, format_recall_stat
+    from mammo_tui.rundir import CV_FILE
+    from mammo_tui.stats import format_recall_stat
     from mammo_tui.engine.checkpoint import save_checkpoint
     from mammo_tui.engine.models import build_model
 

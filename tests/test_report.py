@@ -10,23 +10,21 @@ import threading
 
 import pytest
 
-from mammo_tui import config
-from mammo_tui.drivers.cv import CV_SUMMARY_FILE, read_cv_summary, run_cv
+from mammo_tui.drivers.cv import read_cv_summary, run_cv
 from mammo_tui.app import TrainRequest, train
 from mammo_tui.errors import MammoError
 from mammo_tui.events import CollapseStatus, ConfigChanged
 from mammo_tui.report import (FIGURE_FILE, REPORT_FILE, build_report, matplotlib_available, table,
                               write_report)
-from mammo_tui.rundir import read_summary
+from mammo_tui.rundir import CV_SUMMARY_FILE, read_summary
 from mammo_tui.runlog import RunLogWriter
 from tui_helpers import tiny_config
 
-TINY = {"arch": "resnet18", "pretrained": False, "img_size": 32, "batch_size": 16, "augment": False,
-        "epochs": 2, "max_batches_per_epoch": 2, "num_workers": 0, "early_stop_patience": 0}
+from conftest import make_tiny_config
 
 
 def _train(spec, outdir, name, cancel=None):
-    request = TrainRequest(config=config.resolve("demo", TINY), dataset=spec, outdir=str(outdir),
+    request = TrainRequest(config=make_tiny_config(epochs=2), dataset=spec, outdir=str(outdir),
                            run_name=name, preset="demo")
     return train(request, cancel=cancel)
 
@@ -329,7 +327,8 @@ def test_cv_report_leaves_a_class_absent_from_a_fold_out_of_its_recall_mean(tmp_
     """Folds 1 and 2 have no class A validation images: their A recall is n/a, and A's mean is over
     the 3 folds that have it (0.4), not over 5 with two zeros (0.24), also for a cv_summary.json
     whose aggregate was written that way."""
-    from mammo_tui.drivers.cv import CV_FILE, aggregate
+    from mammo_tui.rundir import CV_FILE
+    from mammo_tui.stats import aggregate
     from mammo_tui.metrics import compute_metrics
 
     def fold_metrics(a_hits):  # 10 each of B, C, D (8 right); 5 of A unless a_hits is None

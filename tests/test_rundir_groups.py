@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from mammo_tui.errors import RunDirError
-from mammo_tui.rundir import group_info, group_kind, list_runs, member_dirs
+from mammo_tui.rundir import group_kind, member_dirs
+from mammo_tui.runread import group_info, list_runs
 
 
 def _run(path: Path, status: str, kappa: float, bal: float, started: float = 1.0) -> Path:

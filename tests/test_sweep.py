@@ -15,7 +15,7 @@ import pytest
 
 from corpus import TINY_SWEEP_SET as TINY  # every run: a few seconds on a CPU
 from mammo_tui import cli
-from mammo_tui.drivers.cv import fold_recalls, mean_std
+from mammo_tui.stats import fold_recalls, mean_std
 from mammo_tui.drivers.leaderboard import format_leaderboard, leaderboard
 from mammo_tui.drivers.sweep import SweepJob, reproduce_command, run_config, run_sweep
 from mammo_tui.drivers.sweep_spec import load_spec
@@ -242,7 +242,7 @@ def test_leaderboard_values_are_the_runs_summaries(swept):
 
 def test_runs_listing_shows_the_sweep_and_train_resume_refuses_it(swept):
     from mammo_tui.app import TrainRequest, train
-    from mammo_tui.rundir import list_runs
+    from mammo_tui.runread import list_runs
 
     result, _, _ = swept
     rows = list_runs(result.sweep_dir.parent)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Select
 
-from mammo_tui.drivers.cv import CV_SUMMARY_FILE, read_manifest, resume_fields
+from mammo_tui.drivers.cv import read_manifest, resume_fields
+from mammo_tui.rundir import CV_SUMMARY_FILE
 from mammo_tui.tui.app import MammoApp
 from mammo_tui.tui.dashboard import DashboardScreen
 from mammo_tui.app import TrainRequest

@@ -16,7 +16,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from corpus import TINY_SWEEP_SET as TINY  # every run: a few seconds on a CPU
-from mammo_tui.drivers.cv import format_mean_std
+from mammo_tui.stats import format_mean_std
 from mammo_tui.drivers.leaderboard import leaderboard
 from mammo_tui.drivers.sweep import SweepJob, run_sweep
 from mammo_tui.metrics import selection_score

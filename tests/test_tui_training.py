@@ -68,7 +68,7 @@ async def test_forced_collapse_shows_the_red_banner_and_applying_a_fix_starts_a_
         assert read_summary(tmp_path / "collapse")["config"]["lr"] == 0.1  # untouched
         new_run = Path(dash.state.run_dir)
         assert read_summary(new_run)["parent_run"] == str(tmp_path / "collapse")
-        from mammo_tui.rundir import list_runs
+        from mammo_tui.runread import list_runs
 
         assert {r.name: r.parent for r in list_runs(tmp_path)}[new_run.name] == "collapse"
 

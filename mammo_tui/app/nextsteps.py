@@ -66,7 +66,8 @@ def exit_summary(run_dir: str | Path | None) -> str:
     "" when there is no run directory (the user quit in the wizard)."""
     if not run_dir or not Path(run_dir).is_dir():
         return ""
-    from mammo_tui.drivers.cv import cv_details, is_cv_dir
+    from mammo_tui.rundir import is_cv_dir
+    from mammo_tui.runread import cv_details
 
     if is_cv_dir(run_dir):
         d = cv_details(run_dir)
@@ -75,7 +76,8 @@ def exit_summary(run_dir: str | Path | None) -> str:
             status = "stopped"  # cv --resume continues it
         return "\n".join(summary_lines(run_dir, status, best_metrics=d["best_metrics"], is_cv=True,
                                        epochs_completed=d["folds_done"]))
-    from mammo_tui.rundir import read_summary, run_info
+    from mammo_tui.rundir import read_summary
+    from mammo_tui.runread import run_info
 
     info = run_info(run_dir)
     summary = read_summary(run_dir) or _summary_from_log(run_dir)
@@ -113,10 +115,11 @@ def sweep_summary(sweep_dir: str | Path, *, no_ui: bool = False) -> str:
 def _summary_from_log(run_dir: str | Path) -> dict[str, Any]:
     """best_epoch / best_metrics from the log's finished event (no summary.json: an old or a
     killed run)."""
+    from mammo_tui.events import RunFinished
     from mammo_tui.runlog import read_events
 
     try:
-        finished = [e for e in read_events(run_dir) if e.type == "finished"]
+        finished = [e for e in read_events(run_dir) if isinstance(e, RunFinished)]
     except OSError:
         return {}
     if not finished:

@@ -18,21 +18,19 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
-
 from mammo_tui.errors import ConfigError, RunDirError
-from mammo_tui.events import CVFinished, Event, EventSink, FoldFinished, FoldStarted
-from mammo_tui.labels import CLASS_NAMES
+from mammo_tui.events import (CollapseStatus, CVFinished, Event, EventSink, FoldFinished, FoldStarted,
+                              RunFinished)
+from mammo_tui.exitcodes import EXIT_COLLAPSED, EXIT_INTERRUPTED, EXIT_OK
 from mammo_tui.privacy import SECRET_FILE_ENV, secret_fingerprint
-from mammo_tui.rundir import (CV_FILE, create_locked, new_run_name, read_group_manifest, read_summary,
-                              remove_husk, safe_run_name, write_json)
+from mammo_tui.rundir import (CV_FILE, CV_SUMMARY_FILE, create_locked, new_run_name, read_group_manifest,
+                              read_summary, remove_husk, safe_run_name, write_json)
 from mammo_tui.runlog import EVENTS_FILE, follow_events, read_events
+from mammo_tui.runread import fold_dirs
+from mammo_tui.stats import (FINISHED, aggregate, fold_recalls, format_mean_std, format_recall_stat,
+                             worst_status)
 
-CV_SUMMARY_FILE = "cv_summary.json"
-FINISHED = ("healthy", "warning", "collapsed")
-SCALARS = ("kappa_quadratic", "balanced_accuracy_adjusted", "auc_macro", "accuracy")
 MAX_FOLDS = 20
-SEVERITY = {"healthy": 0, "warning": 1, "collapsed": 2}
 
 
 @dataclasses.dataclass
@@ -42,67 +40,7 @@ class CVResult:
     summary: dict[str, Any]  # cv_summary.json; empty when the CV stopped early
 
 
-def mean_std(values: list[float | None]) -> dict[str, Any]:
-    present = [v for v in values if v is not None]
-    if not present:
-        return {"mean": None, "std": None, "n": 0}
-    std = float(np.std(present, ddof=1)) if len(present) > 1 else 0.0
-    return {"mean": float(np.mean(present)), "std": std, "n": len(present)}
-
-
-def class_present(metrics: dict[str, Any], index: int) -> bool:
-    """Whether class `index` had validation images in these metrics (true_counts). A recall of 0 for
-    a class with no images is not a miss but no measurement; older metrics without true_counts
-    count every class as present."""
-    counts = metrics.get("true_counts")
-    return not counts or index >= len(counts) or counts[index] > 0
-
-
-def fold_recalls(metrics: dict[str, Any]) -> list[float | None]:
-    """recall_per_class with None for the classes absent from that validation set."""
-    return [r if class_present(metrics, i) else None for i, r in enumerate(metrics.get("recall_per_class") or [])]
-
-
-def aggregate(fold_summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """mean ± std over folds of each SCALARS metric and of each class's recall.
-
-    A class's recall is averaged over the folds whose validation set holds that class (its
-    recall elsewhere is 0 by convention, not a miss); each recall entry also says out of how many
-    folds (`folds`), so `n` of `folds` tells where the class was present.
-    """
-    best = [s.get("best_metrics") or {} for s in fold_summaries]
-    out: dict[str, Any] = {k: mean_std([b.get(k) for b in best]) for k in SCALARS}
-    with_recall = [fold_recalls(b) for b in best if b.get("recall_per_class")]
-    out["recall_per_class"] = {
-        name: {**mean_std([r[i] if i < len(r) else None for r in with_recall]), "folds": len(with_recall)}
-        for i, name in enumerate(CLASS_NAMES)
-    }
-    return out
-
-
-def format_recall_stat(stat: dict[str, Any] | None, digits: int = 3, missing: str = "n/a") -> str:
-    """A class's recall over folds: `0.412 ± 0.100`, and `(3 of 5 folds)` when it was absent from some."""
-    if not stat or stat.get("mean") is None:
-        folds = (stat or {}).get("folds")
-        return f"{missing} (in no fold)" if folds else missing
-    text = f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
-    folds = stat.get("folds")
-    if folds is not None and stat.get("n", folds) < folds:
-        text += f" ({stat['n']} of {folds} folds)"
-    return text
-
-
-def worst_status(statuses: list[str]) -> str:
-    """A CV is as healthy as its worst fold: one collapsed fold makes the method unreliable."""
-    return max(statuses, key=lambda s: SEVERITY.get(s, -1), default="unknown")
-
-
 # -- the manifest ---------------------------------------------------------------------------------
-
-
-def is_cv_dir(path: str | Path) -> bool:
-    path = Path(path)
-    return (path / CV_FILE).is_file() or (path / CV_SUMMARY_FILE).is_file()
 
 
 def read_manifest(cv_dir: str | Path) -> dict[str, Any] | None:
@@ -167,34 +105,6 @@ def read_cv_summary(cv_dir: str | Path) -> dict[str, Any] | None:
         return json.loads((Path(cv_dir) / CV_SUMMARY_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def fold_dirs(cv_dir: str | Path) -> list[Path]:
-    """The fold run directories that exist, in fold order (fold-10 after fold-9)."""
-    found = [p for p in Path(cv_dir).glob("fold-*") if p.is_dir() and p.name[5:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[5:]))
-
-
-def cv_details(cv_dir: str | Path) -> dict[str, Any]:
-    """A cross-validation in the shape of a run's summary (the runs browser and compare screen):
-    status, config, and for metrics the means over the folds that have finished so far."""
-    cv_dir = Path(cv_dir)
-    manifest = read_manifest(cv_dir) or {}
-    summary = read_cv_summary(cv_dir)
-    rows = summary["per_fold"] if summary else [
-        {"status": s.get("status"), "best_metrics": s.get("best_metrics") or {}}
-        for s in map(read_summary, fold_dirs(cv_dir)) if s and s.get("status") in FINISHED]
-    # recomputed from the per-fold rows (not cv_summary.json's aggregate): a summary written before
-    # absent classes were left out of the recall means averaged their zeros in
-    agg = aggregate(rows)
-    means = {key: agg[key]["mean"] for key in SCALARS}
-    means["recall_per_class"] = [stat["mean"] for stat in agg["recall_per_class"].values()]
-    folds = int(manifest.get("folds") or (summary or {}).get("folds") or 0)
-    return {"run_name": cv_dir.name, "status": summary["status"] if summary else manifest.get("status", "unknown"),
-            "config": manifest.get("config") or {}, "preset": manifest.get("preset", ""),
-            "best_metrics": means if rows else {}, "best_epoch": None,
-            "epochs_completed": f"{len(rows)}/{folds} folds", "folds": folds, "folds_done": len(rows),
-            "started": manifest.get("started", 0.0)}
 
 
 def _is_main() -> bool:
@@ -316,7 +226,7 @@ def _open_manifest(cv_dir: Path, request, folds: int) -> dict[str, Any]:
 def _noting_checks(sink: EventSink, checks: list[Event]) -> EventSink:
     """The sink, keeping the fold's collapse checks on the side (for its FoldFinished)."""
     def forward(event: Event) -> None:
-        if event.type == "collapse":
+        if isinstance(event, CollapseStatus):
             checks.append(event)
         sink(event)
     return forward
@@ -330,7 +240,7 @@ def _fixes(checks: list[Event]) -> list[dict[str, Any]]:
 def _collapse_checks(run_dir: Path) -> list[Event]:
     """A finished fold's collapse checks, from its log (a kept fold sends no events)."""
     try:
-        return [e for e in read_events(run_dir) if e.type == "collapse"]
+        return [e for e in read_events(run_dir) if isinstance(e, CollapseStatus)]
     except OSError:
         return []
 
@@ -388,7 +298,6 @@ def _run_folds(request, folds: int, sink: EventSink, cancel: threading.Event, cv
                new: bool) -> CVResult:
     from mammo_tui.app.requests import TrainRequest
     from mammo_tui.engine.trainer import train
-    from mammo_tui.exitcodes import EXIT_COLLAPSED, EXIT_INTERRUPTED
 
     # what each fold needs, decided once from what is on disk now (rank 0's view under torchrun)
     plan = _agreed({fold: _fold_state(cv_dir / f"fold-{fold}") for fold in range(1, folds + 1)})
@@ -440,7 +349,7 @@ def _run_folds(request, folds: int, sink: EventSink, cancel: threading.Event, cv
     if _is_main():
         write_json(cv_dir / CV_SUMMARY_FILE, cv_summary)
     _set_status(cv_dir, manifest, "finished")
-    code = EXIT_COLLAPSED if cv_summary["collapsed_folds"] else 0
+    code = EXIT_COLLAPSED if cv_summary["collapsed_folds"] else EXIT_OK
     sink(CVFinished(cv_dir=str(cv_dir), summary=cv_summary, exit_code=code))
     return CVResult(cv_dir, code, cv_summary)
 
@@ -467,10 +376,10 @@ def follow_cv(cv_dir: str | Path, should_stop: Callable[[], bool] = lambda: Fals
         checks = []
         for event in follow_events(fold_dir, should_stop, poll_s):
             last = event
-            if event.type == "collapse":
+            if isinstance(event, CollapseStatus):
                 checks.append(event)
             yield event
-        if last is None or last.type != "finished" or last.interrupted:
+        if not isinstance(last, RunFinished) or last.interrupted:
             return  # stopped here (resume with `mammo-tui cv --resume`), failed, or should_stop
         yield FoldFinished(fold=fold, folds=folds, status=last.status, best_epoch=last.best_epoch,
                            best_metrics=last.best_metrics, suggestions=_fixes(checks), time=last.time)
@@ -478,14 +387,8 @@ def follow_cv(cv_dir: str | Path, should_stop: Callable[[], bool] = lambda: Fals
         if should_stop():
             return
         time.sleep(poll_s)
-    yield CVFinished(cv_dir=str(cv_dir), summary=summary, exit_code=3 if summary.get("collapsed_folds") else 0)
-
-
-def format_mean_std(stat: dict[str, Any] | None, missing: str = "n/a") -> str:
-    """A mean_std entry as `0.812 ± 0.034`."""
-    if not stat or stat.get("mean") is None:
-        return missing
-    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+    code = EXIT_COLLAPSED if summary.get("collapsed_folds") else EXIT_OK
+    yield CVFinished(cv_dir=str(cv_dir), summary=summary, exit_code=code)
 
 
 def format_cv(summary: dict[str, Any]) -> str:

@@ -1,22 +1,23 @@
 """A sweep's leaderboard: one row per configuration, ranked (pure: no torch, no textual).
 
-Read from disk only (sweep.json's members + each member run's summary.json), so the live sweep, a
+Read from disk only (sweep.json's members + each member run's summary.json, through
+runread.SweepRecord), so the live sweep, a
 `watch` of it, the TUI leaderboard screen, `--no-ui` output and the report all show the same
 numbers, and every value equals the run's own summary.json.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cmp_to_key
 from pathlib import Path
 from typing import Any
 
-from mammo_tui.drivers.cv import fold_recalls, format_mean_std, mean_std, worst_status
+from mammo_tui.events import RunStarted
 from mammo_tui.metrics import better_score, selection_score
-from mammo_tui.rundir import FINISHED_STATUSES, read_group_manifest, read_summary
-from mammo_tui.runlog import EVENTS_FILE
+from mammo_tui.rundir import FINISHED_STATUSES
+from mammo_tui.runread import RunRecord, SweepRecord
+from mammo_tui.stats import fold_recalls, format_mean_std, mean_std, worst_status
 
 METRICS = ("kappa_quadratic", "balanced_accuracy_adjusted", "auc_macro")
 
@@ -40,10 +41,10 @@ class Entry:
     collapsed        finished seeds that collapsed
     failed           seeds whose run failed (NaN loss, disk full)
     kappa_quadratic, balanced_accuracy_adjusted, auc_macro, lowest_recall
-                     {"mean", "std", "n"} over the finished seeds (drivers.cv.mean_std: std with
+                     {"mean", "std", "n"} over the finished seeds (stats.mean_std: std with
                      ddof=1, 0.0 for one seed; mean None when n == 0). Each seed's value is its
                      summary.json best_metrics value; lowest_recall is the smallest recall over the
-                     classes present in that run's validation set (drivers.cv.fold_recalls)
+                     classes present in that run's validation set (stats.fold_recalls)
     score            metrics.selection_score of the means (bal_acc_adj, kappa_q, auc; auc -1 when
                      missing): the ranking key; None while no seed finished
     epoch, epochs    for a configuration with a run training now: that run's completed epochs and
@@ -82,30 +83,24 @@ def lowest_recall(metrics: dict[str, Any]) -> float | None:
     return min(present) if present else None
 
 
-def _live_epoch(run_dir: Path, summary: dict[str, Any] | None) -> tuple[int, int | None]:
+def _live_epoch(run: RunRecord) -> tuple[int, int | None]:
     """(completed epochs, planned epochs) of a run that is training: summary.json is rewritten
     after every epoch; before the first one only the event log exists (epoch 0)."""
-    if summary:
-        return int(summary.get("epochs_completed") or 0), summary.get("epochs")
-    epochs = None
-    try:
-        with open(run_dir / EVENTS_FILE, encoding="utf-8") as handle:
-            first = json.loads(handle.readline() or "{}")
-        epochs = (first.get("config") or {}).get("epochs") if first.get("type") == "run_started" else None
-    except (OSError, ValueError):
-        pass
-    return 0, epochs
+    if run.summary:
+        return int(run.summary.get("epochs_completed") or 0), run.summary.get("epochs")
+    first = run.first_event()
+    return 0, (first.config or {}).get("epochs") if isinstance(first, RunStarted) else None
 
 
-def _member_state(run_dir: Path, member: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+def _member_state(run: RunRecord, member: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
     """A member run's state: a finished status, "interrupted", "failed", "pruned", "running" or
     "pending"."""
-    summary = read_summary(run_dir)
+    summary = run.summary
     if member.get("pruned") and not (summary and summary.get("status") in FINISHED_STATUSES):
         return "pruned", summary
     if summary:
         return str(summary.get("status") or "running"), summary
-    return ("running" if (run_dir / EVENTS_FILE).is_file() else "pending"), None
+    return ("running" if run.has_log else "pending"), None
 
 
 def leaderboard(sweep_dir: str | Path, manifest: dict[str, Any] | None = None) -> list[Entry]:
@@ -113,13 +108,11 @@ def leaderboard(sweep_dir: str | Path, manifest: dict[str, Any] | None = None) -
     mean over finished seeds (balanced accuracy adjusted, then quadratic kappa, then AUC), the same
     key that picks a run's best epoch; equal scores keep queue order. Configurations with no
     finished seed follow, unranked, in queue order."""
-    sweep_dir = Path(sweep_dir)
-    manifest = read_group_manifest(sweep_dir, "sweep") if manifest is None else manifest
+    sweep = SweepRecord(sweep_dir, manifest)
     groups: dict[str, list[dict[str, Any]]] = {}
-    for member in manifest.get("members") or []:
-        if isinstance(member, dict) and isinstance(member.get("run"), str):
-            groups.setdefault(str(member.get("config_id") or member["run"]), []).append(member)
-    entries = [_entry(sweep_dir, config_id, members) for config_id, members in groups.items()]
+    for member in sweep.members():
+        groups.setdefault(str(member.get("config_id") or member["run"]), []).append(member)
+    entries = [_entry(sweep, config_id, members) for config_id, members in groups.items()]
     # better_score: scores within float noise tie and the next key decides; full ties keep queue order
     order = cmp_to_key(lambda a, b: -1 if better_score(a.score, b.score) else int(better_score(b.score, a.score)))
     ranked = sorted((e for e in entries if e.score is not None), key=order)
@@ -128,7 +121,7 @@ def leaderboard(sweep_dir: str | Path, manifest: dict[str, Any] | None = None) -
     return ranked + [e for e in entries if e.score is None]
 
 
-def _entry(sweep_dir: Path, config_id: str, members: list[dict[str, Any]]) -> Entry:
+def _entry(sweep: SweepRecord, config_id: str, members: list[dict[str, Any]]) -> Entry:
     runs = [m["run"] for m in members]
     finished: list[dict[str, Any]] = []
     states = []
@@ -136,13 +129,13 @@ def _entry(sweep_dir: Path, config_id: str, members: list[dict[str, Any]]) -> En
     running_run = ""
     for member in members:
         name = member["run"]
-        state, summary = _member_state(sweep_dir / name, member)
+        state, summary = _member_state(sweep.run(name), member)
         states.append(state)
         if state in FINISHED_STATUSES:
             finished.append(summary)
         elif state == "running" and not running_run:
             running_run = name
-            epoch, epochs = _live_epoch(sweep_dir / name, summary)
+            epoch, epochs = _live_epoch(sweep.run(name))
     best = [s.get("best_metrics") or {} for s in finished]
     stats = {key: mean_std([b.get(key) for b in best]) for key in METRICS}
     if finished:
@@ -153,7 +146,7 @@ def _entry(sweep_dir: Path, config_id: str, members: list[dict[str, Any]]) -> En
     if finished:
         score = selection_score({key: stat["mean"] for key, stat in stats.items()})
     return Entry(rank=None, config_id=config_id, changes=dict(members[0].get("changes") or {}), runs=runs,
-                 run_dirs=[sweep_dir / name for name in runs], seeds=[m.get("seed") for m in members],
+                 run_dirs=[sweep.path / name for name in runs], seeds=[m.get("seed") for m in members],
                  seeds_done=len(finished), seeds_planned=len(members), status=status,
                  collapsed=sum(s["status"] == "collapsed" for s in finished),
                  failed=states.count("failed"), **stats,

@@ -14,13 +14,14 @@ import os
 import time
 from pathlib import Path
 
-from mammo_tui.drivers.cv import format_mean_std
 from mammo_tui.drivers.leaderboard import Entry, best_entry, leaderboard
-from mammo_tui.drivers.sweep import reproduce_command
+from mammo_tui.drivers.sweep_commands import reproduce_command
 from mammo_tui.drivers.sweep_spec import format_value
 from mammo_tui.errors import RunDirError
 from mammo_tui.markdown import table, when as _when
-from mammo_tui.rundir import group_kind, lock_held, read_group_manifest, read_summary
+from mammo_tui.rundir import group_kind, lock_held
+from mammo_tui.runread import SweepRecord
+from mammo_tui.stats import format_mean_std
 
 RANKING = ("Ranked by the selection score of the mean over finished seeds: balanced accuracy adjusted "
            "(0 = chance, 1 = perfect), then quadratic kappa, then macro AUC; the same key that picks a "
@@ -43,7 +44,8 @@ def render_sweep_report(sweep_dir: str | Path, base: str | Path | None = None) -
     the sweep folder)."""
     sweep_dir = Path(sweep_dir)
     base = Path(base) if base is not None else sweep_dir
-    manifest = read_group_manifest(sweep_dir, "sweep")
+    sweep = SweepRecord(sweep_dir)
+    manifest = sweep.manifest
     if group_kind(sweep_dir) != "sweep" or not manifest:
         raise RunDirError(f"{sweep_dir}: not a sweep folder (no readable sweep.json)")
     entries = leaderboard(sweep_dir, manifest)
@@ -98,13 +100,13 @@ def render_sweep_report(sweep_dir: str | Path, base: str | Path | None = None) -
         lines.append("A collapsed run's best checkpoint predicts (almost) one class. With on_collapse = \"warn\" "
                      "(as in the built-in defenses sweep) a collapse is shown, not repaired, so it counts here.")
         lines += [""] + [f"- {e.config_id}: {e.collapsed} of {e.seeds_done} seeds collapsed "
-                         f"({', '.join(r for r, s in zip(e.runs, _statuses(sweep_dir, e)) if s == 'collapsed')})"
+                         f"({', '.join(r for r, s in zip(e.runs, _statuses(sweep, e)) if s == 'collapsed')})"
                          for e in collapsed]
     else:
         lines.append("No finished run collapsed.")
     member_rows = []
     for member in runs:
-        summary = read_summary(sweep_dir / member["run"]) or {}
+        summary = sweep.run(member["run"]).summary or {}
         m = summary.get("best_metrics") or {}
         state = "pruned" if member.get("pruned") else (summary.get("status") or
                                                         ("not started" if not (sweep_dir / member["run"]).is_dir() else "running"))
@@ -128,12 +130,11 @@ def _num(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _statuses(sweep_dir: Path, entry: Entry) -> list[str]:
-    return [(read_summary(sweep_dir / run) or {}).get("status", "") for run in entry.runs]
+def _statuses(sweep: SweepRecord, entry: Entry) -> list[str]:
+    return [(sweep.run(run).summary or {}).get("status", "") for run in entry.runs]
 
 
 def reported_members(sweep_dir: str | Path) -> list[Path]:
     """The member runs that have a report to write (started: their event log exists)."""
-    sweep_dir = Path(sweep_dir)
-    runs = [m.get("run") for m in read_group_manifest(sweep_dir, "sweep").get("members") or [] if isinstance(m, dict)]
-    return [sweep_dir / r for r in runs if isinstance(r, str) and (sweep_dir / r / "events.jsonl").is_file()]
+    sweep = SweepRecord(sweep_dir)
+    return [sweep.path / m["run"] for m in sweep.members() if sweep.run(m["run"]).has_log]

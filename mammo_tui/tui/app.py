@@ -19,12 +19,12 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from mammo_tui.events import RUN_ENDS, Event
+from mammo_tui.exitcodes import EXIT_INTERRUPTED  # a signal (SIGHUP, SIGTERM) ended the session
 from mammo_tui.tui.dashboard import DashboardScreen
 from mammo_tui.tui.dialogs import ConfirmScreen
 
 MODES = ("wizard", "watch", "runs")
 SHUTDOWN_WAIT_S = 120.0  # a checkpoint of a big model on a slow disk takes a while
-EXIT_INTERRUPTED = 130  # a signal (SIGHUP, SIGTERM) ended the session, as the CLI's exit code
 
 
 class MammoApp(App[int]):
@@ -220,7 +220,7 @@ def watch_screen(run_dir: str | None, events: Iterable[Event] | None = None) -> 
     A sweep opens its leaderboard, read from its folder."""
     if events is not None:
         return DashboardScreen(events=events, run_dir=run_dir)
-    from mammo_tui.drivers.cv import is_cv_dir
+    from mammo_tui.rundir import is_cv_dir
     from mammo_tui.rundir import group_kind
     from mammo_tui.runlog import EVENTS_FILE, read_events
 

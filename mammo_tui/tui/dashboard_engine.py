@@ -92,7 +92,8 @@ class EngineThreads:
                                       thread=True, group="engine", name="follow", exit_on_error=False)
 
     def _follow_thread(self, run_dir: str, cancel: threading.Event) -> None:
-        from mammo_tui.drivers.cv import follow_cv, is_cv_dir
+        from mammo_tui.drivers.cv import follow_cv
+        from mammo_tui.rundir import is_cv_dir
         from mammo_tui.runlog import follow_events
 
         follow = follow_cv if is_cv_dir(run_dir) else follow_events

@@ -31,34 +31,11 @@ def started_text(timestamp: float) -> str:
 
 def run_details(path: Path) -> dict[str, Any]:
     """summary.json, or what the event log says so far for a run that has none yet;
-    for a cross-validation, the means over its finished folds."""
-    from mammo_tui.drivers.cv import cv_details, is_cv_dir
-    from mammo_tui.rundir import read_summary, run_info
-    from mammo_tui.runlog import read_events
+    for a cross-validation, the means over its finished folds (runread's details())."""
+    from mammo_tui.rundir import is_cv_dir
+    from mammo_tui.runread import CVRecord, RunRecord
 
-    if is_cv_dir(path):
-        return cv_details(path)
-    summary = read_summary(path)
-    if summary:
-        return summary
-    info = run_info(path)
-    details: dict[str, Any] = {"run_name": info.name, "status": info.status, "config": {},
-                               "best_metrics": {}, "best_epoch": None,
-                               "epochs_completed": info.epochs_completed, "preset": info.preset}
-    try:
-        events = read_events(path)
-    except OSError:
-        return details
-    for event in events:
-        if event.type == "run_started":
-            details["config"] = dict(event.config)
-        elif event.type == "epoch":
-            details["last_metrics"] = event.metrics
-        elif event.type == "checkpoint" and event.kind == "best":
-            details["best_epoch"] = event.epoch
-    best = next((e.metrics for e in events if e.type == "epoch" and e.epoch == details["best_epoch"]), None)
-    details["best_metrics"] = best or details.get("last_metrics", {})
-    return details
+    return (CVRecord(path) if is_cv_dir(path) else RunRecord(path)).details()
 
 
 def config_diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -155,7 +132,7 @@ class RunsScreen(Screen):
         table.focus()
 
     def action_refresh(self) -> None:
-        from mammo_tui.rundir import list_runs
+        from mammo_tui.runread import list_runs
 
         table = self.query_one(DataTable)
         keep = table.cursor_row
@@ -248,7 +225,7 @@ class CompareScreen(Screen):
         self.a, self.b = Path(a), Path(b)
 
     def compose(self) -> ComposeResult:
-        from mammo_tui.drivers.cv import is_cv_dir
+        from mammo_tui.rundir import is_cv_dir
 
         metrics, config = compare_tables(run_details(self.a), run_details(self.b))
         yield Header()

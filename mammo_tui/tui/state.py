@@ -23,9 +23,11 @@ from mammo_tui.events import (
     RunFailed,
     RunFinished,
     RunStarted,
+    dispatch,
+    handles,
 )
-from mammo_tui.drivers.cv import SEVERITY, mean_std
 from mammo_tui.labels import CLASS_NAMES
+from mammo_tui.stats import SEVERITY, format_mean_std, mean_std
 
 # Panel names returned by `apply` so the screen refreshes only what changed.
 PROGRESS, EPOCH, COLLAPSE, LOG, STATUS, FOLDS = "progress", "epoch", "collapse", "log", "status", "folds"
@@ -71,9 +73,9 @@ class DashboardState:
     # -- folding ---------------------------------------------------------------------------------
     def apply(self, event: Event) -> set[str]:
         """Fold one event in; return the names of the panels it changes."""
-        handler = getattr(self, f"_on_{event.type}", None)
-        return handler(event) if handler else set()
+        return dispatch(self, event, set())
 
+    @handles(RunStarted)
     def _on_run_started(self, e: RunStarted) -> set[str]:
         # a new run on this dashboard starts over; a resumed one (start_epoch > 1) keeps the epochs
         # before it, even when its directory is spelt another way (relative / absolute)
@@ -96,10 +98,12 @@ class DashboardState:
             self.note("info", note)
         return {PROGRESS, EPOCH, COLLAPSE, LOG, STATUS}
 
+    @handles(BatchProgress)
     def _on_batch(self, e: BatchProgress) -> set[str]:
         self.batch = e
         return {PROGRESS}
 
+    @handles(EpochMetrics)
     def _on_epoch(self, e: EpochMetrics) -> set[str]:
         self.epochs = [m for m in self.epochs if m.epoch < e.epoch] + [e]
         self.epochs_total = e.epochs or self.epochs_total
@@ -109,6 +113,7 @@ class DashboardState:
                           f"bal-acc-adj {fmt(m.get('balanced_accuracy_adjusted'))}  {e.trainable}")
         return {PROGRESS, EPOCH, LOG}
 
+    @handles(CollapseStatus)
     def _on_collapse(self, e: CollapseStatus) -> set[str]:
         self.collapse = e
         if e.status != "healthy":
@@ -116,6 +121,7 @@ class DashboardState:
             self.note(level, f"epoch {e.epoch}: {e.status}: " + "; ".join(e.reasons))
         return {COLLAPSE, LOG}
 
+    @handles(CheckpointSaved)
     def _on_checkpoint(self, e: CheckpointSaved) -> set[str]:
         if e.kind == "best":
             self.best_epoch = e.epoch
@@ -133,6 +139,7 @@ class DashboardState:
             self.best_healthy_epoch = e.epoch
         return set()  # "last" is saved every epoch; not news
 
+    @handles(ConfigChanged)
     def _on_config_changed(self, e: ConfigChanged) -> set[str]:
         # the engine reports each change as [old, new]
         self.config.update({key: new for key, (_old, new) in e.changes.items()})
@@ -140,11 +147,13 @@ class DashboardState:
         self.note("warning", f"epoch {e.epoch}: config changed ({changes}): {e.reason}")
         return {LOG, STATUS}
 
+    @handles(LogMessage)
     def _on_log(self, e: LogMessage) -> set[str]:
         prefix = f"epoch {e.epoch}: " if e.epoch is not None else ""
         self.note(e.level, prefix + e.message)
         return {LOG}
 
+    @handles(RunFinished)
     def _on_finished(self, e: RunFinished) -> set[str]:
         self.finished = e
         self.best_epoch = e.best_epoch if e.best_epoch is not None else self.best_epoch
@@ -165,6 +174,7 @@ class DashboardState:
         for line in dashboard_lines(run_dir, status, is_cv=is_cv, epochs_completed=epochs):
             self.note("info", line)
 
+    @handles(RunFailed)
     def _on_failed(self, e: RunFailed) -> set[str]:
         self.failed = e
         self.starting = ""
@@ -173,6 +183,7 @@ class DashboardState:
         self.note("error", f"run failed: {e.error}")
         return {PROGRESS, LOG, STATUS}
 
+    @handles(FoldStarted)
     def _on_fold_started(self, e: FoldStarted) -> set[str]:
         if e.cv_dir != self.cv_dir:  # another cross-validation on this dashboard (apply a fix)
             self.fold_results, self.cv_finished = {}, None
@@ -183,6 +194,7 @@ class DashboardState:
         self.note("info", f"── fold {e.fold}/{e.folds} ──")
         return {PROGRESS, EPOCH, COLLAPSE, LOG, STATUS, FOLDS}
 
+    @handles(FoldFinished)
     def _on_fold_finished(self, e: FoldFinished) -> set[str]:
         self.fold_results[e.fold] = e
         kappa = fmt(e.best_metrics.get("kappa_quadratic"))
@@ -191,6 +203,7 @@ class DashboardState:
                   f"fold {e.fold}/{e.folds}: {e.status} ({how})")
         return {FOLDS, LOG, STATUS}
 
+    @handles(CVFinished)
     def _on_cv_finished(self, e: CVFinished) -> set[str]:
         self.cv_finished = e
         agg = e.summary.get("aggregate", {})
@@ -231,7 +244,7 @@ class DashboardState:
             self.failed is not None or (self.finished is not None and self.finished.interrupted))
 
     def fold_mean_std(self, key: str) -> dict[str, Any]:
-        """cv.mean_std of a best-epoch metric over the folds finished so far (the live summary row)."""
+        """stats.mean_std of a best-epoch metric over the folds finished so far (the live summary row)."""
         return mean_std([r.best_metrics.get(key) for r in self.fold_results.values()])
 
     @property
@@ -306,8 +319,6 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 def fmt_pm(stat: dict[str, Any] | None) -> str:
     """A cv_summary mean ± std entry ("–" when there is none, like fmt)."""
-    from mammo_tui.drivers.cv import format_mean_std
-
     return format_mean_std(stat, missing="–")
 
 

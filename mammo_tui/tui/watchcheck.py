@@ -12,7 +12,7 @@ STALE_AFTER_S = 5 * 60.0  # no event for this long, and no process holds the run
 
 def watch_problem(path: str | Path) -> str | None:
     """Why `watch PATH` has nothing to show (the CLI prints it and exits 2), or None."""
-    from mammo_tui.drivers.cv import is_cv_dir
+    from mammo_tui.rundir import is_cv_dir
     from mammo_tui.rundir import SUMMARY_FILE, group_kind
     from mammo_tui.runlog import EVENTS_FILE
 
