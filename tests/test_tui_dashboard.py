@@ -9,7 +9,7 @@ from mammo_tui.tui.app import MammoApp
 from mammo_tui.tui.dashboard import READ_ONLY_MSG, DashboardScreen
 from mammo_tui.tui.dialogs import HelpScreen
 from mammo_tui.tui.messages import EngineEvent
-from mammo_tui.tui.sample import sample_events
+from samples import sample_events
 from tui_helpers import async_test, screen_text, wait_until
 from mammo_tui.tui.widgets import CollapseBanner, CurvePlot, SuggestionList
 

@@ -22,7 +22,7 @@ from mammo_tui.tui.dashboard import DashboardScreen
 from mammo_tui.app import TrainRequest
 from mammo_tui.tui.dialogs import ConfirmScreen
 from mammo_tui.tui.messages import EngineDone, EngineEvent
-from mammo_tui.tui.sample import sample_events, sample_wizard_state
+from samples import sample_events, sample_wizard_state
 from mammo_tui.tui.state import DashboardState
 from tui_helpers import async_test, screen_text, tiny_config, wait_until
 from mammo_tui.tui.wizard import DatasetScreen, spec_from_inputs

@@ -12,7 +12,7 @@ from mammo_tui.runlog import RunLogWriter
 from mammo_tui.tui.app import MammoApp
 from mammo_tui.tui.dashboard import DashboardScreen
 from mammo_tui.tui.runs import CompareScreen, RunsScreen
-from mammo_tui.tui.sample import sample_events
+from samples import sample_events
 from tui_helpers import async_test, screen_text, tiny_config, wait_until
 from mammo_tui.tui.widgets import CollapseBanner
 

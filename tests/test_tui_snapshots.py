@@ -14,7 +14,7 @@ from mammo_tui.tui.configure import ConfigScreen
 from mammo_tui.tui.dashboard import DashboardScreen
 from mammo_tui.tui.decision import DecisionScreen
 from mammo_tui.tui.fingerprint_view import FingerprintScreen
-from mammo_tui.tui.sample import sample_cv_events, sample_events, sample_wizard_state
+from samples import sample_cv_events, sample_events, sample_wizard_state
 from tui_helpers import wait_until
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]

@@ -9,7 +9,7 @@ import pytest
 from mammo_tui.config import TrainConfig
 from mammo_tui.events import BatchProgress, RunStarted
 from mammo_tui.tui import render
-from mammo_tui.tui.sample import sample_events
+from samples import sample_events
 from mammo_tui.tui.state import EPOCH, LOG, PROGRESS, DashboardState, fmt, fmt_duration
 
 
@@ -226,7 +226,7 @@ def plain(renderable, width: int = 60) -> str:
 
 
 def test_a_cross_validation_folds_into_one_row_per_fold_and_a_summary():
-    from mammo_tui.tui.sample import sample_cv_events
+    from samples import sample_cv_events
 
     state = folded(sample_cv_events())
     assert state.is_cv and state.folds_total == 5 and sorted(state.fold_results) == [1, 2, 3, 4, 5]
@@ -245,7 +245,7 @@ def test_a_cross_validation_folds_into_one_row_per_fold_and_a_summary():
 
 
 def test_a_running_cross_validation_shows_the_fold_and_a_partial_mean():
-    from mammo_tui.tui.sample import sample_cv_events
+    from samples import sample_cv_events
 
     state = folded(sample_cv_events(finished=False))
     assert state.fold == 3 and sorted(state.fold_results) == [1, 2] and not state.cv_finished
@@ -259,7 +259,7 @@ def test_a_running_cross_validation_shows_the_fold_and_a_partial_mean():
 
 def test_each_fold_starts_with_empty_panels_and_a_new_cv_clears_the_old_folds():
     from mammo_tui.events import FoldStarted
-    from mammo_tui.tui.sample import sample_cv_events
+    from samples import sample_cv_events
 
     state = folded(sample_cv_events())
     changed = state.apply(FoldStarted(fold=1, folds=3, cv_dir="runs/another", run_dir="runs/another/fold-1"))
@@ -269,7 +269,7 @@ def test_each_fold_starts_with_empty_panels_and_a_new_cv_clears_the_old_folds():
 
 
 def test_narrow_fold_tables_drop_the_recall_column():
-    from mammo_tui.tui.sample import sample_cv_events
+    from samples import sample_cv_events
 
     state = folded(sample_cv_events())
     assert "min recall" in plain(render.folds_table(state, 50))
@@ -287,7 +287,7 @@ def test_cv_warning_names_classes_rarer_than_the_folds():
 
 
 def test_a_finished_cv_offers_its_worst_folds_fix():
-    from mammo_tui.tui.sample import sample_cv_events
+    from samples import sample_cv_events
 
     events = sample_cv_events()
     state = folded(events)
@@ -301,7 +301,7 @@ def test_a_finished_cv_offers_its_worst_folds_fix():
 
 def test_a_failed_fold_shows_as_failed_in_the_fold_table():
     from mammo_tui.events import RunFailed
-    from mammo_tui.tui.sample import sample_cv_events
+    from samples import sample_cv_events
 
     state = folded(sample_cv_events(finished=False))
     state.apply(RunFailed(error="loss became nan at epoch 2, batch 3", epoch=2, batch=3))

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import shutil
-from pathlib import Path
-
 from textual.widgets import Button, Input, Select
 
 from mammo_tui.tui.app import MammoApp
@@ -154,7 +150,7 @@ async def test_a_dataset_from_the_command_line_is_scanned_at_once(tmp_path, demo
 
 @async_test
 async def test_the_back_button_of_each_step_returns_to_the_previous_screen():
-    from mammo_tui.tui.sample import sample_wizard_state
+    from samples import sample_wizard_state
 
     app = MammoApp("wizard")
     async with app.run_test(size=(120, 40)) as pilot:

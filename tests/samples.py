@@ -121,7 +121,7 @@ def sample_events(collapsed: bool = False, finished: bool = True, epochs: int | 
 
 def sample_cv_events(folds: int = 5, finished: bool = True) -> list[Event]:
     """A cross-validation in runs/cv5-sample: fold 2 collapses; unfinished, it stops in fold 3."""
-    from mammo_tui.drivers.cv import aggregate, worst_status
+    from mammo_tui.stats import aggregate, worst_status
 
     cv_dir = "runs/cv5-sample"
     out: list[Event] = []
@@ -138,7 +138,7 @@ def sample_cv_events(folds: int = 5, finished: bool = True) -> list[Event]:
         end = events[-1]
         rows.append({"fold": fold, "status": end.status, "best_epoch": end.best_epoch,
                      "best_metrics": end.best_metrics})
-        last_check = [e for e in events if e.type == "collapse"][-1]
+        last_check = [e for e in events if isinstance(e, CollapseStatus)][-1]
         fixes = last_check.suggestions if last_check.status != "healthy" else []
         out.append(FoldFinished(fold=fold, folds=folds, status=end.status, best_epoch=end.best_epoch,
                                 best_metrics=end.best_metrics, suggestions=fixes, time=T0))
