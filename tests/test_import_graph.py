@@ -35,6 +35,13 @@ APP_BUT_REQUESTS = ("mammo_tui.app.launch", "mammo_tui.app.fixes", "mammo_tui.ap
 APP_ABOVE_DRIVERS = ("mammo_tui.app.launch", "mammo_tui.app.fixes", "mammo_tui.app.nextsteps")
 # what the wizard imports at start-up: no torch, no engine, no driver, at any depth
 TORCH_FREE_APP = ("mammo_tui.app.requests", "mammo_tui.app.planning", "mammo_tui.app.fixes")
+# the read model: one way to read a run directory, for every reader; it stands on the floor alone
+READ_MODEL = ["mammo_tui.runread", "mammo_tui.stats"]
+ABOVE_THE_FLOOR = ("mammo_tui.app", "mammo_tui.drivers", "mammo_tui.engine", "mammo_tui.tracking",
+                   "mammo_tui.report", "mammo_tui.cv_report", "mammo_tui.report_parts", "mammo_tui.evaluate",
+                   "torch", "torchvision")
+# a report reads files: it never trains, plans or imports torch
+REPORTS = ["mammo_tui.report", "mammo_tui.cv_report", "mammo_tui.report_parts"]
 # the config is the floor: it names its own keys and checks its own values
 CONFIG_MAY_IMPORT = {"mammo_tui", "mammo_tui.errors", "mammo_tui.labels"}
 
@@ -204,7 +211,7 @@ def test_the_graph_sees_the_package():
     graph, external = import_graph()
     assert "mammo_tui.engine.trainer" in graph and "mammo_tui.tui.app" in graph
     assert "mammo_tui.tui.dashboard" in graph["mammo_tui.tui.app"]  # a module-level import
-    assert "mammo_tui.app.launch" in graph["mammo_tui.tui.dashboard"]  # a lazy one
+    assert "mammo_tui.app.launch" in graph["mammo_tui.tui.dashboard_engine"]  # a lazy one
     assert "mammo_tui.engine.trainer" in graph["mammo_tui.app.launch"]  # a lazy one
     assert "textual" in external["mammo_tui.tui.app"]
 
@@ -240,6 +247,9 @@ def test_layer_rules():
              + violations("torch-free app stages", list(TORCH_FREE_APP),
                           ("mammo_tui.engine", "mammo_tui.drivers", "torch", "torchvision"), graph, external)
              + violations("faces", faces, ("mammo_tui.engine",), graph, external)
+             + violations("read model", READ_MODEL, ABOVE_THE_FLOOR, graph, external)
+             + violations("reports", REPORTS, ("mammo_tui.app", "mammo_tui.engine", "torch", "torchvision"),
+                          graph, external)
              + [f"config: mammo_tui.config imports {target}" for target in sorted(graph["mammo_tui.config"])
                 if target not in CONFIG_MAY_IMPORT])
     assert not found, "layer rules broken:\n" + "\n".join(found)
@@ -252,3 +262,14 @@ def test_layer_rules_can_fail():
         "engine: mammo_tui.engine.trainer imports mammo_tui.drivers.cv"]
     assert violations("run-directory layer", ["mammo_tui.rundir"], ("textual",), graph, external) == [
         "run-directory layer: mammo_tui.rundir imports textual"]
+
+
+def test_every_subpackage_ships_in_the_wheel():
+    """pyproject lists its packages by hand: a new subpackage missing there works in an editable
+    install (this checkout) and is absent from a wheel (ImportError on a user's machine)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT.parent / "pyproject.toml").read_text(encoding="utf-8"))
+                 ["tool"]["setuptools"]["packages"])
+    subpackages = {module_name(init) for init in ROOT.rglob("__init__.py")}
+    assert subpackages - listed == set()
