@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from PIL import Image
 from pydicom.encaps import encapsulate
 
 from corpus import FAST, assert_clean, good_rows, mammo, write_csv

@@ -5,7 +5,6 @@ intends, unlabelled rows counted, views reported, the official split honoured.""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from corpus import FAST, assert_clean, mammo

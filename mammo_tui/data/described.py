@@ -21,8 +21,6 @@ import os
 import re
 import stat
 import string
-from collections import Counter
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 

@@ -22,14 +22,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mammo_tui.data.records import (
     GROUP_SOURCE_LABELS,
     PER_IMAGE,
     ImageInfo,
-    ImageReadError,
     ImageRecord,
     Problem,
     ValidationReport,
