@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mammo_tui import config
 from mammo_tui.app import TrainRequest, train
+from mammo_tui.events import EpochMetrics
 from mammo_tui.prepare import ensure_demo_dataset
 
 
@@ -29,7 +30,7 @@ def run(spec, outdir: Path, cached: bool, args) -> tuple[list[float], list[dict]
     epochs: list = []
     t0 = time.perf_counter()
     train(TrainRequest(config=cfg, dataset=spec, outdir=str(outdir), run_name=f"cached-{cached}"),
-          lambda e: epochs.append(e) if e.type == "epoch" else None)
+          lambda e: epochs.append(e) if isinstance(e, EpochMetrics) else None)
     total = time.perf_counter() - t0
     return [e.epoch_time_s for e in epochs], [e.metrics for e in epochs], total
 

@@ -24,11 +24,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mammo_tui.rundir import group_kind, member_dirs  # noqa: E402
+from mammo_tui.events import (BatchProgress, CheckpointSaved, CollapseStatus, ConfigChanged,  # noqa: E402
+                              DataProgress, EpochMetrics, LogMessage, RUN_ENDS, RunStarted)
 from mammo_tui.runlog import EVENTS_FILE, read_events  # noqa: E402
 from mammo_tui.tracking.sinks import make_tracker  # noqa: E402
 from mammo_tui.tracking.spec import parse_spec  # noqa: E402
 
-PER_EPOCH = ("epoch", "collapse", "checkpoint", "log", "config_changed")
+PER_EPOCH = (EpochMetrics, CollapseStatus, CheckpointSaved, LogMessage, ConfigChanged)
 
 
 def runs_of(paths: list[str]) -> list[Path]:
@@ -47,19 +49,19 @@ def replay(run_dir: Path, kind: str, store: Path) -> tuple[list[float], float, l
     end, epoch_times, current = 0.0, [], 0
     try:
         for event in read_events(copy):
-            if event.type in ("batch", "data_progress"):
+            if isinstance(event, (BatchProgress, DataProgress)):
                 continue  # the trainer hands these to trackers too; they return at once
-            if event.type == "run_started":  # where the live trainer's run dir is
+            if isinstance(event, RunStarted):  # where the live trainer's run dir is
                 event.run_dir = str(copy)
             t0 = time.perf_counter()
             tracker(event)
             spent = time.perf_counter() - t0
-            if event.type == "epoch":
+            if isinstance(event, EpochMetrics):
                 current = event.epoch
                 epoch_times.append(event.epoch_time_s)
-            if event.type in PER_EPOCH and current:
+            if isinstance(event, PER_EPOCH) and current:
                 per_epoch[current] = per_epoch.get(current, 0.0) + spent
-            elif event.type in ("finished", "failed"):
+            elif isinstance(event, RUN_ENDS):
                 end += spent
     finally:
         tracker.close()

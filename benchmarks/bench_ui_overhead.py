@@ -60,18 +60,19 @@ def timed(run):
 
 def run_headless(config, spec, outdir: Path, name: str):
     from mammo_tui.app import TrainRequest, train
+    from mammo_tui.events import EpochMetrics
 
     epochs = []
     train(TrainRequest(config=config, dataset=spec, outdir=str(outdir), run_name=name),
-          lambda e: epochs.append(e) if e.type == "epoch" else None)
+          lambda e: epochs.append(e) if isinstance(e, EpochMetrics) else None)
     return epochs
 
 
 def run_with_dashboard(config, spec, outdir: Path, name: str, size=(120, 40)):
+    from mammo_tui.app import TrainRequest
     from mammo_tui.tui.app import MammoApp
-    from mammo_tui.tui.job import TrainJob
 
-    app = MammoApp(job=TrainJob(config=config, dataset=spec, outdir=str(outdir), run_name=name))
+    app = MammoApp(job=TrainRequest(config=config, dataset=spec, outdir=str(outdir), run_name=name))
 
     async def drive() -> float:
         async with app.run_test(size=size) as pilot:

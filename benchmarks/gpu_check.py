@@ -151,13 +151,14 @@ def torchrun_shared_dataset(outdir: Path) -> None:
 def engine_run(cached: bool, tmp: Path, spec) -> float:
     from mammo_tui import config
     from mammo_tui.app import TrainRequest, train
+    from mammo_tui.events import EpochMetrics
 
     cfg = config.resolve("head_only", {"arch": "resnet50", "pretrained": False, "img_size": 224, "epochs": 3,
                                        "augment": False, "frozen_feature_cache": cached, "device": "cuda",
                                        "early_stop_patience": 0})
     epochs = []
     result = train(TrainRequest(config=cfg, dataset=spec, outdir=str(tmp / "runs"), run_name=f"gpu-{cached}"),
-                   lambda e: epochs.append(e.epoch_time_s) if e.type == "epoch" else None)
+                   lambda e: epochs.append(e.epoch_time_s) if isinstance(e, EpochMetrics) else None)
     assert result.exit_code in (0, 3), result
     return statistics.median(epochs)
 
