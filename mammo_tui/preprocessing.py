@@ -39,6 +39,12 @@ class Preprocessing:
                    float(norm.get("mean", NORM_MEAN)), float(norm.get("std", NORM_STD)),
                    str(state.get("window", WINDOW)))
 
+    @property
+    def canonical_side(self) -> bool:
+        """Every image has its chest wall on the left (the breast crop flips right breasts): an
+        augmentation must not flip it back, or training sees a side evaluation never does."""
+        return self.crop_breast
+
     def checkpoint_fields(self) -> dict[str, Any]:
         """The keys a checkpoint records (eval / predict preprocess exactly as training did)."""
         return {"img_size": self.img_size, "crop_breast": self.crop_breast, "in_channels": 1,

@@ -1,8 +1,9 @@
 """torch Dataset over preloaded images (see cache.load_images). The only data module importing torch.
 
 Augmentation runs on [0, 1] float32 images (albumentations clips float32 to [0, 1], so it must come
-before normalisation): horizontal flip (left and right breasts), a small affine (scale, shift,
-rotation; padding with 0 = background) and brightness/contrast jitter. Then
+before normalisation): horizontal flip (left and right breasts; never when the preprocessing put
+every chest wall on the left, which a flip would undo), a small affine (scale, shift, rotation;
+padding with 0 = background) and brightness/contrast jitter. Then
 x -> (x - NORM_MEAN) / NORM_STD, which maps the [0, 1] range to [-2, 2]: background (0) to -2 and
 a typical breast (~0.3-0.7) around 0, close to what a pretrained network's first layer expects.
 """
@@ -23,10 +24,11 @@ from torch.utils.data import Dataset, get_worker_info  # noqa: E402
 from mammo_tui.preprocessing import NORM_MEAN, NORM_STD  # noqa: E402
 
 
-def build_augmentation(seed: int = 0) -> A.Compose:
+def build_augmentation(seed: int = 0, flip: bool = True) -> A.Compose:
+    """`flip`: False when the images share one orientation (Preprocessing.canonical_side)."""
     return A.Compose(
         [
-            A.HorizontalFlip(p=0.5),
+            *([A.HorizontalFlip(p=0.5)] if flip else []),
             A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-10, 10),
                      border_mode=cv2.BORDER_CONSTANT, fill=0, p=0.7),
             A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.5),
@@ -62,14 +64,16 @@ class ImageDataset(Dataset):
     """(float32 tensor [1, S, S], int label) from a float16/float32 array [N, S, S] in [0, 1], or
     anything indexable by row like it (Rows, cache.MappedImages, cache.StreamedImages)."""
 
-    def __init__(self, images: np.ndarray, labels: Sequence[int], augment: bool, seed: int = 0) -> None:
+    def __init__(self, images: np.ndarray, labels: Sequence[int], augment: bool, seed: int = 0,
+                 flip: bool = True) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = images  # kept by reference: no copy of a preloaded dataset
         self.labels = [int(label) for label in labels]
         self.augment = augment
         self.seed = seed
-        self._transform = build_augmentation(seed) if augment else None
+        self.flip = flip
+        self._transform = build_augmentation(seed, flip) if augment else None
         self._worker_seed: int | None = None
 
     def __len__(self) -> int:

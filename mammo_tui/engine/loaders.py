@@ -104,7 +104,7 @@ def train_loader(cfg: TrainConfig, data: Splits, epoch: int, features: torch.Ten
         dataset = TensorDataset(features, torch.as_tensor(data.train_labels))
     else:
         dataset = ImageDataset(data.train_images, data.train_labels, augment=cfg.augment,
-                               seed=cfg.seed * 1000 + epoch)
+                               seed=cfg.seed * 1000 + epoch, flip=not Preprocessing.of(cfg).canonical_side)
     sampler = None
     seed = cfg.seed * 1000 + epoch
     if balanced or (cfg.sampler == "weighted" and cfg.sampler_power > 0):

@@ -46,3 +46,36 @@ def test_works_in_a_dataloader(images):
 def test_length_mismatch_is_refused(images):
     with pytest.raises(ValueError):
         ImageDataset(images, [0, 1], augment=False)
+
+
+def _chest_wall_side(tensor: torch.Tensor) -> str:
+    image = tensor[0].numpy()
+    return "left" if image[:, :16].mean() > image[:, 16:].mean() else "right"
+
+
+def test_images_the_crop_turned_chest_wall_left_are_never_flipped_back():
+    """The breast crop flips every right breast so the chest wall is on the left; a horizontal flip
+    in the augmentation would undo that for half the training inputs, while every evaluation input
+    keeps it on the left. Without the crop, flipping left and right breasts is the augmentation."""
+    batch = np.zeros((40, 32, 32), dtype=np.float32)
+    batch[:, 4:28, 0:10] = 0.9  # the chest wall side: bright, on the left
+    batch[:, 8:24, 10:18] = 0.4
+    canonical = ImageDataset(batch, [0] * 40, augment=True, seed=3, flip=False)
+    assert {_chest_wall_side(canonical[i][0]) for i in range(40)} == {"left"}
+    free = ImageDataset(batch, [0] * 40, augment=True, seed=3, flip=True)
+    assert {_chest_wall_side(free[i][0]) for i in range(40)} == {"left", "right"}
+
+
+@pytest.mark.parametrize("crop_breast, flips", [(True, False), (False, True)])
+def test_the_training_loader_flips_only_images_without_a_canonical_side(crop_breast, flips, tiny_config):
+    from mammo_tui.engine.loaders import Splits, train_loader
+    from mammo_tui.preprocessing import Preprocessing
+
+    cfg = tiny_config(crop_breast=crop_breast, augment=True)
+    assert Preprocessing.of(cfg).canonical_side is crop_breast
+    labels = np.array([0, 1, 2, 3] * 4)
+    none = np.zeros((0, 32, 32), dtype=np.float16)
+    data = Splits(np.zeros((16, 32, 32), dtype=np.float16), labels, none, labels[:0], none, labels[:0], [],
+                  np.bincount(labels).tolist())
+    loader = train_loader(cfg, data, epoch=1, features=None, balanced=False, dist=None, device=torch.device("cpu"))
+    assert loader.dataset.flip is flips
