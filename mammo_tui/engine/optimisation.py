@@ -3,6 +3,7 @@ restart, narrowed to the head for cRT, and saved in last.pt as "optimizer" and "
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +52,31 @@ class Optimisation(Policy):
         else:
             self.scheduler = None
 
-    def change_schedule(self, cfg: TrainConfig, segment_start: int) -> None:
-        """A --force resume that changed lr, weight_decay, scheduler or epochs: the optimizer keeps
-        its moments, but the saved LR schedule would otherwise override the new values. The new lr
-        is used as given on the next epoch and the schedule spans what is left (as after a restart)."""
+    def change_schedule(self, cfg: TrainConfig, after_epoch: int, changes: dict[str, tuple[Any, Any]]) -> None:
+        """A --force resume after `after_epoch` that changed lr, weight_decay, scheduler or epochs
+        (`changes`: key -> (old, new)). The optimizer keeps its moments; the saved schedule is
+        replaced, never left to override the new values:
+
+        - a new lr or scheduler starts a new schedule at the next epoch: the lr as given, then a
+          cosine over the epochs left (as after a restart);
+        - a new length alone stretches (or shrinks) the cosine under way to end at the new last
+          epoch: each epoch left gets the lr a run launched with that length has there;
+        - a new weight_decay alone changes nothing else.
+        """
         for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] = cfg.lr
             group["weight_decay"] = cfg.weight_decay
-        self.build_schedule(cfg, segment_start)
+        if {"lr", "scheduler"} & changes.keys():
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["initial_lr"] = cfg.lr
+            self.build_schedule(cfg, after_epoch + 1)
+        elif "epochs" in changes and isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            old, new = changes["epochs"]
+            cosine = self.scheduler
+            cosine.T_max = max(cosine.last_epoch + 1, cosine.T_max + int(new) - int(old))
+            # the closed form at the steps taken; later steps follow from it (the recursive form)
+            progress = math.cos(math.pi * cosine.last_epoch / cosine.T_max)
+            for group, base in zip(self.optimizer.param_groups, cosine.base_lrs):
+                group["lr"] = cosine.eta_min + (base - cosine.eta_min) * (1 + progress) / 2
 
     def crt(self, cfg: TrainConfig) -> None:
         """cRT: plain CE and a fresh optimizer over the head alone; no schedule."""

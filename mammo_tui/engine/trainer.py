@@ -153,7 +153,7 @@ class Trainer:
             if self.setup.changed:
                 self.record.new_segment(epoch, self.cfg, "changed on resume", restart=False)
                 if SCHEDULE_KEYS & set(self.setup.changed):
-                    self.optimisation.change_schedule(self.cfg, self.segment_start)
+                    self.optimisation.change_schedule(self.cfg, epoch, self.setup.changed)
         if self.setup.changed:
             change = self.record.add_change(epoch, self.setup.changed, self.segments[-1]["reason"])
             self.pending.append(ConfigChanged(epoch=epoch, changes=change["changes"], reason=change["reason"]))

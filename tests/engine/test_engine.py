@@ -1,6 +1,7 @@
 """The training engine on real (tiny) demo data: defenses, collapse, resume, failures."""
 
 import dataclasses
+import math
 import threading
 
 import numpy as np
@@ -240,6 +241,36 @@ def test_a_run_from_before_crop_breast_resumes_without_the_crop(tiny_demo, tmp_p
 
 
 @pytest.mark.slow
+def _epoch_lrs(events) -> dict[int, float]:
+    return {e.epoch: e.lr for e in events if e.type == "epoch"}
+
+
+@pytest.mark.slow
+def test_a_forced_resume_with_a_new_lr_anneals_a_cosine_over_the_epochs_left(tiny_demo, tmp_path):
+    """After 3 epochs at 1e-3 of a 3-epoch cosine, `--resume --epochs 8 --lr 5e-4 --force` trains
+    epochs 4-8 at 5e-4 x (1 + cos(pi k / 5)) / 2, k = 0..4: the new lr as given, then a cosine over
+    the 5 epochs left (it used to span all 8 epochs: 5.00, 4.81, 4.27, 3.46, 2.50 x 1e-4)."""
+    first, _ = run(tiny_demo, tmp_path, epochs=3, lr=1e-3, max_batches_per_epoch=1, scheduler="cosine")
+    events = []
+    train(TrainRequest(resume=str(first.run_dir), overrides={"epochs": 8, "lr": 5e-4}, force=True), events.append)
+    expected = [5e-4 * (1 + math.cos(math.pi * k / 5)) / 2 for k in range(5)]
+    assert [_epoch_lrs(events)[epoch] for epoch in range(4, 9)] == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_a_forced_resume_with_a_new_length_follows_the_schedule_of_a_run_that_long(tiny_demo, tmp_path):
+    """`--set epochs=6 --force` on a finished 3-epoch cosine run (the command every run prints at its
+    end) trains epochs 4-6 at the lr a 6-epoch run has there: not at the finished schedule's 0, not
+    back at the configured lr."""
+    short, _ = run(tiny_demo, tmp_path / "a", epochs=3, max_batches_per_epoch=1, scheduler="cosine")
+    events = []
+    train(TrainRequest(resume=str(short.run_dir), overrides={"epochs": 6}, force=True), events.append)
+    _, long_events = run(tiny_demo, tmp_path / "b", epochs=6, max_batches_per_epoch=1, scheduler="cosine")
+    resumed, launched = _epoch_lrs(events), _epoch_lrs(long_events)
+    assert [resumed[e] for e in (4, 5, 6)] == pytest.approx([launched[e] for e in (4, 5, 6)], rel=1e-6)
+    assert 0 < resumed[6] < resumed[5] < resumed[4] < launched[1]
+
+
 def test_a_forced_resume_trains_with_the_new_lr(tiny_demo, tmp_path):
     """--force with another lr: the saved optimizer and LR schedule must not override it."""
     first, _ = run(tiny_demo, tmp_path, epochs=1, max_batches_per_epoch=1, scheduler="cosine")
