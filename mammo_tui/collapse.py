@@ -229,7 +229,9 @@ def detect_collapse(
         reasons.append(f"kappa {_below(kappa, cfg.collapse_kappa)} (unweighted)")
     bal_adj = float(metrics["balanced_accuracy_adjusted"])
     if bal_adj < cfg.warn_bal_acc_adj - _EPS:  # e.g. (0.475 - 0.25) / 0.75 is 0.29999999999999993
-        reasons.append(f"balanced accuracy adj. {_below(bal_adj, cfg.warn_bal_acc_adj)}")
+        one_class = sum(1 for count in metrics.get("true_counts") or [] if count) == 1
+        reasons.append(f"balanced accuracy adj. {_below(bal_adj, cfg.warn_bal_acc_adj)}"
+                       + (" (the validation set holds one class: nothing to tell apart)" if one_class else ""))
     drift = _drift(metrics, _distributions(previous), cfg.warn_drift)
     if drift:
         reasons.append(drift)

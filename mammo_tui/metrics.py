@@ -86,8 +86,9 @@ def compute_metrics(
     lists always have `num_classes` slots (0 for classes absent from both arrays); the confusion
     matrix has rows = true class, columns = predicted class. `balanced_accuracy` is the mean
     recall over the classes present in y_true (the standard definition); its adjusted form uses
-    chance = 1/num_classes, whatever classes the set holds (see balanced_accuracy_adjusted).
-    Undefined kappas are 0.0 (chance level), never NaN; `auc_macro` is None when it cannot be
+    chance = 1/num_classes, whatever classes the set holds (see balanced_accuracy_adjusted), and it
+    is 0.0 on a set holding one class only (no discrimination to measure). Undefined kappas are 0.0
+    (chance level), never NaN; `auc_macro` is None when it cannot be
     computed (no probabilities, fewer than two classes present).
     """
     from sklearn.metrics import (
@@ -121,7 +122,11 @@ def compute_metrics(
     # Chance level is 1/K for the K classes the model chooses among, whatever this set holds.
     # sklearn's adjusted=True uses the classes present in y_true instead, so the same recalls
     # would score differently on a fold without A images and the 0.3 threshold would shift.
-    balanced_adj = balanced_accuracy_adjusted(balanced, num_classes)
+    # With one class in the set there is nothing to tell apart: a model that predicts that class
+    # everywhere would score a perfect 1.0 (and be selected as the best epoch). Undefined, like
+    # the kappas there: chance level, 0.0.
+    present = len(np.unique(yt))
+    balanced_adj = balanced_accuracy_adjusted(balanced, num_classes) if present >= 2 else 0.0
     pred_counts = np.bincount(yp, minlength=num_classes)
     true_counts = np.bincount(yt, minlength=num_classes)
     return {

@@ -116,8 +116,11 @@ class BestCheckpoints(Policy):
 
 
 class EarlyStopping(Policy):
-    """Stop after `early_stop_patience` epochs without a better selection score. The count is not
-    saved in checkpoints: a resumed run counts from zero."""
+    """Stop after `early_stop_patience` epochs without a better selection score. The count is saved
+    in last.pt, so a resumed run stops where the uninterrupted one would (a checkpoint from before
+    it was saved counts from zero)."""
+
+    TYPES = {"early_stop_stale": int}
 
     def __init__(self) -> None:
         self.stale = 0  # epochs since the selection score last improved
@@ -130,6 +133,13 @@ class EarlyStopping(Policy):
 
     def should_stop(self, patience: int) -> bool:
         return bool(patience) and self.stale >= patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"early_stop_stale": self.stale}
+
+    def load_state_dict(self, state: dict[str, Any], source: str | Path = "") -> None:
+        super().load_state_dict(state, source)
+        self.stale = int(state.get("early_stop_stale", 0))
 
 
 class Recovery(Policy):

@@ -224,7 +224,7 @@ class Trainer:
             if outcome is None:
                 return True
             metrics, result, score = outcome
-            self.early_stop.step(self._keep_checkpoints(epoch, metrics, result.status, score))
+            self._keep_checkpoints(epoch, metrics, result.status, score)
             action = self._after_epoch(epoch, result)
             if action == "restarted":
                 self.early_stop.reset()
@@ -290,17 +290,17 @@ class Trainer:
         return evaluate(self.model, features, lambda: val_loader(self.cfg, self.data, features, self.device),
                         self.optimisation, self.dist)
 
-    def _keep_checkpoints(self, epoch: int, metrics: dict[str, Any], status: str, score: tuple) -> bool:
-        """best.pt (by selection score), healthy.pt (the best healthy epoch), last.pt, summary.json.
-        Returns whether the selection score improved."""
+    def _keep_checkpoints(self, epoch: int, metrics: dict[str, Any], status: str, score: tuple) -> None:
+        """best.pt (by selection score), healthy.pt (the best healthy epoch), last.pt (with the
+        early-stop count after this epoch), summary.json."""
         improved = self.best.improve(epoch, score)
+        self.early_stop.step(improved)
         if improved:
             self._save("best", epoch, metrics, status, score)
         if self.best.improve_healthy(epoch, status, score, self.model):
             self._save("healthy", epoch, metrics, status, score)
         self._save("last", epoch, metrics, status, score)
         self._write_summary("running", interrupted=False)
-        return improved
 
     def _after_epoch(self, epoch: int, result) -> str:
         """"continue", "restarted" (a collapse recovered) or "stop" (on_collapse = stop, early stop)."""

@@ -407,3 +407,14 @@ def test_apply_suggestion_takes_the_event_form() -> None:
     s = Suggestion("freeze", "head", "r")
     assert apply_suggestion(TrainConfig(), s.to_dict()) == apply_suggestion(TrainConfig(), s)
     assert apply_suggestion(TrainConfig(), s.to_dict()).freeze == "head"
+
+
+def test_a_one_class_validation_set_is_never_a_perfect_score_and_the_reason_says_why():
+    """The model that predicts the set's one class everywhere used to score bal-acc-adj 1.0, the
+    best a selection can see; it is chance (0.0) now, and the warning names the cause."""
+    metrics = compute_metrics([1] * 6, [1] * 6)
+    assert metrics["balanced_accuracy_adjusted"] == 0.0
+    result = detect_collapse(metrics)
+    assert any("holds one class" in reason for reason in result.reasons)
+    assert not any("holds one class" in reason for reason in detect_collapse(
+        compute_metrics([0, 1, 2, 3] * 3, [2] * 12)).reasons)

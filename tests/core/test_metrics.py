@@ -77,7 +77,10 @@ def test_matches_sklearn_and_reference(case: int) -> None:
     assert m["balanced_accuracy"] == pytest.approx(bal)
     # adjusted for chance 1/K with K = 4 classes, whatever y_true holds; sklearn's adjusted=True
     # agrees when all four classes are present (it uses the classes present)
-    assert m["balanced_accuracy_adjusted"] == pytest.approx((bal - 1 / K) / (1 - 1 / K))
+    if len(np.unique(y_true)) >= 2:
+        assert m["balanced_accuracy_adjusted"] == pytest.approx((bal - 1 / K) / (1 - 1 / K))
+    else:  # one class: nothing to tell apart, chance level
+        assert m["balanced_accuracy_adjusted"] == 0.0
     if len(np.unique(y_true)) == K:
         assert m["balanced_accuracy_adjusted"] == pytest.approx(sk_adj)
     assert m["kappa"] == pytest.approx(kappa, abs=1e-12)
@@ -130,12 +133,15 @@ def test_constant_predictor_scores_zero_not_nan() -> None:
 
 
 def test_one_class_set_is_defined() -> None:
-    # sklearn gives NaN kappa and -inf / NaN adjusted balanced accuracy here; chance is still 1/4.
+    # sklearn gives NaN kappa and -inf / NaN adjusted balanced accuracy here. A set of one class
+    # cannot measure telling classes apart: the adjusted form is chance (0.0), as the kappas are;
+    # it used to be 1.0 for the collapsed model that predicts that class everywhere, the best
+    # possible score for selection.
     for y_pred, recall in (([1, 1, 1], 1.0), ([1, 1, 2], 2 / 3)):
         m = compute_metrics([1, 1, 1], y_pred, probs=np.full((3, 4), 0.25))
         assert m["kappa"] == 0.0 and m["kappa_quadratic"] == 0.0
         assert m["balanced_accuracy"] == pytest.approx(recall)
-        assert m["balanced_accuracy_adjusted"] == pytest.approx((recall - 0.25) / 0.75)
+        assert m["balanced_accuracy_adjusted"] == 0.0
         assert m["auc_macro"] is None
         json.dumps(m, allow_nan=False)
 

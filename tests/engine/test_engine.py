@@ -283,3 +283,23 @@ def test_a_forced_resume_trains_with_the_new_lr(tiny_demo, tmp_path):
     assert lrs[3] < lrs[2]  # then the cosine schedule over what is left
     ckpt = load_checkpoint(first.run_dir / "checkpoints" / "last.pt")
     assert ckpt["config"]["lr"] == 0.0123
+
+
+def test_the_early_stop_count_is_saved_and_restored_with_the_run(tiny_demo, tmp_path):
+    """last.pt holds the epochs since the best one, counted after the epoch it saves, so a resumed
+    run stops where the uninterrupted one would (it used to count from zero again)."""
+    from mammo_tui.engine.policies import EarlyStopping
+
+    result, _ = run(tiny_demo, tmp_path, epochs=2, max_batches_per_epoch=1)
+    state = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")
+    assert state["early_stop_stale"] == 2 - read_summary(result.run_dir)["best_epoch"]
+
+    counting = EarlyStopping()
+    counting.step(False)
+    counting.step(False)
+    resumed = EarlyStopping()
+    resumed.load_state_dict(counting.state_dict())
+    assert resumed.stale == 2 and resumed.should_stop(2) and not resumed.should_stop(3)
+    older = EarlyStopping()
+    older.load_state_dict({})  # a checkpoint from before the count was saved
+    assert older.stale == 0
