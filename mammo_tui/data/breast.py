@@ -6,10 +6,12 @@ at the same img_size, and one canonical side means the network does not have to 
 pattern twice (left and right breasts are mirror images).
 
 The breast is the largest connected component above dicom.tissue_threshold (a label, marker or
-ruler in the background is a smaller component, so it is dropped). Which side the chest wall is on
-comes from the DICOM laterality when the header gives one (dicom.header_laterality; R: chest wall
-on the image's right, the standard display), else from the image: the chest wall side holds more
-of the tissue mass.
+ruler in the background is a smaller component, so it is dropped), and the crop is its bounding box
+plus a small margin on every side (a marker beside the chest wall is cut off too). Which side the
+chest wall is on comes from the image when it is clear (the chest wall half holds clearly more of
+the tissue mass: a header can be wrong, or describe a flipped display); the DICOM laterality
+(dicom.header_laterality; R: chest wall on the image's right, the standard display) decides only
+when the pixels do not.
 Whatever the image (blank, tiny, all tissue), the result is a valid, non-empty image: when no
 breast can be found the image is returned unchanged.
 """
@@ -28,6 +30,9 @@ CANONICAL_SIDE = "L"  # the chest wall ends up on the image's left, as in a left
 MARGIN = 0.02  # of the image side, added around the breast box (keeps the skin line)
 MASK_SIDE = 512  # the mask is found on a copy this size at most: cheap on 14 Mpx images
 MIN_BREAST_FRACTION = 0.01  # a largest component smaller than this share is not a breast
+# the chest wall half holds at least this much more of the tissue mass than the other (as a share
+# of both): the pixels decide. Below it (a breast seen edge-on, a blob) the header does.
+CLEAR_SIDE = 0.2
 
 
 class Box(NamedTuple):
@@ -64,18 +69,28 @@ def breast_mask(image: np.ndarray) -> np.ndarray | None:
     return labels == largest
 
 
-def chest_wall_side(image: np.ndarray, mask: np.ndarray) -> str:
-    """'L' | 'R': the half of the breast holding more tissue mass (the chest wall is thickest)."""
+def chest_wall_side(image: np.ndarray, mask: np.ndarray) -> tuple[str, float]:
+    """('L' | 'R', clarity): the half of the image holding more of the breast's tissue mass (the
+    chest wall is thickest), and by how much, as a share of both halves (0: even, 1: all)."""
     columns = (image * mask).sum(axis=0, dtype=np.float64)
     half = columns.size // 2
     left, right = columns[:half].sum(), columns[columns.size - half:].sum()
-    return "R" if right > left else "L"
+    clarity = abs(right - left) / (right + left) if right + left > 0 else 0.0
+    return ("R" if right > left else "L"), float(clarity)
 
 
-def breast_box(mask: np.ndarray, chest_wall: str, shape: tuple[int, int] | None = None) -> Box:
-    """Bounding box of the mask plus MARGIN, extended to the image edge on the chest wall side,
-    in the coordinates of an image of `shape` (default: the mask's). Floor / ceil when scaling
-    up keep the box mirror-symmetric: a mirrored image gets the mirrored box."""
+def decide_side(pixels: str, clarity: float, laterality: str | None) -> str:
+    """The chest wall side: the image's when it is clear, else the header's, else the image's guess."""
+    if clarity >= CLEAR_SIDE or laterality not in ("L", "R"):
+        return pixels
+    return laterality
+
+
+def breast_box(mask: np.ndarray, shape: tuple[int, int] | None = None) -> Box:
+    """Bounding box of the mask plus MARGIN on every side, in the coordinates of an image of
+    `shape` (default: the mask's). Floor / ceil when scaling up keep the box mirror-symmetric: a
+    mirrored image gets the mirrored box. A breast against the chest wall edge reaches it anyway;
+    what lies between the edge and a breast that does not (a marker, a paddle) is cut off."""
     small_h, small_w = mask.shape
     height, width = shape or mask.shape
     sy, sx = height / small_h, width / small_w
@@ -85,10 +100,6 @@ def breast_box(mask: np.ndarray, chest_wall: str, shape: tuple[int, int] | None 
     bottom = min(height, math.ceil((rows[-1] + 1) * sy) + pad_y)
     left = max(0, math.floor(cols[0] * sx) - pad_x)
     right = min(width, math.ceil((cols[-1] + 1) * sx) + pad_x)
-    if chest_wall == "L":
-        left = 0
-    else:
-        right = width
     return Box(top, bottom, left, right)
 
 
@@ -96,7 +107,7 @@ def crop_and_flip(image: np.ndarray, laterality: str | None = None) -> np.ndarra
     """The breast region with the chest wall on the CANONICAL_SIDE (a new float32 array).
 
     laterality: 'L' | 'R' from the header (which breast; its chest wall is on that side of the
-    image), or None to find the chest wall side in the image.
+    image), or None. It decides the side only where the image does not (decide_side).
     """
     image = np.asarray(image, dtype=np.float32)
     small = _shrunk(image)
@@ -105,8 +116,8 @@ def crop_and_flip(image: np.ndarray, laterality: str | None = None) -> np.ndarra
         side = laterality or CANONICAL_SIDE
         cropped = image
     else:
-        side = laterality or chest_wall_side(small, mask)
-        box = breast_box(mask, side, image.shape)
+        side = decide_side(*chest_wall_side(small, mask), laterality)
+        box = breast_box(mask, image.shape)
         cropped = image[box.top:box.bottom, box.left:box.right]
     if side != CANONICAL_SIDE:
         cropped = cropped[:, ::-1]

@@ -53,7 +53,9 @@ from mammo_tui.errors import DatasetError
 # Bump when decoding or resizing changes what an image looks like: old entries become unreachable.
 # 2: images with non-finite pixels, multi-frame images and unknown syntaxes are refused.
 # 3: the percentile window is read from a grid of the pixels (full-field images: 1 in 9).
-PREPROCESS_VERSION = 3
+# 4: the breast crop: no extension to the chest wall edge, the image's side when clear, the chest
+#    wall kept at the input's left edge.
+PREPROCESS_VERSION = 4
 # What decides whether a content decodes: our rules and the decoder libraries' versions. A
 # "decodes fine" record under another version is not trusted (e.g. after upgrading pydicom).
 DECODER_VERSION = (f"v{PREPROCESS_VERSION}|pydicom {pydicom.__version__}|pillow {PIL.__version__}"

@@ -170,15 +170,18 @@ def read_image_and_laterality(path: str | os.PathLike) -> tuple[np.ndarray, str 
 
 def preprocess(path: str | os.PathLike, size: int, crop_breast: bool = False) -> np.ndarray:
     """The one preprocessing every path uses (the training cache, eval, predict): decode, then
-    (crop_breast) crop to the breast and flip to a canonical side, then resize_pad to size x size."""
+    (crop_breast) crop to the breast and flip to a canonical side, then resize_pad to size x size
+    (the cropped breast's chest wall at the left edge, as a full-field image has it)."""
     image, laterality = read_image_and_laterality(path)
     if crop_breast:
         image = crop_and_flip(image, laterality)
-    return resize_pad(image, size)
+    return resize_pad(image, size, left_edge=crop_breast)
 
 
-def resize_pad(image: np.ndarray, size: int) -> np.ndarray:
-    """Aspect-preserving resize so the longer side is `size`, then centre-pad with 0 (background).
+def resize_pad(image: np.ndarray, size: int, left_edge: bool = False) -> np.ndarray:
+    """Aspect-preserving resize so the longer side is `size`, then pad with 0 (background): centred,
+    or with `left_edge` on the right only, so the image's left edge (the chest wall of a cropped,
+    canonical breast) stays the input's left edge.
 
     Nothing is cropped, so no tissue is lost; INTER_AREA averages when shrinking (no aliasing).
     """
@@ -188,6 +191,6 @@ def resize_pad(image: np.ndarray, size: int) -> np.ndarray:
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(image.astype(np.float32, copy=False), (new_w, new_h), interpolation=interpolation)
     out = np.zeros((size, size), dtype=np.float32)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
+    top, left = (size - new_h) // 2, 0 if left_edge else (size - new_w) // 2
     out[top : top + new_h, left : left + new_w] = resized
     return out
