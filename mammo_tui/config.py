@@ -26,6 +26,7 @@ def _presets_dir() -> Path:
 
 
 PRESETS_DIR = _presets_dir()
+MORE_EPOCHS = 5  # what the suggested commands add to a run that trained all its epochs
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "arch": ("resnet18", "resnet34", "resnet50", "efficientnet_b0"),

@@ -11,6 +11,7 @@ import shlex
 from typing import Any
 
 from mammo_tui.app.requests import TrainRequest
+from mammo_tui.config import MORE_EPOCHS
 
 
 def changes_of(chosen: list[dict[str, Any]]) -> dict[str, Any]:
@@ -41,9 +42,15 @@ def fixed_request(request: TrainRequest, config: Any, *, run_dir: str | None, fr
     return dataclasses.replace(request, config=config, resume=str(run_dir), force=True, restart=True)
 
 
-def apply_command(chosen: list[dict[str, Any]], run_dir: str | None, cv_folds: int = 0) -> str:
-    """The shell command that applies suggestions to a run (or, for a CV, a new CV with them)."""
-    sets = " ".join(f"--set {k}={v}" for k, v in changes_of(chosen).items())
+def apply_command(chosen: list[dict[str, Any]], run_dir: str | None, cv_folds: int = 0,
+                  finished_at: int | None = None) -> str:
+    """The shell command that applies suggestions to a run (or, for a CV, a new CV with them).
+    `finished_at`: the run trained all its epochs (this many): the command trains MORE_EPOCHS more
+    with the change, since a changed config with no epoch left to train is refused."""
+    changes = changes_of(chosen)
+    if finished_at is not None and cv_folds == 0:
+        changes.setdefault("epochs", finished_at + MORE_EPOCHS)
+    sets = " ".join(f"--set {k}={v}" for k, v in changes.items())
     if cv_folds:  # every fold must train the same way: a new cross-validation
         return f"mammo-tui cv --folds {cv_folds} <your dataset flags> {sets}"
     return f"mammo-tui train --resume {shlex.quote(run_dir or 'RUN_DIR')} {sets} --force"

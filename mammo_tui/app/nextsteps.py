@@ -10,6 +10,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from mammo_tui.config import MORE_EPOCHS
+
 PROG = "mammo-tui"
 
 
@@ -26,7 +28,7 @@ def next_commands(run_dir: str | Path, status: str, *, is_cv: bool = False,
                 f"{PROG} eval {path} --csv LABELS.csv --dicom-root DICOM_DIR",
                 f"{PROG} watch {path}"]
     if not is_cv and status in ("healthy", "warning", "collapsed") and epochs_completed:
-        out.append(f"{PROG} train --resume {path} --set epochs={epochs_completed + 5} --force")  # longer
+        out.append(f"{PROG} train --resume {path} --set epochs={epochs_completed + MORE_EPOCHS} --force")  # longer
     if status == "failed" and not epochs_completed:
         out.append(f"{PROG} watch {path}")  # the error and the events before it
     return out

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mammo_tui import config as config_mod
-from mammo_tui.config import TrainConfig
+from mammo_tui.config import MORE_EPOCHS, TrainConfig
 from mammo_tui.engine.checkpoint import load_checkpoint
 from mammo_tui.engine.run_record import launch_segment, set_toml_value, write_config_toml
 from mammo_tui.errors import ConfigError, MammoError, RunDirError
@@ -70,6 +70,14 @@ class ResumeSteps:
             raise ConfigError(f"--resume {self.run_dir}: the config differs from the one the run trained with "
                               f"({since}): {listing}. Resume with the run's values (undo the edit, drop the "
                               "flag), or add --force to train on with the new ones (recorded as a config change).")
+        if changed and state is not None and int(state["epoch"]) >= self.config.epochs:
+            # nothing left to train: recording the change (config.toml, config_history) would say
+            # that something trained with it
+            done = int(state["epoch"])
+            listing = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            raise ConfigError(f"--resume {self.run_dir}: the run has trained {done} of its {self.config.epochs} "
+                              f"epochs, so the changed config ({listing}) would train no epoch. Add "
+                              f"--set epochs={done + MORE_EPOCHS} (any number above {done}) to train on with it.")
         if changed:
             self.notes.append("resumed with a changed config: " +
                               ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))

@@ -290,9 +290,9 @@ class Trainer:
         return evaluate(self.model, features, lambda: val_loader(self.cfg, self.data, features, self.device),
                         self.optimisation, self.dist)
 
-    def _keep_checkpoints(self, epoch: int, metrics: dict[str, Any], status: str, score: tuple) -> None:
+    def _keep_checkpoints(self, epoch: int, metrics: dict[str, Any], status: str, score: tuple) -> bool:
         """best.pt (by selection score), healthy.pt (the best healthy epoch), last.pt (with the
-        early-stop count after this epoch), summary.json."""
+        early-stop count after this epoch), summary.json. Returns whether the selection score improved."""
         improved = self.best.improve(epoch, score)
         self.early_stop.step(improved)
         if improved:
@@ -301,6 +301,7 @@ class Trainer:
             self._save("healthy", epoch, metrics, status, score)
         self._save("last", epoch, metrics, status, score)
         self._write_summary("running", interrupted=False)
+        return improved
 
     def _after_epoch(self, epoch: int, result) -> str:
         """"continue", "restarted" (a collapse recovered) or "stop" (on_collapse = stop, early stop)."""

@@ -43,7 +43,8 @@ class FixActions:
             self.action_apply_note()
             return
         if self.read_only:  # nothing to restart here: the command that would do it
-            command = apply_command(chosen, self.state.run_dir, self.state.folds_total if self.state.is_cv else 0)
+            command = apply_command(chosen, self.state.run_dir, self.state.folds_total if self.state.is_cv else 0,
+                                    finished_at=self.trained_all_epochs())
             self._say("info", f"to apply {'; '.join(map(change_text, chosen))}: {command}")
             self.notify(command, title="read-only: run this to apply the fix", timeout=12)
             return
@@ -68,6 +69,14 @@ class FixActions:
 
         what = "\n".join(f"• {suggestion_label(s)}" for s in chosen)
         self.app.push_screen(ConfirmScreen(f"Apply\n{what}\n\n{how}", yes="Apply"), answered)
+
+    def trained_all_epochs(self) -> int | None:
+        """The epochs of a run that trained all it was configured for (None: it has some left)."""
+        finished = self.state.finished
+        if finished is None or finished.interrupted or not finished.epochs_completed:
+            return None
+        planned = int(self.state.config.get("epochs") or 0)
+        return finished.epochs_completed if finished.epochs_completed >= planned else None
 
     @property
     def completed(self) -> bool:

@@ -70,3 +70,28 @@ def test_a_fix_is_a_request_and_a_command():
     chosen = [{"key": "lr", "value": 0.0001, "reason": "lower"}]
     assert apply_command(chosen, "runs/my run") == "mammo-tui train --resume 'runs/my run' --set lr=0.0001 --force"
     assert apply_command(chosen, None, cv_folds=5).startswith("mammo-tui cv --folds 5 ")
+
+
+def test_a_fix_for_a_run_with_no_epoch_left_is_refused_unrecorded_and_the_printed_command_trains(
+        tiny_demo, tiny_config, tmp_path):
+    """`a` on a finished run's read-only dashboard printed `train --resume RUN --set k=v --force`,
+    which trained no epoch yet wrote the change into config.toml and config_history. The engine
+    now refuses such a change, naming --set epochs, and writes nothing; the printed command adds
+    the epochs, so it does what it says."""
+    from mammo_tui.errors import ConfigError
+    from mammo_tui.rundir import read_summary
+
+    first = train(TrainRequest(config=tiny_config(epochs=1, max_batches_per_epoch=1), dataset=tiny_demo,
+                               outdir=str(tmp_path)))
+    config_toml = (first.run_dir / "config.toml").read_bytes()
+    history = read_summary(first.run_dir)["config_history"]
+    with pytest.raises(ConfigError, match=r"trained 1 of its 1 epochs.*--set epochs=6"):
+        train(TrainRequest(resume=str(first.run_dir), overrides={"sampler": "none"}, force=True))
+    assert (first.run_dir / "config.toml").read_bytes() == config_toml
+    assert read_summary(first.run_dir)["config_history"] == history
+
+    chosen = [{"key": "sampler", "value": "none", "reason": "balance less"}]
+    command = apply_command(chosen, str(first.run_dir), finished_at=1)
+    assert command == f"mammo-tui train --resume {first.run_dir} --set sampler=none --set epochs=6 --force"
+    assert apply_command(chosen, str(first.run_dir)) == (
+        f"mammo-tui train --resume {first.run_dir} --set sampler=none --force")  # epochs left: as before

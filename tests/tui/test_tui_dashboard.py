@@ -101,8 +101,11 @@ async def test_watch_is_read_only():
             assert isinstance(app.screen, DashboardScreen)  # no confirmation dialog
         messages = [n.message for n in app._notifications]
         assert messages.count(READ_ONLY_MSG) == 1  # s says why it does nothing here
-        # a prints the command that applies the highlighted fix where the run lives
-        assert messages[-1] == "mammo-tui train --resume runs/sample-collapsed --set lr=0.0001 --force"
+        # a prints the command that applies the highlighted fix where the run lives; the sample run
+        # trained all its 2 epochs, so the command trains 5 more with the fix (a change with no epoch
+        # left to train is refused)
+        assert messages[-1] == ("mammo-tui train --resume runs/sample-collapsed --set lr=0.0001 --set epochs=7 "
+                                "--force")
         assert not screen.engine_running
 
 
