@@ -347,7 +347,7 @@ def cmd_report(args) -> int:
     if args.stdout:
         print(build_report(args.run_dir))
     else:
-        print(f"report written: {write_report(args.run_dir, args.out, figures=not args.no_figures)}")
+        print(f"report written: {write_report(args.run_dir, args.out, figures=not args.no_figures, force=args.force)}")
     return 0
 
 
@@ -388,7 +388,8 @@ def cmd_predict(args) -> int:
 
     from mammo_tui.evaluate import predict
 
-    out = predict(args.run_dir, args.images, args.out, device=args.device, warn=lambda m: print(f"  {m}"))
+    out = predict(args.run_dir, args.images, args.out, device=args.device, warn=lambda m: print(f"  {m}"),
+                  force=args.force)
     with open(out, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     failed = sum(1 for row in rows if row.get("error"))

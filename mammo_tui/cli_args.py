@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="file or folder for the report (default: RUN_DIR/report.md)")
     p.add_argument("--no-figures", action="store_true", help="skip PNG figures even if matplotlib is installed")
     p.add_argument("--stdout", action="store_true", help="print the report instead of writing it")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
 
     p = sub.add_parser("eval", aliases=["evaluate"], help="evaluate a run's best checkpoint (a CV: each fold and their ensemble) on another labelled set")
     p.add_argument("run_dir")
@@ -206,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="class probabilities for images, as CSV (a CV folder: the folds' ensemble)")
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+")
-    p.add_argument("--out", help="CSV path (default: RUN_DIR/predictions.csv)")
+    p.add_argument("--out", help="CSV path (default: RUN_DIR/predictions.csv, or predictions-2.csv, ... "
+                                 "when it exists)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 
     p = sub.add_parser("export", help="send a run (a CV, a sweep: each run) to MLflow or TensorBoard "

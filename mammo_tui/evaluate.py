@@ -30,6 +30,7 @@ import numpy as np
 
 from mammo_tui.errors import DatasetError, MammoError, RunDirError
 from mammo_tui.metrics import compute_metrics
+from mammo_tui.outputs import check_output, next_free
 from mammo_tui.rundir import CHECKPOINT_DIR, SPLITS_FILE, atomic_write_text, read_summary, write_json
 
 BEST_CHECKPOINT = "best.pt"
@@ -329,12 +330,14 @@ def _load_each(paths: Sequence[str], cache: Any) -> tuple[np.ndarray, dict[int, 
 
 
 def predict(run_dir: str | Path, paths: Sequence[str], out_csv: str | Path | None = None,
-            device: str = "cpu", warn: Callable[[str], None] = lambda message: None) -> Path:
+            device: str = "cpu", warn: Callable[[str], None] = lambda message: None, force: bool = False) -> Path:
     """Write a CSV with one row per path: path, prediction, prob_<class>..., error.
 
     An image that cannot be read (or whose pixels are not all finite) still gets its row, with the
     problem kind and reason in `error` and empty prediction/probabilities, and is reported through
-    `warn`. Default output: RUN_DIR/predictions.csv. On a CV directory the
+    `warn`. Default output: RUN_DIR/predictions.csv, or predictions-2.csv, ... when it exists (never
+    replaced); `out_csv` is never an input image, a run's own file, or (without `force`) an existing
+    file (outputs.check_output). On a CV directory the
     probabilities are the mean over the folds' models, and a `folds` column (before `error`) says
     how many were averaged; folds left out are reported through `warn`.
     """
@@ -345,7 +348,8 @@ def predict(run_dir: str | Path, paths: Sequence[str], out_csv: str | Path | Non
     for message in warnings:
         warn(message)
     checkpoint = members[0].checkpoint
-    out = Path(out_csv).expanduser() if out_csv else run_dir / PREDICTIONS_FILE
+    out = (check_output(out_csv, inputs=paths, force=force) if out_csv
+           else next_free(run_dir / PREDICTIONS_FILE))
     if not out.parent.is_dir():
         raise MammoError(f"cannot write {out}: folder {out.parent} does not exist")
     names = list(checkpoint["class_names"])

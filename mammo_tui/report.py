@@ -26,6 +26,7 @@ from mammo_tui.cv_report import render_cv_report
 from mammo_tui.errors import RunDirError
 from mammo_tui.events import CheckpointSaved, CollapseStatus, LogMessage, RunFailed, RunStarted
 from mammo_tui.markdown import table, when as _when
+from mammo_tui.outputs import check_output
 from mammo_tui.report_parts import (REPORT_FILE, STATUS_MEANING, change_lines, class_names_of, collapse_lines,
                                     config_table, evaluations_section, fmt_duration, fmt_num, fmt_value)
 from mammo_tui.rundir import (CHECKPOINT_DIR, CONFIG_FILE, DATASET_FILE, SPLITS_FILE, SUMMARY_FILE,
@@ -416,8 +417,11 @@ def write_figures(run: RunRecord, folder: Path) -> list[str]:
     return [FIGURE_FILE]
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, figures: bool = True) -> Path:
+def write_report(run_dir: str | Path, out: str | Path | None = None, figures: bool = True,
+                 force: bool = False) -> Path:
     """Write the report (default RUN_DIR/report.md; `out` may be a file or a folder); return its path.
+    `out` is never a run's own file, nor (without `force`) an existing file other than this run's
+    report.md (outputs.check_output).
 
     For a cross-validation directory it also (re)writes every started fold's own fold-N/report.md,
     always, not only missing ones: a fold report written while that fold was running would be stale,
@@ -425,9 +429,12 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, figures: bo
     sweep = Path(run_dir).expanduser() if group_kind(run_dir) == "sweep" else None
     cv = CVRecord.read(run_dir) if not sweep and is_cv_dir(run_dir) else None
     run = None if cv or sweep else RunRecord.read(run_dir)
-    target = Path(out).expanduser() if out else (sweep or (cv or run).path) / REPORT_FILE
+    default = (sweep or (cv or run).path) / REPORT_FILE
+    target = Path(out).expanduser() if out else default
     if target.is_dir():
         target = target / REPORT_FILE
+    if out:
+        target = check_output(target, force=force, replaceable=default)
     if not target.parent.is_dir():
         raise RunDirError(f"cannot write the report to {target}: folder {target.parent} does not exist")
     if sweep:  # every started member's own report too: the sweep report links to them

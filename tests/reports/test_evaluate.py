@@ -132,6 +132,36 @@ def test_bad_rows_stop_the_evaluation_unless_skipped(run_dir, val_split, tiny_de
     assert sum(result["validation"]["problem_counts"].values()) == 1
 
 
+def test_outputs_never_replace_an_input_a_run_file_or_an_earlier_output(run_dir, val_split, tmp_path):
+    """predict --out over its own input turned the mammogram into CSV text (exit 0); report --out
+    RUN/checkpoints/best.pt destroyed the model; a second predict replaced the first's CSV."""
+    import shutil
+
+    from mammo_tui.report import write_report
+
+    image = tmp_path / "scan.dcm"
+    shutil.copy(val_split[0][0], image)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\n")
+    best = run_dir / "checkpoints" / "best.pt"
+    before = {path: path.read_bytes() for path in (image, labels, best)}
+    with pytest.raises(MammoError, match="a file this command reads"):
+        predict(run_dir, [str(image)], image)
+    with pytest.raises(MammoError, match="exists; add --force"):
+        predict(run_dir, [str(image)], labels)
+    with pytest.raises(MammoError, match="one of a run's own files"):
+        predict(run_dir, [str(image)], run_dir / "summary.json", force=True)
+    with pytest.raises(MammoError, match="one of a run's own files"):
+        write_report(run_dir, out=best, force=True)
+    assert {path: path.read_bytes() for path in before} == before
+    assert predict(run_dir, [str(image)], labels, force=True) == labels  # --force: the user means it
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    first, second = predict(copy, [str(image)]), predict(copy, [str(image)])
+    assert (first.name, second.name) == ("predictions.csv", "predictions-2.csv")
+
+
 def test_predict_writes_one_row_per_path_and_names_every_unreadable_file(run_dir, val_split, tmp_path):
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"not an image at all")
