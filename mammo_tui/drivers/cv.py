@@ -23,8 +23,8 @@ from mammo_tui.events import (CollapseStatus, CVFinished, Event, EventSink, Fold
                               RunFinished)
 from mammo_tui.exitcodes import EXIT_COLLAPSED, EXIT_INTERRUPTED, EXIT_OK
 from mammo_tui.privacy import SECRET_FILE_ENV, secret_fingerprint
-from mammo_tui.rundir import (CV_FILE, CV_SUMMARY_FILE, create_locked, new_run_name, read_group_manifest,
-                              read_summary, remove_husk, safe_run_name, write_json)
+from mammo_tui.rundir import (CV_FILE, CV_SUMMARY_FILE, LOCK_FILE, create_locked, is_cv_dir, new_run_name,
+                              read_group_manifest, read_summary, remove_husk, safe_run_name, write_json)
 from mammo_tui.runlog import EVENTS_FILE, follow_events, read_events
 from mammo_tui.runread import fold_dirs
 from mammo_tui.stats import (FINISHED, aggregate, fold_recalls, format_mean_std, format_recall_stat,
@@ -282,6 +282,9 @@ def _run_cv(request, folds: int, sink: EventSink, cancel: threading.Event | None
     name = _agreed(safe_run_name(request.run_name) if request.run_name else new_run_name(f"cv{folds}"))
     cv_dir = Path(request.outdir) / name
     new = not cv_dir.exists()
+    if not new and not is_cv_dir(cv_dir) and cv_dir.is_dir() and any(
+            p.name != LOCK_FILE for p in cv_dir.iterdir()):  # a run, a sweep, any folder: the folds would take it over
+        raise RunDirError(f"{cv_dir} already exists and is not a cross-validation; pick another --run-name")
     lock = create_locked(cv_dir, "cross-validation directory") if _is_main() else None
     try:
         return _run_folds(request, folds, sink, cancel, cv_dir, new)

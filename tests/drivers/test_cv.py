@@ -327,3 +327,18 @@ def test_cv_resume_under_another_digest_secret_is_refused(tiny_demo, tmp_path, m
     finally:
         monkeypatch.delenv(privacy.SECRET_FILE_ENV)
         privacy.clear_cache()
+
+
+def test_a_cross_validation_never_takes_over_a_folder_that_is_not_one(tiny_demo, tmp_path):
+    """`cv --run-name X` on an existing run (or sweep, or any folder) added cv.json and fold-*/ to
+    it; `predict X` then used the CV ensemble and `train --resume X` was refused. Refused now, as
+    train and sweep refuse, and the folder is left as it was."""
+    from mammo_tui.errors import RunDirError
+
+    run = tmp_path / "cv"  # the name cv_request asks for
+    run.mkdir()
+    (run / "events.jsonl").write_text("")
+    (run / "summary.json").write_text("{}")
+    with pytest.raises(RunDirError, match="already exists and is not a cross-validation"):
+        run_cv(cv_request(tiny_demo, tmp_path), 2)
+    assert sorted(p.name for p in run.iterdir()) == ["events.jsonl", "summary.json"]
