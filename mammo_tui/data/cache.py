@@ -47,7 +47,7 @@ from numpy.typing import DTypeLike
 
 from mammo_tui.data import dicom
 from mammo_tui.data.images import preprocess, probe, read_image
-from mammo_tui.data.records import ImageReadError, ImageRecord
+from mammo_tui.data.records import ImageReadError, ImageRecord, require_regular_file
 from mammo_tui.errors import DatasetError
 
 # Bump when decoding or resizing changes what an image looks like: old entries become unreachable.
@@ -110,9 +110,10 @@ def content_hash(path: str | os.PathLike, root: str | os.PathLike | None = None,
     keys) both call it, so a file's bytes are read for hashing once: later calls hit the in-memory
     memo, later processes the on-disk index under root/content-hashes (root: the cache folder).
     An index that cannot be written is reported to on_write_error (if given) and otherwise ignored.
-    Raises OSError when the file cannot be read.
+    Raises OSError when the file cannot be read, ImageReadError when it is not a regular file.
     """
     path = os.fspath(path)
+    require_regular_file(path)  # a FIFO or /dev/zero would never finish hashing
     memo_key = _memo_key(path)
     with _hash_memo_lock:
         known = _hash_memo.get(memo_key)

@@ -29,7 +29,7 @@ from mammo_tui.data.dicom import (
     require_finite,
     require_pixel_count,
 )
-from mammo_tui.data.records import MIN_IMAGE_SIDE, ImageInfo, ImageReadError
+from mammo_tui.data.records import MIN_IMAGE_SIDE, ImageInfo, ImageReadError, require_regular_file
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -39,6 +39,7 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 def sniff_format(path: str) -> str:
     """DICOM | PNG | JPEG from the file's first bytes; raises ImageReadError for anything else."""
+    require_regular_file(path)
     try:
         with open(path, "rb") as handle:
             head = handle.read(132)

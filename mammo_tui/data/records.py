@@ -6,6 +6,8 @@ Nothing in these records carries PHI: groups are digests, headers keep only tech
 
 from __future__ import annotations
 
+import os
+import stat
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -101,6 +103,23 @@ class ImageReadError(Exception):
         super().__init__(message)
         self.kind = kind
         self.message = message
+
+
+def require_regular_file(path: str) -> None:
+    """ImageReadError unless `path` is a regular file. A FIFO blocks the reader forever and a
+    device such as /dev/zero never ends: checked before anything opens an image file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ImageReadError("missing_file", f"{path}: file not found") from None
+    except OSError as error:
+        raise ImageReadError("unreadable", f"{path}: cannot open ({error.strerror or error})") from None
+    if stat.S_ISREG(mode):
+        return
+    what = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "not a regular file")
+    raise ImageReadError("unreadable", f"{path}: {what}, not an image file; only regular files are read")
 
 
 @dataclass(frozen=True)

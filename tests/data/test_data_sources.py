@@ -423,3 +423,48 @@ def test_second_scan_of_the_same_content_decodes_nothing(tmp_path, monkeypatch):
     cache._hash_memo.clear()  # as in a new process: the on-disk records answer
     scan_dataset(DatasetSpec(csv=str(csv)))
     assert sorted(decoded) == ["a.png", "b.png"]
+
+
+def _finishes(call, timeout: float = 20.0):
+    """call() in a thread; its result, or a failure if it is still blocked after `timeout` s."""
+    import threading
+
+    out: dict = {}
+
+    def target():
+        try:
+            out["value"] = call()
+        except BaseException as error:  # noqa: BLE001 - handed back to the test
+            out["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "blocked on a special file"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def test_special_files_are_named_problems_never_a_hang(tmp_path):
+    """A FIFO named x.png in a class folder stalled the scan; `predict RUN fifo.png` or /dev/zero
+    never returned. Anything that is not a regular file is a named problem wherever an image is read."""
+    import os
+
+    from mammo_tui.data.cache import PreprocessCache
+    from mammo_tui.data.images import read_image
+    from mammo_tui.data.records import ImageReadError
+
+    for label in "ABCD":
+        for index in range(2):
+            write_png(tmp_path / label / f"{label}{index}.png")
+    fifo = tmp_path / "B" / "x.png"
+    os.mkfifo(fifo)
+    report = _finishes(lambda: scan_dataset(DatasetSpec(images=str(tmp_path))))
+    assert [p.path for p in problems_of(report, "unreadable")] == [str(fifo)]
+    assert "FIFO" in problems_of(report, "unreadable")[0].message and len(report.records) == 8
+    for path, what in ((str(fifo), "FIFO"), ("/dev/zero", "device")):
+        with pytest.raises(ImageReadError, match=what):
+            _finishes(lambda: read_image(path))
+        with pytest.raises(ImageReadError, match=what):  # predict's path: the cache hashes the file first
+            _finishes(lambda: PreprocessCache(32, root=tmp_path / "cache").load(path))
