@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import math
 import multiprocessing
 import os
 import tempfile
@@ -48,7 +49,7 @@ from numpy.typing import DTypeLike
 from mammo_tui.data import dicom
 from mammo_tui.data.images import preprocess, probe, read_image
 from mammo_tui.data.records import ImageReadError, ImageRecord, require_regular_file
-from mammo_tui.errors import DatasetError
+from mammo_tui.errors import ConfigError, DatasetError
 
 # Bump when decoding or resizing changes what an image looks like: old entries become unreachable.
 # 2: images with non-finite pixels, multi-frame images and unknown syntaxes are refused.
@@ -327,19 +328,25 @@ class PreprocessCache:
 
 
 def _parse_bytes(text: str) -> int:
+    """A positive, finite size in bytes ("8G", "512M", "1.5e9"); ValueError otherwise."""
     text = text.strip().upper().removesuffix("B")
     scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(text[-1:], 1)
-    return int(float(text[:-1] if scale > 1 else text) * scale)
+    value = float(text[:-1] if scale > 1 else text) * scale
+    if not math.isfinite(value) or value < 1:
+        raise ValueError(text)
+    return int(value)
 
 
 def memory_budget() -> int:
-    """Bytes the preprocessed dataset may take in memory: MEMORY_BUDGET_ENV, else a share of RAM."""
+    """Bytes the preprocessed dataset may take in memory: MEMORY_BUDGET_ENV, else a share of RAM.
+    A value that is not a size is refused, naming the variable (it used to be ignored silently)."""
     configured = os.environ.get(MEMORY_BUDGET_ENV, "").strip()
     if configured:
         try:
             return _parse_bytes(configured)
         except ValueError:
-            pass  # a typo must not stop training: fall back to the default
+            raise ConfigError(f"{MEMORY_BUDGET_ENV}={configured!r} is not a memory size: give bytes or a "
+                              "number with K, M or G (e.g. 8G), above 0; or unset it for half of the RAM") from None
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):

@@ -100,3 +100,16 @@ def test_over_the_memory_budget_images_stream_from_the_cache_and_train(tiny_demo
     result, events = run(tiny_demo, tmp_path, epochs=1, max_batches_per_epoch=2)
     assert result.exit_code in (0, 3)  # it trained to the end (one tiny epoch may end collapsed)
     assert any(e.type == "log" and "streamed from the on-disk cache" in e.message for e in events)
+
+
+@pytest.mark.parametrize("value", ["abc", "0x10", "nan", "-5", "0", "inf", "12Q"])
+def test_a_memory_budget_that_is_not_a_size_is_refused_by_name(monkeypatch, value):
+    """It used to fall back to half the RAM without a word ("-5" became "-0.0 MB")."""
+    from mammo_tui.data.cache import memory_budget
+    from mammo_tui.errors import ConfigError
+
+    monkeypatch.setenv(MEMORY_BUDGET_ENV, value)
+    with pytest.raises(ConfigError, match=MEMORY_BUDGET_ENV):
+        memory_budget()
+    monkeypatch.setenv(MEMORY_BUDGET_ENV, "1.5G")
+    assert memory_budget() == int(1.5 * (1 << 30))
