@@ -17,7 +17,7 @@ from mammo_tui.events import RunStarted
 from mammo_tui.metrics import better_score, selection_score
 from mammo_tui.rundir import FINISHED_STATUSES
 from mammo_tui.runread import RunRecord, SweepRecord
-from mammo_tui.stats import fold_recalls, format_mean_std, mean_std, worst_status
+from mammo_tui.stats import SEVERITY, fold_recalls, format_mean_std, mean_std, worst_status
 
 METRICS = ("kappa_quadratic", "balanced_accuracy_adjusted", "auc_macro")
 
@@ -106,15 +106,24 @@ def _member_state(run: RunRecord, member: dict[str, Any]) -> tuple[str, dict[str
 def leaderboard(sweep_dir: str | Path, manifest: dict[str, Any] | None = None) -> list[Entry]:
     """The sweep's configurations, best first (see Entry). Ranking: the selection score of the
     mean over finished seeds (balanced accuracy adjusted, then quadratic kappa, then AUC), the same
-    key that picks a run's best epoch; equal scores keep queue order. Configurations with no
-    finished seed follow, unranked, in queue order."""
+    key that picks a run's best epoch; equal scores go to the healthier status (a healthy
+    configuration above a warning one), then keep queue order. Configurations with no finished
+    seed follow, unranked, in queue order."""
     sweep = SweepRecord(sweep_dir, manifest)
     groups: dict[str, list[dict[str, Any]]] = {}
     for member in sweep.members():
         groups.setdefault(str(member.get("config_id") or member["run"]), []).append(member)
     entries = [_entry(sweep, config_id, members) for config_id, members in groups.items()]
-    # better_score: scores within float noise tie and the next key decides; full ties keep queue order
-    order = cmp_to_key(lambda a, b: -1 if better_score(a.score, b.score) else int(better_score(b.score, a.score)))
+    # better_score: scores within float noise tie and the next key decides; a full tie goes to the
+    # healthier status, then keeps queue order (sorted is stable)
+    def compare(a: Entry, b: Entry) -> int:
+        if better_score(a.score, b.score):
+            return -1
+        if better_score(b.score, a.score):
+            return 1
+        return SEVERITY.get(a.status, len(SEVERITY)) - SEVERITY.get(b.status, len(SEVERITY))
+
+    order = cmp_to_key(compare)
     ranked = sorted((e for e in entries if e.score is not None), key=order)
     for number, entry in enumerate(ranked, 1):
         entry.rank = number

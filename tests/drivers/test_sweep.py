@@ -188,6 +188,19 @@ def test_leaderboard_of_a_sweep_in_progress(tmp_path):
     assert "ep 3/5" in format_leaderboard(entries)
 
 
+def test_a_full_tie_ranks_the_healthier_configuration_first(tmp_path):
+    """Equal selection scores kept queue order, so a "warning" configuration queued first ranked
+    above a "healthy" one."""
+    members = [{"run": f"{c}-seed0", "config_id": c, "seed": 0, "changes": {}} for c in "wh"]
+    write(tmp_path / SWEEP_FILE, json.dumps({"members": members}))
+    for config_id, status in (("w", "warning"), ("h", "healthy")):
+        (tmp_path / f"{config_id}-seed0").mkdir()
+        (tmp_path / f"{config_id}-seed0" / "summary.json").write_text(json.dumps(
+            {"status": status, "epochs_completed": 2, "epochs": 2, "best_metrics": {
+                "balanced_accuracy_adjusted": 0.5, "kappa_quadratic": 0.6, "auc_macro": 0.7}}))
+    assert [(e.config_id, e.rank) for e in leaderboard(tmp_path)] == [("h", 1), ("w", 2)]
+
+
 # -- a finished sweep -------------------------------------------------------------------------------
 
 
