@@ -70,6 +70,8 @@ class ResumeSteps:
             raise ConfigError(f"--resume {self.run_dir}: the config differs from the one the run trained with "
                               f"({since}): {listing}. Resume with the run's values (undo the edit, drop the "
                               "flag), or add --force to train on with the new ones (recorded as a config change).")
+        if not changed and state is not None:
+            self._refuse_a_finished_run(int(state["epoch"]))
         if changed and state is not None and int(state["epoch"]) >= self.config.epochs:
             # nothing left to train: recording the change (config.toml, config_history) would say
             # that something trained with it
@@ -92,6 +94,19 @@ class ResumeSteps:
             self.notes.append(f"{CONFIG_FILE} was missing; rewritten from checkpoints/last.pt")
         if self.config.track != file_cfg.track:  # no config change (NOT_TRAINING_KEYS), but kept for the next --resume
             set_toml_value(self.run_dir / CONFIG_FILE, "track", self.config.track)
+
+    def _refuse_a_finished_run(self, done: int) -> None:
+        """A plain --resume continues a stopped run. One that finished early (an early stop, a stop
+        on collapse) has epochs left that it chose not to train: not reopened without being asked.
+        (One that trained all its epochs trains nothing on a plain --resume.)"""
+        from mammo_tui.rundir import read_summary
+        from mammo_tui.stats import FINISHED
+
+        status = (read_summary(self.run_dir) or {}).get("status")
+        if status in FINISHED and done < self.config.epochs:
+            raise ConfigError(f"--resume {self.run_dir}: the run has finished ({status}; it stopped after {done} of "
+                              f"{self.config.epochs} epochs, an early stop or a stop on collapse); --resume continues "
+                              "a stopped run. To train the epochs left anyway: --set early_stop_patience=0 --force")
 
     def _source(self, key: str, edited: dict[str, Any]) -> str:
         """Where a refused change came from, for the message."""

@@ -303,3 +303,21 @@ def test_the_early_stop_count_is_saved_and_restored_with_the_run(tiny_demo, tmp_
     older = EarlyStopping()
     older.load_state_dict({})  # a checkpoint from before the count was saved
     assert older.stale == 0
+
+
+def test_a_plain_resume_never_reopens_a_run_that_finished_early(tiny_demo, tmp_path):
+    """`train --resume` of an early-stopped run trained the epochs the early stop had decided
+    against, without being asked; it is refused now, naming how, and nothing is written. (The
+    run on disk is what an early stop leaves: last.pt at epoch 1 of 2, a finished status.)"""
+    import json
+
+    stop = threading.Event()
+    stopped, _ = run(tiny_demo, tmp_path, cancel=stop, epochs=2, max_batches_per_epoch=1,
+                     sink=lambda e: stop.set() if e.type == "epoch" else None)
+    summary_file = stopped.run_dir / "summary.json"
+    summary_file.write_text(json.dumps({**json.loads(summary_file.read_text()), "status": "healthy"}))
+    log = (stopped.run_dir / "events.jsonl").read_bytes()
+    with pytest.raises(ConfigError, match=r"has finished \(healthy; it stopped after 1 of 2 epochs.*"
+                                          r"--set early_stop_patience=0 --force"):
+        train(TrainRequest(resume=str(stopped.run_dir)))
+    assert (stopped.run_dir / "events.jsonl").read_bytes() == log
