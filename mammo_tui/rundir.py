@@ -86,12 +86,17 @@ def new_run_name(prefix: str = "run") -> str:
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def safe_run_name(name: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+def safe_run_name(name: str, what: str = "--run-name") -> str:
+    """`name` as a folder name: letters and digits of any script, '.', '_' and '-' kept, anything
+    else (spaces, slashes) as '-'. A name left with no letter or digit is refused (it used to
+    become a timestamp, or "seed0" for a sweep run, without a word). `what` names it in messages."""
+    cleaned = re.sub(r"[^\w.-]+", "-", name).strip("-.")
+    if not re.search(r"[^\W_]", cleaned):
+        raise RunDirError(f"{what} {name!r} has no letter or digit to name a folder with; pick another")
     if len(cleaned.encode()) > NAME_MAX - 20:  # room for what is written next to it (temp files)
-        raise RunDirError(f"--run-name is {len(cleaned)} characters; folder names may have at most "
-                          f"{NAME_MAX - 20} here. Pick a shorter --run-name.")
-    return cleaned or new_run_name()
+        raise RunDirError(f"{what} is {len(cleaned)} characters; folder names may have at most "
+                          f"{NAME_MAX - 20} here. Pick a shorter one.")
+    return cleaned
 
 
 def read_run_json(path: str | Path, fix: str) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,9 +273,11 @@ def _variants(value: Any, source: str) -> list[tuple[str, dict[str, Any]]]:
         name = variant.get("name")
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"{where}: needs a name, e.g. name = \"focal\"")
-        if any(ch in name for ch in "+=\0\n\r") or not safe_run_name(name).strip():
-            raise ConfigError(f"{where}: name {name!r} may not hold '+', '=' or line breaks "
-                              "(they separate the parts of a configuration id)")
+        if any(ch in name for ch in "+=\0\n\r") or not re.search(r"[^\W_]", name):
+            raise ConfigError(f"{where}: name {name!r} needs a letter or digit and may not hold '+', '=' or "
+                              "line breaks (they separate the parts of a configuration id)")
+        if re.fullmatch(r"trial-\d+", name.strip()):  # the search's own ids (sweep_search): one folder for two
+            raise ConfigError(f"{where}: name {name!r} is how the search names its trials; pick another name")
         if name in (n for n, _ in out):
             raise ConfigError(f"{where}: the name {name!r} is used twice; each variant needs its own name")
         changes = variant.get("set", {})

@@ -89,6 +89,9 @@ def test_configuration_ids_and_seed_major_queue(tmp_path):
     ("[sweep]\nseeds = [0]\n[search]\ntrials = 2\n", "[search.space] must name at least one key"),
     ("[sweep]\nseeds = [0]\n[search]\ntrials = 2\n[search.space]\nlr = { low = 1e-2, high = 1e-5 }\n",
      "low (0.01) must be below high"),
+    # a variant named like a search trial shared its folder (trial-0-seed0) with Optuna's trial 0
+    ("[sweep]\nseeds = [0]\n[[variants]]\nname = \"trial-0\"\n", "is how the search names its trials"),
+    ("[sweep]\nseeds = [0]\n[[variants]]\nname = \"--\"\n", "needs a letter or digit"),
 ])
 def test_bad_specs_exit_2_naming_file_table_and_key(tmp_path, capsys, text, message):
     spec = write(tmp_path / "bad.toml", text)
@@ -186,6 +189,14 @@ def test_leaderboard_of_a_sweep_in_progress(tmp_path):
     assert a.lowest_recall["mean"] == 0.4  # class A has no validation images: not a recall of 0.1
     assert entries[2].epoch == 3 and entries[2].epochs == 5 and entries[2].running_run == "c-seed0"
     assert "ep 3/5" in format_leaderboard(entries)
+
+
+def test_non_ascii_variant_names_keep_their_own_folders():
+    """Names in other scripts were cut to "" and every such variant's run became "seed0"."""
+    from mammo_tui.drivers.sweep_spec import run_name
+
+    assert run_name("データ", 0) == "データ-seed0" and run_name("Überprüfung", 1) == "Überprüfung-seed1"
+    assert run_name("データ", 0) != run_name("ノイズ", 0)
 
 
 def test_a_full_tie_ranks_the_healthier_configuration_first(tmp_path):

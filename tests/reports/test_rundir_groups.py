@@ -81,3 +81,13 @@ def test_train_resume_of_a_sweep_folder_names_the_sweep_command(tmp_path):
     (sweep / "sweep.json").write_text(json.dumps({"status": "interrupted", "members": []}))
     with pytest.raises(RunDirError, match=r"this is a sweep; continue it with `mammo-tui sweep --resume"):
         train(TrainRequest(resume=str(sweep)))
+
+
+def test_run_names_keep_any_script_and_a_name_with_nothing_to_keep_is_refused():
+    """A non-ASCII --run-name became a timestamp without a word."""
+    from mammo_tui.rundir import safe_run_name
+
+    assert safe_run_name("Überprüfung 2") == "Überprüfung-2" and safe_run_name("データ") == "データ"
+    assert safe_run_name("a/b c") == "a-b-c"
+    with pytest.raises(RunDirError, match="--run-name '///' has no letter or digit"):
+        safe_run_name("///")
