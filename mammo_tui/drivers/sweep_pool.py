@@ -29,6 +29,8 @@ def slots(job: Any) -> list[str | None]:
     jobs = job.jobs or 1
     if jobs < 1:
         raise ConfigError(f"--jobs must be 1 or more; got {jobs}")
+    if gpus:
+        _check_gpus(gpus)
     if not gpus and jobs > 1:
         import torch
 
@@ -40,6 +42,24 @@ def slots(job: Any) -> list[str | None]:
         count = jobs if jobs > 1 else len(gpus)
         return [gpus[i % len(gpus)] for i in range(count)]
     return [None] * jobs if jobs > 1 else []
+
+
+def _check_gpus(gpus: list[str]) -> None:
+    """--gpus names GPUs that exist: ids (0, 1), or CUDA's GPU- / MIG- UUIDs. Runs asked for on a
+    GPU used to train on the CPU without a word when the id was wrong or the box had none."""
+    bad = [g for g in gpus if not (g.isdigit() or g.startswith(("GPU-", "MIG-")))]
+    if bad:
+        raise ConfigError(f"--gpus: {', '.join(map(repr, bad))} is not a GPU id; give ids separated by "
+                          "commas, e.g. --gpus 0,1 (nvidia-smi lists them)")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--gpus {','.join(gpus)}: no CUDA GPU is visible here; drop --gpus (use --jobs N "
+                          "for parallel runs on the CPU)")
+    count = torch.cuda.device_count()
+    missing = [g for g in gpus if g.isdigit() and int(g) >= count and not os.environ.get("CUDA_VISIBLE_DEVICES")]
+    if missing:
+        raise ConfigError(f"--gpus: no GPU {', '.join(missing)} here ({count} visible: ids 0-{count - 1})")
 
 
 def last_error(log: Path) -> str:

@@ -191,6 +191,21 @@ def test_leaderboard_of_a_sweep_in_progress(tmp_path):
     assert "ep 3/5" in format_leaderboard(entries)
 
 
+def test_gpus_that_do_not_exist_are_refused_not_run_on_the_cpu():
+    """`--gpus a,b`, or `--gpus 0` on a box without a GPU, trained on the CPU without a word."""
+    import torch
+
+    from mammo_tui.drivers.sweep_pool import slots
+    from mammo_tui.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'a', 'b' is not a GPU id"):
+        slots(SweepJob(spec=None, gpus=["a", "b"]))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="--gpus 0: no CUDA GPU is visible here"):
+            slots(SweepJob(spec=None, gpus=["0"]))
+        assert slots(SweepJob(spec=None, jobs=2)) == [None, None]  # --jobs alone: CPU slots, as before
+
+
 def test_non_ascii_variant_names_keep_their_own_folders():
     """Names in other scripts were cut to "" and every such variant's run became "seed0"."""
     from mammo_tui.drivers.sweep_spec import run_name
