@@ -129,7 +129,7 @@ class SweepSpec:
 
 
 def run_name(config_id: str, seed: int) -> str:
-    return safe_run_name(f"{config_id}-seed{seed}")
+    return safe_run_name(f"{config_id}-seed{seed}", what=f"the run folder of configuration {config_id!r}")
 
 
 def format_value(value: Any) -> str:

@@ -212,6 +212,10 @@ def test_non_ascii_variant_names_keep_their_own_folders():
 
     assert run_name("データ", 0) == "データ-seed0" and run_name("Überprüfung", 1) == "Überprüfung-seed1"
     assert run_name("データ", 0) != run_name("ノイズ", 0)
+    from mammo_tui.errors import RunDirError
+
+    with pytest.raises(RunDirError, match="the run folder of configuration 'xxx"):  # not "--run-name"
+        run_name("x" * 300, 0)
 
 
 def test_a_full_tie_ranks_the_healthier_configuration_first(tmp_path):
