@@ -29,6 +29,9 @@ def slots(job: Any) -> list[str | None]:
     jobs = job.jobs or 1
     if jobs < 1:
         raise ConfigError(f"--jobs must be 1 or more; got {jobs}")
+    cpus = os.cpu_count() or 1
+    if jobs > cpus and not gpus:  # each CPU run uses a core at least: more only thrash
+        raise ConfigError(f"--jobs {jobs}: this machine has {cpus} CPU cores; at most {cpus} runs in parallel")
     if gpus:
         _check_gpus(gpus)
     if not gpus and jobs > 1:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from mammo_tui.rundir import safe_run_name
 
 SWEEPS_DIR = PRESETS_DIR / "sweeps"
 SEARCH_SAMPLERS = ("tpe", "random")
+MAX_RUNS = 5000  # runs one sweep may train (its sweep.json lists them all; a run takes minutes at least)
 OPTUNA_HINT = "pip install 'mammo-tui[optuna]' (or pip install 'optuna>=3.4')"
 _TABLES = {"sweep": ("base", "seeds", "description"), "set": None, "variants": None, "grid": None,
            "search": ("trials", "sampler", "prune", "space")}
@@ -207,6 +209,7 @@ def parse_spec(data: dict[str, Any], source: str, base_dir: Path | None = ...) -
     spec.grid = _grid(_table(data, "grid", source), source)
     if "search" in data:
         spec.search = _search(_table(data, "search", source), source)
+    _refuse_too_many_runs(spec, source)  # before the queue is built: a 10^9 grid would fill the memory
     seen: dict[str, str] = {}
     for run in spec.queue():  # two ids that sanitise to one folder name would share a run
         if run.run in seen and seen[run.run] != run.config_id:
@@ -214,6 +217,23 @@ def parse_spec(data: dict[str, Any], source: str, base_dir: Path | None = ...) -
                               f"train in the folder {run.run}; rename a variant")
         seen[run.run] = run.config_id
     return spec
+
+
+def _refuse_too_many_runs(spec: SweepSpec, source: str) -> None:
+    """ConfigError naming the product when the sweep would train more than MAX_RUNS runs."""
+    sizes = [len(values) for values in spec.grid.values()]
+    configurations = max(1, len(spec.variants)) * math.prod(sizes) if (spec.variants or sizes) else \
+        (0 if spec.search else 1)
+    trials = spec.search.trials if spec.search else 0
+    runs = (configurations + trials) * len(spec.seeds)
+    if runs <= MAX_RUNS:
+        return
+    product = " x ".join(([f"{len(spec.variants)} variants"] if spec.variants else [])
+                         + [f"{len(values)} {key}" for key, values in spec.grid.items()])
+    what = f"{configurations:,} configurations ({product})" if product else f"{configurations} configuration"
+    what += f" + {trials:,} search trials" if trials else ""
+    raise ConfigError(f"{source}: the sweep would train {runs:,} runs: {what}, x {len(spec.seeds):,} seeds; at "
+                      f"most {MAX_RUNS:,} are accepted. Narrow the grid or the seeds, or split it into sweeps.")
 
 
 def _table(data: dict[str, Any], name: str, source: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -92,6 +93,10 @@ def test_configuration_ids_and_seed_major_queue(tmp_path):
     # a variant named like a search trial shared its folder (trial-0-seed0) with Optuna's trial 0
     ("[sweep]\nseeds = [0]\n[[variants]]\nname = \"trial-0\"\n", "is how the search names its trials"),
     ("[sweep]\nseeds = [0]\n[[variants]]\nname = \"--\"\n", "needs a letter or digit"),
+    # 10^6 and 10^9 grids were accepted, then filled the memory
+    ("[sweep]\nseeds = [0, 1]\n[grid]\nlr = [" + ", ".join(f"{(i + 1) / 1e4}" for i in range(60)) + "]\n"
+     "weight_decay = [" + ", ".join(f"{i / 1e3}" for i in range(50)) + "]\n",
+     "would train 6,000 runs: 3,000 configurations (60 lr x 50 weight_decay), x 2 seeds; at most 5,000"),
 ])
 def test_bad_specs_exit_2_naming_file_table_and_key(tmp_path, capsys, text, message):
     spec = write(tmp_path / "bad.toml", text)
@@ -204,6 +209,9 @@ def test_gpus_that_do_not_exist_are_refused_not_run_on_the_cpu():
         with pytest.raises(ConfigError, match="--gpus 0: no CUDA GPU is visible here"):
             slots(SweepJob(spec=None, gpus=["0"]))
         assert slots(SweepJob(spec=None, jobs=2)) == [None, None]  # --jobs alone: CPU slots, as before
+        too_many = (os.cpu_count() or 1) + 1  # --jobs 1000 was accepted
+        with pytest.raises(ConfigError, match=f"--jobs {too_many}: this machine has"):
+            slots(SweepJob(spec=None, jobs=too_many))
 
 
 def test_non_ascii_variant_names_keep_their_own_folders():
