@@ -319,7 +319,7 @@ def _run_folds(request, folds: int, sink: EventSink, cancel: threading.Event, cv
                     return CVResult(cv_dir, EXIT_INTERRUPTED, {})
                 if state == "resume":  # the CV's dataset: where cv.json (or a relocation) says it is
                     fold_request = TrainRequest(resume=str(fold_dir), dataset=request.dataset,
-                                                track=request.track)
+                                                track=request.track, folds=folds, fold=fold - 1)
                 else:
                     fold_request = dataclasses.replace(request, outdir=str(cv_dir), run_name=fold_dir.name,
                                                        folds=folds, fold=fold - 1, resume=None)

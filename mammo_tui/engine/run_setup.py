@@ -6,6 +6,7 @@ The config arrives decided: the caller planned it (app.planning) or the user nam
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,11 @@ class RunSetup(ResumeSteps):
             what = {"cv": "a cross-validation", "sweep": "a sweep"}.get(kind, f"a {kind}")
             raise RunDirError(f"--resume {self.run_dir}: this is {what}; continue it with "
                               f"`mammo-tui {kind} --resume {self.run_dir}`")
+        cv_dir = self.run_dir.expanduser().absolute().parent
+        if not req.folds and re.fullmatch(r"fold-\d+", self.run_dir.name) and group_kind(cv_dir) == "cv":
+            # the CV resumes its own folds (req.folds set); one resumed alone leaves cv_summary.json stale
+            raise RunDirError(f"--resume {self.run_dir}: this is a fold of the cross-validation {cv_dir}; "
+                              f"continue the cross-validation with `mammo-tui cv --resume {cv_dir}`")
         last = self.run_dir / CHECKPOINT_DIR / "last.pt"
         if not (self.run_dir / DATASET_FILE).exists() or not ((self.run_dir / CONFIG_FILE).exists() or last.is_file()):
             raise RunDirError(f"--resume {self.run_dir}: not a mammo-tui run directory "

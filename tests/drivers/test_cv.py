@@ -150,6 +150,21 @@ def test_train_resume_of_a_cv_folder_points_to_cv_resume(tmp_path):
     assert proc.returncode == 2 and f"mammo-tui cv --resume {tmp_path / 'cv'}" in proc.stderr
 
 
+def test_a_fold_is_resumed_by_its_cross_validation_never_alone(tmp_path):
+    """`train --resume CV/fold-2` reopened one fold (even while its CV ran), leaving cv_summary.json
+    stale; the CV's own resume of a fold still goes through (it says which fold it drives)."""
+    from mammo_tui.app import TrainRequest, train
+    from mammo_tui.errors import RunDirError
+
+    fold = tmp_path / "cv" / "fold-2"
+    fold.mkdir(parents=True)
+    (tmp_path / "cv" / CV_FILE).write_text('{"folds": 3}')
+    with pytest.raises(RunDirError, match=rf"a fold of the cross-validation .*cv --resume {tmp_path / 'cv'}"):
+        train(TrainRequest(resume=str(fold)))
+    with pytest.raises(RunDirError, match="not a mammo-tui run directory"):  # past the fold check: the CV's way
+        train(TrainRequest(resume=str(fold), folds=3, fold=1))
+
+
 @pytest.mark.slow
 def test_following_a_live_cv_sees_every_fold_as_it_happens(tiny_demo, tmp_path):
     """watch on a CV that is still training: fold folders appear one by one while it follows."""
