@@ -108,7 +108,10 @@ class MlflowTracker:
         """The MLflow run of this mammo-tui run (recorded, or found by its key), else a new one."""
         client = self.client
         self.key = run_key(self.run_dir)
-        run = self._recorded_run()  # where it was tracked before, even if the folder moved since
+        copied_from = self._copied_from()
+        if copied_from:  # its own MLflow run, never the original's (the key would find that one too)
+            self.key = f"{self.key}@{self.run_dir.absolute()}"
+        run = None if copied_from else self._recorded_run()  # tracked before, even if the folder moved since
         if run is not None:
             self.experiment_id = run.info.experiment_id
             self.experiment = client.get_experiment(self.experiment_id).name
@@ -130,7 +133,19 @@ class MlflowTracker:
                 client.update_run(run.info.run_id, status="RUNNING")
         self.run_id = run.info.run_id
         record_tracking(self.run_dir, self.destination, {"run_id": self.run_id, "experiment_id": self.experiment_id,
-                                                          "experiment": self.experiment, "run_key": self.key})
+                                                          "experiment": self.experiment, "run_key": self.key,
+                                                          "run_dir": str(self.run_dir.absolute())})
+
+    def _copied_from(self) -> str:
+        """The run directory this one is a copy of ("" when it is not): tracking.json came along with
+        the copy, and the folder it names still holds the same MLflow run. A moved run (the old
+        folder gone) continues its MLflow run."""
+        recorded = read_tracking(self.run_dir).get(self.destination) or {}
+        origin = recorded.get("run_dir")
+        if not origin or Path(origin) == self.run_dir.absolute() or not Path(origin).is_dir():
+            return ""
+        theirs = read_tracking(origin).get(self.destination) or {}
+        return origin if theirs.get("run_id") and theirs.get("run_id") == recorded.get("run_id") else ""
 
     def _recorded_run(self):
         run_id = (read_tracking(self.run_dir).get(self.destination) or {}).get("run_id")

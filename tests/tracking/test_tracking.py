@@ -256,6 +256,30 @@ def test_resume_continues_the_mlflow_run_and_appends_to_tensorboard(tiny_demo, t
     assert [p.step for p in tb_scalars(board / "r").Scalars("kappa_quadratic")] == [1, 2]
 
 
+@pytest.mark.slow
+def test_a_copied_run_gets_its_own_mlflow_run_and_never_writes_into_the_original(tiny_demo, tmp_path):
+    """A copy carries tracking.json: resuming the copy logged its epochs into the original's MLflow
+    run. A copy (the original folder still there) now gets a run of its own."""
+    import shutil
+
+    store = tmp_path / "mlruns"
+    cancel = threading.Event()
+    first = train(TrainRequest(config=tiny_config(epochs=2), dataset=tiny_demo, outdir=str(tmp_path / "runs"),
+                               run_name="r", track=[f"mlflow:{store}"]),
+                  lambda e: cancel.set() if e.type == "epoch" else None, cancel)
+    _, original = only_run(store, "runs")
+    copy = tmp_path / "copies" / "r"
+    shutil.copytree(first.run_dir, copy)
+    train(TrainRequest(resume=str(copy), track=[f"mlflow:{store}"]))
+    client = client_for(store)
+    assert [m.step for m in client.get_metric_history(original.info.run_id, "kappa_quadratic")] == [1]
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 2
+    (theirs,) = [r for r in runs if r.info.run_id != original.info.run_id]
+    # what the copy trained in this session (`mammo-tui export` sends a whole history)
+    assert [m.step for m in client.get_metric_history(theirs.info.run_id, "kappa_quadratic")] == [2]
+
+
 def test_a_missing_mlflow_run_is_made_again_not_reused(live, tmp_path):
     """A recorded run id that no longer exists in the store (another store at the same path, a
     deleted run) does not break the export: a new MLflow run is made."""
