@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 
 from mammo_tui.cli_args import build_parser
-from mammo_tui.cli_process import (flush_stdout, install_abort_handlers, install_signal_handlers, internal_error,
-                                   restore_handlers, say)
+from mammo_tui.cli_process import (die_with_parent, flush_stdout, install_abort_handlers, install_signal_handlers,
+                                   internal_error, restore_handlers, say)
 from mammo_tui.errors import ConfigError, MammoError
 from mammo_tui.exitcodes import EXIT_BAD_INPUT, EXIT_CLOSED_PIPE, EXIT_INTERRUPTED
 
@@ -475,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     # 2 cores); sleeping waits cost nothing measurable when the machine is idle.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     previous = install_abort_handlers()
+    die_with_parent()  # a parallel sweep's run: SIGTERM (saved, resumable) when the sweep dies
     try:
         code = _run(argv)
     except BrokenPipeError:  # the reader of our output left mid-command (`| head`)

@@ -118,3 +118,23 @@ def install_signal_handlers(cancel: threading.Event) -> None:
     for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), handler)
+
+
+PARENT_ENV = "MAMMO_TUI_DIE_WITH"  # set by a parallel sweep for its runs: the sweep's pid
+
+
+def die_with_parent() -> None:
+    """A parallel sweep's run stops when its sweep dies, even by kill -9 (it kept training, and the
+    sweep's --resume found it "failed"): Linux sends it SIGTERM (PR_SET_PDEATHSIG), which stops
+    it after the batch, saved as interrupted. Elsewhere, or outside a sweep, nothing changes."""
+    expected = os.environ.pop(PARENT_ENV, "")  # not inherited by this run's own children
+    if not expected or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if str(os.getppid()) != expected:  # the sweep died before prctl: no signal will come
+        os.kill(os.getpid(), signal.SIGTERM)

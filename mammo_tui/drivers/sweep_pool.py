@@ -13,6 +13,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from mammo_tui.cli_process import PARENT_ENV
 from mammo_tui.drivers.sweep_commands import LOGS_DIR, member_command
 from mammo_tui.drivers.sweep_spec import QueuedRun
 from mammo_tui.errors import ConfigError, MammoError
@@ -132,6 +133,7 @@ class SubprocessPool:
         else:  # N runs on the CPUs: a share of the cores each, not N x all of them
             env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // slots)))
         env["PYTHONUNBUFFERED"] = "1"
+        env[PARENT_ENV] = str(os.getpid())  # the run stops (saved) if the sweep dies, even by kill -9
         (sweep_dir / LOGS_DIR).mkdir(exist_ok=True)
         log = open(sweep_dir / LOGS_DIR / f"{run.run}.log", "a", encoding="utf-8")
         # its own session: a Ctrl-C in the terminal reaches only the sweep, which stops each run once

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -116,3 +117,35 @@ def test_in_a_terminal_cv_opens_the_wizard_and_train_resume_the_dashboard(monkey
     job = jobs[-1][1]["job"]
     assert job.resume == str(run) and job.config is None and not job.cv_folds
     assert jobs[-1][1]["runs_root"] == str(tmp_path)
+
+
+def test_a_sweeps_run_dies_with_the_sweep_even_after_kill_9():
+    """Runs of a parallel sweep kept training after the sweep was killed with -9. A process that
+    calls die_with_parent() (every `mammo-tui` command a sweep starts) gets SIGTERM when its parent
+    dies; outside a sweep (no MAMMO_TUI_DIE_WITH) it changes nothing."""
+    import signal
+
+    parent = (
+        "import os, subprocess, sys, time\n"
+        "from mammo_tui.cli_process import PARENT_ENV\n"
+        "env = dict(os.environ, **{PARENT_ENV: str(os.getpid())})\n"
+        "code = 'from mammo_tui.cli_process import die_with_parent; die_with_parent(); import time; time.sleep(60)'\n"
+        "child = subprocess.Popen([sys.executable, '-c', code], env=env)\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(1.5)\n"
+        "os.kill(os.getpid(), 9)\n")
+    proc = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    child = int(proc.stdout.split()[0])
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                return "\nState:\tZ" not in status.read()  # a zombie nobody reaped is gone too
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(child), "the run outlived its sweep"
