@@ -130,7 +130,8 @@ def test_a_sweeps_run_dies_with_the_sweep_even_after_kill_9():
         "from mammo_tui.cli_process import PARENT_ENV\n"
         "env = dict(os.environ, **{PARENT_ENV: str(os.getpid())})\n"
         "code = 'from mammo_tui.cli_process import die_with_parent; die_with_parent(); import time; time.sleep(60)'\n"
-        "child = subprocess.Popen([sys.executable, '-c', code], env=env)\n"
+        "child = subprocess.Popen([sys.executable, '-c', code], env=env, start_new_session=True,\n"  # as the sweep
+        "                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
         "print(child.pid, flush=True)\n"
         "time.sleep(1.5)\n"
         "os.kill(os.getpid(), 9)\n")
