@@ -93,7 +93,7 @@ def _cv_folds_section(cv: CVRecord) -> list[str]:
     if agg:
         spec = [("kappa (quadratic weights) - headline", agg.get("kappa_quadratic")),
                 ("balanced accuracy, adjusted", agg.get("balanced_accuracy_adjusted")),
-                ("macro AUC (one-vs-rest)", agg.get("auc_macro")),
+                (_auc_label(agg.get("auc_macro")), agg.get("auc_macro")),
                 ("accuracy (misleading on imbalanced data)", agg.get("accuracy")),
                 *[(f"recall {name}", st) for name, st in (agg.get("recall_per_class") or {}).items()]]
 
@@ -147,6 +147,14 @@ def _cv_config_section(cv: CVRecord) -> list[str]:
         return lines + [f"No configuration found ({CV_FILE} is missing or unreadable)."]
     return lines + [f"Every fold trains with this config (all keys in `{CV_FILE}`); a change made by "
                     "`--on-collapse recover` is listed under that fold above.", "", *config_table(config, config)]
+
+
+def _auc_label(stat: dict[str, Any] | None) -> str:
+    """The macro AUC row; "over B, C, D" when a class is absent from some fold (stats.aggregate)."""
+    classes = (stat or {}).get("classes")
+    if classes is not None and len(classes) < len(CLASS_NAMES):
+        return f"macro AUC (one-vs-rest, over {', '.join(classes) or 'no class'}: the classes every fold holds)"
+    return "macro AUC (one-vs-rest)"
 
 
 def render_cv_report(cv: CVRecord, base: Path) -> str:

@@ -37,28 +37,39 @@ def _as_labels(values: Any, name: str, num_classes: int) -> np.ndarray:
     return array
 
 
-def auc_macro(y_true: np.ndarray, probs: Any, num_classes: int) -> float | None:
-    """Macro one-vs-rest ROC AUC over the classes present in y_true; None when undefined.
-
-    Classes absent from y_true have no positives, so their AUC does not exist; averaging over
-    the present ones keeps the metric usable on small validation sets. Never raises.
-    """
+def auc_per_class(y_true: np.ndarray, probs: Any, num_classes: int) -> list[float | None]:
+    """One-vs-rest ROC AUC of each class; None for a class absent from y_true (no positives: its
+    AUC does not exist), and for every class when fewer than two are present or the scores are
+    missing or not finite. Never raises."""
+    none: list[float | None] = [None] * num_classes
     if probs is None:
-        return None
+        return none
     try:
         from sklearn.metrics import roc_auc_score
 
         scores = np.asarray(probs, dtype=np.float64)
         if scores.shape != (len(y_true), num_classes) or not np.all(np.isfinite(scores)):
-            return None
+            return none
         present = np.unique(y_true)
         if len(present) < 2:
-            return None
-        aucs = [roc_auc_score(y_true == c, scores[:, c]) for c in present]
-        value = float(np.mean(aucs))
+            return none
+        out = list(none)
+        for c in present:
+            value = float(roc_auc_score(y_true == c, scores[:, c]))
+            out[int(c)] = value if math.isfinite(value) else None
+        return out
     except (ValueError, TypeError, IndexError):
-        return None
-    return value if math.isfinite(value) else None
+        return none
+
+
+def auc_macro(y_true: np.ndarray, probs: Any, num_classes: int) -> float | None:
+    """Macro one-vs-rest ROC AUC over the classes present in y_true; None when undefined.
+
+    Averaging over the present classes keeps the metric usable on small validation sets; over
+    folds that hold different classes, stats.aggregate averages the classes every fold holds.
+    """
+    values = [v for v in auc_per_class(y_true, probs, num_classes) if v is not None]
+    return float(np.mean(values)) if values else None
 
 
 def balanced_accuracy_adjusted(balanced: float, num_classes: int = 4) -> float:
@@ -137,6 +148,7 @@ def compute_metrics(
         "kappa": kappa,
         "kappa_quadratic": kappa_q,
         "auc_macro": auc_macro(yt, probs, num_classes),
+        "auc_per_class": auc_per_class(yt, probs, num_classes),
         "precision_per_class": [float(v) for v in precision],
         "recall_per_class": [float(v) for v in recall],
         "f1_per_class": [float(v) for v in f1],

@@ -49,12 +49,31 @@ def aggregate(fold_summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """
     best = [s.get("best_metrics") or {} for s in fold_summaries]
     out: dict[str, Any] = {k: mean_std([b.get(k) for b in best]) for k in SCALARS}
+    comparable = _auc_over_common_classes(best)
+    if comparable is not None:
+        out["auc_macro"] = comparable
     with_recall = [fold_recalls(b) for b in best if b.get("recall_per_class")]
     out["recall_per_class"] = {
         name: {**mean_std([r[i] if i < len(r) else None for r in with_recall]), "folds": len(with_recall)}
         for i, name in enumerate(CLASS_NAMES)
     }
     return out
+
+
+def _auc_over_common_classes(best: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """mean ± std over folds of the macro AUC over the classes every fold holds (`classes` names
+    them): a fold without class A averages three AUCs, the others four, and a mean of the two mixes
+    averages of different things. A fold with no AUC at all (one class) is left out, as mean_std
+    leaves out a missing value. None when a fold lacks per-class AUCs (metrics from before)."""
+    per_class = [b.get("auc_per_class") for b in best]
+    if not per_class or any(not isinstance(aucs, list) for aucs in per_class):
+        return None
+    per_class = [aucs for aucs in per_class if any(v is not None for v in aucs)]
+    common = [c for c in range(len(CLASS_NAMES)) if all(c < len(a) and a[c] is not None for a in per_class)]
+    if not common:
+        return {**mean_std([]), "classes": []}
+    folds = [float(np.mean([aucs[c] for c in common])) for aucs in per_class]
+    return {**mean_std(folds), "classes": [CLASS_NAMES[c] for c in common]}
 
 
 def format_mean_std(stat: dict[str, Any] | None, missing: str = "n/a") -> str:

@@ -103,10 +103,15 @@ def test_matches_sklearn_and_reference(case: int) -> None:
         assert len(m[key]) == K, key
 
     if len(present) < 2:
-        assert m["auc_macro"] is None
+        assert m["auc_macro"] is None and m["auc_per_class"] == [None] * K
     else:
         expected = np.mean([roc_auc_score(y_true == c, probs[:, c]) for c in present])
         assert m["auc_macro"] == pytest.approx(expected)
+        for c in range(K):  # one-vs-rest per class; None where the class has no images
+            if c in present:
+                assert m["auc_per_class"][c] == pytest.approx(roc_auc_score(y_true == c, probs[:, c]))
+            else:
+                assert m["auc_per_class"][c] is None
         if len(present) == K:
             sk = roc_auc_score(y_true, probs, multi_class="ovr", average="macro")
             assert m["auc_macro"] == pytest.approx(sk)

@@ -357,3 +357,17 @@ def test_a_cross_validation_never_takes_over_a_folder_that_is_not_one(tiny_demo,
     with pytest.raises(RunDirError, match="already exists and is not a cross-validation"):
         run_cv(cv_request(tiny_demo, tmp_path), 2)
     assert sorted(p.name for p in run.iterdir()) == ["events.jsonl", "summary.json"]
+
+
+def test_the_cv_macro_auc_averages_the_classes_every_fold_holds():
+    """A fold without class A averages three one-vs-rest AUCs, the others four: the mean over folds
+    mixed averages of different things (here 0.5625). It is the macro AUC over B, C, D in every fold."""
+    from mammo_tui.stats import aggregate
+
+    four = {"auc_macro": 0.625, "auc_per_class": [1.0, 0.5, 0.5, 0.5]}
+    three = {"auc_macro": 0.5, "auc_per_class": [None, 0.5, 0.5, 0.5]}
+    one_class = {"auc_macro": None, "auc_per_class": [None, None, None, None]}  # undefined: left out
+    agg = aggregate([{"best_metrics": m} for m in (four, three, one_class)])["auc_macro"]
+    assert agg["mean"] == pytest.approx(0.5) and agg["n"] == 2 and agg["classes"] == ["B", "C", "D"]
+    older = aggregate([{"best_metrics": {"auc_macro": 0.625}}, {"best_metrics": {"auc_macro": 0.5}}])
+    assert older["auc_macro"]["mean"] == pytest.approx(0.5625)  # metrics without per-class AUCs: as before

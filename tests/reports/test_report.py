@@ -359,3 +359,29 @@ def test_cv_report_leaves_a_class_absent_from_a_fold_out_of_its_recall_mean(tmp_
     stats = {row[0]: row[1:] for row in _table_rows(_section(text, "### Mean ± std", "## Collapse"))}
     assert stats["recall A"] == ["0.400 ± 0.200", "3 of 5"]
     assert stats["recall B"] == ["0.800 ± 0.000", "5"]
+
+
+def test_a_cv_report_says_which_classes_its_macro_auc_averages(tmp_path):
+    """With class A absent from one fold's validation set, the CV's macro AUC is over B, C, D in
+    every fold, and the report's row says so."""
+    import numpy as np
+
+    from mammo_tui.metrics import compute_metrics
+    from mammo_tui.rundir import CV_FILE
+    from mammo_tui.stats import aggregate
+
+    def fold_metrics(with_a):
+        y_true = [1, 2, 3] * 4 + ([0] * 3 if with_a else [])
+        probs = np.full((len(y_true), 4), 0.1)
+        for row, label in enumerate(y_true):
+            probs[row, label] = 0.7
+        return compute_metrics(y_true, list(y_true), probs)
+
+    rows = [{"fold": i, "status": "healthy", "best_epoch": 1, "best_metrics": fold_metrics(with_a)}
+            for i, with_a in enumerate([True, False], 1)]
+    cv = tmp_path / "cv"
+    cv.mkdir()
+    (cv / CV_FILE).write_text(json.dumps({"folds": 2, "status": "finished", "config": {}}))
+    (cv / CV_SUMMARY_FILE).write_text(json.dumps({"folds": 2, "status": "healthy", "per_fold": rows,
+                                                  "aggregate": aggregate(rows), "collapsed_folds": []}))
+    assert "macro AUC (one-vs-rest, over B, C, D: the classes every fold holds)" in build_report(cv)
