@@ -86,12 +86,17 @@ def new_run_name(prefix: str = "run") -> str:
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def names_something(name: str) -> bool:
+    """Whether `name` holds a letter or digit (of any script): something a folder can be named by."""
+    return re.search(r"[^\W_]", name) is not None
+
+
 def safe_run_name(name: str, what: str = "--run-name") -> str:
     """`name` as a folder name: letters and digits of any script, '.', '_' and '-' kept, anything
     else (spaces, slashes) as '-'. A name left with no letter or digit is refused (it used to
     become a timestamp, or "seed0" for a sweep run, without a word). `what` names it in messages."""
     cleaned = re.sub(r"[^\w.-]+", "-", name).strip("-.")
-    if not re.search(r"[^\W_]", cleaned):
+    if not names_something(cleaned):
         raise RunDirError(f"{what} {name!r} has no letter or digit to name a folder with; pick another")
     if len(cleaned.encode()) > NAME_MAX - 20:  # room for what is written next to it (temp files)
         raise RunDirError(f"{what} is {len(cleaned)} characters; folder names may have at most "

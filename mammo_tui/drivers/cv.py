@@ -12,7 +12,6 @@ directory (for `watch` and the runs browser), so a live and a watched CV look th
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from mammo_tui.privacy import SECRET_FILE_ENV, secret_fingerprint
 from mammo_tui.rundir import (CV_FILE, CV_SUMMARY_FILE, LOCK_FILE, create_locked, is_cv_dir, new_run_name,
                               read_group_manifest, read_summary, remove_husk, safe_run_name, write_json)
 from mammo_tui.runlog import EVENTS_FILE, follow_events, read_events
-from mammo_tui.runread import fold_dirs
+from mammo_tui.runread import fold_dirs, read_json_file
 from mammo_tui.stats import (FINISHED, aggregate, fold_recalls, format_mean_std, format_recall_stat,
                              worst_status)
 
@@ -101,10 +100,8 @@ def _check_folds(cv_dir: Path, manifest: dict[str, Any]) -> None:
 
 
 def read_cv_summary(cv_dir: str | Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((Path(cv_dir) / CV_SUMMARY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    """cv_summary.json, leniently (None until the last fold finished, or when damaged)."""
+    return read_json_file(Path(cv_dir) / CV_SUMMARY_FILE)
 
 
 def _is_main() -> bool:

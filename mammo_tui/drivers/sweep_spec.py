@@ -26,7 +26,7 @@ from typing import Any
 
 from mammo_tui.config import KEYS, PRESETS_DIR, coerce, key_type, preset_path
 from mammo_tui.errors import ConfigError
-from mammo_tui.rundir import safe_run_name
+from mammo_tui.rundir import names_something, safe_run_name
 
 SWEEPS_DIR = PRESETS_DIR / "sweeps"
 SEARCH_SAMPLERS = ("tpe", "random")
@@ -293,7 +293,7 @@ def _variants(value: Any, source: str) -> list[tuple[str, dict[str, Any]]]:
         name = variant.get("name")
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"{where}: needs a name, e.g. name = \"focal\"")
-        if any(ch in name for ch in "+=\0\n\r") or not re.search(r"[^\W_]", name):
+        if any(ch in name for ch in "+=\0\n\r") or not names_something(name):
             raise ConfigError(f"{where}: name {name!r} needs a letter or digit and may not hold '+', '=' or "
                               "line breaks (they separate the parts of a configuration id)")
         if re.fullmatch(r"trial-\d+", name.strip()):  # the search's own ids (sweep_search): one folder for two
